@@ -1,0 +1,5 @@
+import sys
+
+from autosam.cli import main
+
+sys.exit(main())

@@ -1,0 +1,103 @@
+"""The promptless multi-class SAM network that nnU-Net trains and predicts with."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from segment_anything.modeling import Sam
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.checkpoint import checkpoint
+
+from autosam.sam.adapter import encoder_attention_blocks
+
+NORMALISATIONS = ("imagenet", "minmax")
+
+
+class SamSegmenter(nn.Module):
+    """nnU-Net patch (B, C, H, W) -> per-class logits (B, K, H, W), float32, with no prompts.
+
+    Channels: C = 3 is used as is, C = 1 is repeated to 3, any other C goes through a learnable 1x1
+    convolution to 3 channels that starts as the channel mean (trained in every set-up).
+    Intensities: nnU-Net's normalised data (z-score or CT normalisation: about zero mean, unit variance
+    per channel) are already in the range SAM's own pixel normalisation produces, so with
+    ``normalisation="imagenet"`` (SAM, MobileSAM and the SSL weights) they enter the encoder unchanged. With
+    ``"minmax"`` (MedSAM) each image is min-max scaled to [0, 1], the range MedSAM was trained on.
+    Size: the patch is resized (bilinear) to the square SAM input, and the decoder's S/4 logits are resized
+    back to (H, W). Image encoder -> prompt encoder without prompts -> mask decoder with one mask token per
+    class, all tokens read out (``MaskDecoder.predict_masks``).
+    """
+
+    def __init__(self, sam: Sam, input_channels: int, normalisation: str = "imagenet") -> None:
+        super().__init__()
+        if normalisation not in NORMALISATIONS:
+            raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
+        self.sam = sam
+        self.input_channels = input_channels
+        self.normalisation = normalisation
+        self.image_size: int = sam.image_encoder.img_size
+        self.num_classes: int = sam.mask_decoder.num_mask_tokens
+        self.setup = None  # the applied fine-tuning set-up (setups.apply_setup)
+        self.channel_mixer: nn.Conv2d | None = None
+        if input_channels not in (1, 3):
+            device = next(sam.parameters()).device
+            self.channel_mixer = nn.Conv2d(input_channels, 3, kernel_size=1, device=device)
+            nn.init.constant_(self.channel_mixer.weight, 1.0 / input_channels)
+            nn.init.zeros_(self.channel_mixer.bias)
+
+    def _to_sam_input(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != self.input_channels:
+            raise ValueError(f"expected {self.input_channels} input channels, got {x.shape[1]}")
+        if self.channel_mixer is not None:
+            x = self.channel_mixer(x)
+        elif self.input_channels == 1:
+            x = x.expand(-1, 3, -1, -1)
+        if self.normalisation == "minmax":
+            flat = x.flatten(1)
+            lo, hi = flat.min(1)[0].view(-1, 1, 1, 1), flat.max(1)[0].view(-1, 1, 1, 1)
+            x = (x - lo) / (hi - lo).clamp_min(1e-8)
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        return x
+
+    def encoder_is_trained(self) -> bool:
+        return any(p.requires_grad for p in self.sam.image_encoder.parameters())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        x = self._to_sam_input(x)
+        if self.encoder_is_trained():
+            embeddings = self.sam.image_encoder(x)
+        else:
+            with torch.no_grad():  # a frozen encoder keeps no activations for backward
+                embeddings = self.sam.image_encoder(x)
+        prompts = self.sam.prompt_encoder
+        sparse, dense = prompts(points=None, boxes=None, masks=None)
+        # Prompt tensors have batch 1 and broadcast against the image batch inside the decoder.
+        logits, _ = self.sam.mask_decoder.predict_masks(
+            image_embeddings=embeddings,
+            image_pe=prompts.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+        )
+        logits = F.interpolate(logits.float(), size=(height, width), mode="bilinear", align_corners=False)
+        return logits
+
+    def train(self, mode: bool = True) -> "SamSegmenter":
+        super().train(mode)
+        # Frozen batch-norm layers (TinyViT's) keep their pretrained statistics.
+        for module in self.modules():
+            if isinstance(module, _BatchNorm) and not any(p.requires_grad for p in module.parameters()):
+                module.eval()
+        return self
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute each encoder block in backward instead of keeping its activations.
+
+        Non-reentrant checkpointing: the reentrant variant silently drops the gradients of LoRA/adapter
+        weights inside a block whose input does not require grad (a frozen stem).
+        """
+        for block in encoder_attention_blocks(self.sam.image_encoder):
+            block.forward = partial(checkpoint, type(block).forward.__get__(block), use_reentrant=False)

@@ -1,0 +1,115 @@
+"""The study's fine-tuning set-ups: backbone x update scope x method, and how to apply one.
+
+Names are ``<backbone>_<scope>_<method>``: scope ``dec`` (mask decoder only) or ``encdec`` (image encoder +
+mask decoder); method ``vanilla`` (every parameter of the scope trains), ``adapter`` (bottleneck adapters in
+every block of the scope, base frozen) or ``lora`` (peft LoRA on the scope's attention projections, base
+frozen). With adapter and LoRA the decoder's output head (mask/IoU tokens, upscaling, hypernetwork MLPs)
+trains too, since its class tokens are new. Always frozen, because the promptless network never uses
+them: the prompt encoder, the IoU prediction head and TinyViT's ImageNet classifier.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from torch import nn
+
+from autosam.errors import AutosamError
+from autosam.sam.adapter import add_decoder_adapters, add_encoder_adapters
+from autosam.sam.lora import add_lora
+from autosam.sam.registry import STUDY_BACKBONES, get_backbone
+
+SCOPES = ("dec", "encdec")
+METHODS = ("vanilla", "adapter", "lora")
+DEFAULT_LORA_RANK = 4  # the study's rank, with scale alpha / rank = 1
+DECODER_HEAD = ("iou_token", "mask_tokens", "output_upscaling", "output_hypernetworks_mlps")
+UNUSED = ("sam.prompt_encoder.", "sam.mask_decoder.iou_prediction_head.", "sam.image_encoder.head.",
+          "sam.image_encoder.norm_head.")
+
+
+@dataclass(frozen=True)
+class Setup:
+    backbone: str
+    scope: str
+    method: str
+    lora_rank: int = DEFAULT_LORA_RANK
+    lora_alpha: float = float(DEFAULT_LORA_RANK)
+
+    def __post_init__(self) -> None:
+        get_backbone(self.backbone)
+        if self.scope not in SCOPES or self.method not in METHODS:
+            raise AutosamError(
+                f"unknown set-up '{self.name}': scope is one of {'/'.join(SCOPES)}, method one of {'/'.join(METHODS)}"
+            )
+        if self.lora_rank < 1 or self.lora_alpha <= 0:
+            raise AutosamError(f"LoRA rank must be >= 1 and alpha > 0, got rank {self.lora_rank}, alpha {self.lora_alpha}")
+
+    @property
+    def name(self) -> str:
+        return f"{self.backbone}_{self.scope}_{self.method}"
+
+    @property
+    def trains_encoder(self) -> bool:
+        return self.scope == "encdec"
+
+    @classmethod
+    def parse(cls, name: str, **options) -> "Setup":
+        parts = name.rsplit("_", 2)
+        if len(parts) != 3:
+            raise AutosamError(
+                f"unknown set-up '{name}': expected <backbone>_<scope>_<method>, e.g. vit_b_encdec_lora "
+                "(list them with 'autosam setups')"
+            )
+        return cls(*parts, **options)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Setup":
+        return cls(data["backbone"], data["scope"], data["method"], int(data["lora_rank"]), float(data["lora_alpha"]))
+
+
+def all_setups(backbones: tuple[str, ...] = STUDY_BACKBONES) -> list[Setup]:
+    return [Setup(b, s, m) for b in backbones for s in SCOPES for m in METHODS]
+
+
+@dataclass(frozen=True)
+class ParameterCount:
+    total: int
+    trainable: int
+
+
+def count_parameters(model: nn.Module) -> ParameterCount:
+    params = list(model.parameters())
+    return ParameterCount(sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad))
+
+
+def apply_setup(network: nn.Module, setup: Setup) -> ParameterCount:
+    """Insert the set-up's modules into a ``SamSegmenter`` and set what trains. Load base weights first:
+    LoRA renames the wrapped Linear's keys (``qkv.weight`` -> ``qkv.base_layer.weight``)."""
+    if getattr(network, "setup", None) is not None:
+        raise RuntimeError(f"set-up {network.setup.name} was already applied to this network")
+    sam = network.sam
+    network.requires_grad_(False)
+    if setup.method == "lora":
+        add_lora(network, setup.lora_rank, setup.lora_alpha, encoder=setup.trains_encoder)  # LoRA weights train
+    elif setup.method == "adapter":
+        adapters = add_decoder_adapters(sam.mask_decoder)
+        if setup.trains_encoder:
+            adapters += add_encoder_adapters(sam.image_encoder)
+        for adapter in adapters:
+            adapter.requires_grad_(True)
+    else:
+        sam.mask_decoder.requires_grad_(True)
+        if setup.trains_encoder:
+            sam.image_encoder.requires_grad_(True)
+    for part in DECODER_HEAD:
+        getattr(sam.mask_decoder, part).requires_grad_(True)
+    if network.channel_mixer is not None:
+        network.channel_mixer.requires_grad_(True)
+    for name, param in network.named_parameters():
+        if name.startswith(UNUSED):
+            param.requires_grad_(False)
+    network.setup = setup
+    return count_parameters(network)

@@ -1,0 +1,1 @@
+"""nnU-Net experiment planners that add a SAM configuration to nnU-Net's plans."""

@@ -1,0 +1,1 @@
+"""nnU-Net trainers that train SAM inside nnU-Net's loop."""
