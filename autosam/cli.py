@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from autosam.errors import AutosamError
 
@@ -39,6 +41,58 @@ def cmd_setups(args: argparse.Namespace) -> None:
     )
 
 
+def _sam_options(args: argparse.Namespace):
+    from planners.sam_planner import SamOptions
+
+    return SamOptions(
+        setup=args.setup or "vit_b_encdec_lora",
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        checkpoint=args.checkpoint,
+        checkpoint_dir=args.checkpoint_dir,
+        from_scratch=args.from_scratch,
+        num_epochs=args.epochs,
+        iterations_per_epoch=args.iterations,
+        lora_rank=args.lora_rank,
+    )
+
+
+def cmd_plan_and_preprocess(args: argparse.Namespace) -> None:
+    from autosam.preprocess import plan_and_preprocess
+    from autosam.sam_plan import SAM_CONFIGURATION, sam_plan_of
+
+    configurations = ("2d", "3d_fullres") if args.with_3d else ("2d",)
+    plans = plan_and_preprocess(args.dataset, _sam_options(args), args.num_processes, configurations)
+    plan = sam_plan_of(plans["configurations"][SAM_CONFIGURATION])
+    print(f"{plans['dataset_name']}: planned {SAM_CONFIGURATION} with {plan.setup.name} at {plan.image_size} px "
+          f"(plans: {plans['plans_name']}.json)")
+    for warning in plan.warnings:
+        print(f"warning: {warning}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from autosam.training import train
+
+    for folder in train(args.dataset, args.folds, args.setup, args.epochs, args.iterations, args.device,
+                        args.continue_training, args.from_scratch, args.npz):
+        print(f"finished: {folder} (validation: {folder / 'validation' / 'summary.json'})")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from autosam.prediction import predict
+
+    trainer = f"nnUNetTrainerSAM_{args.setup}" if args.setup else "nnUNetTrainerSAM"
+    predict(args.dataset, args.input, args.output, args.folds, trainer=trainer, device=args.device,
+            checkpoint=args.checkpoint_name, mirroring=not args.disable_tta)
+    print(f"predictions written to {args.output}")
+
+
+def cmd_split(args: argparse.Namespace) -> None:
+    from autosam.splits import write_grouped_splits
+
+    print(f"wrote {write_grouped_splits(args.dataset, args.groups, args.num_folds)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autosam", description="Auto-configured SAM fine-tuning inside nnU-Net, compared with nnU-Net."
@@ -52,11 +106,67 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=2, help="output classes incl. background (default 2)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.set_defaults(func=cmd_setups)
+
+    def dataset_flag(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-d", "--dataset", required=True, help="dataset id or name, e.g. 501 or Dataset501_BUSI")
+
+    def budget_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--epochs", type=int, help="training epochs")
+        p.add_argument("--iterations", type=int, help="training iterations per epoch")
+        p.add_argument("--from-scratch", action="store_true",
+                       help="no pretrained weights: random initialisation (far lower Dice; for tests)")
+
+    p = verbs.add_parser("plan-and-preprocess", help="fingerprint, plan nnU-Net + SAM, preprocess (nnU-Net's code)")
+    dataset_flag(p)
+    p.add_argument("--setup", help="fine-tuning set-up, e.g. vit_b_encdec_lora (default)")
+    p.add_argument("--image-size", type=int, help="SAM input size, a multiple of 64 (default 1024)")
+    p.add_argument("--batch-size", type=int, help="training batch size (default 2)")
+    p.add_argument("--lora-rank", type=int, help="LoRA rank (default 4, alpha = rank)")
+    p.add_argument("--checkpoint", help="base weights: a catalogue name (e.g. medsam_vit_b) or a file")
+    p.add_argument("--checkpoint-dir", help="folder holding the weights files (or $AUTOSAM_CHECKPOINT_DIR)")
+    p.add_argument("--3d", dest="with_3d", action="store_true", help="also preprocess nnU-Net's 3d_fullres")
+    p.add_argument("-np", "--num-processes", type=int, default=1, help="worker processes (default 1)")
+    budget_flags(p)
+    p.set_defaults(func=cmd_plan_and_preprocess)
+
+    p = verbs.add_parser("train", help="train SAM on folds with nnU-Net's loop, then validate")
+    dataset_flag(p)
+    p.add_argument("-f", "--folds", nargs="+", required=True, help="fold numbers, or 'all' (train on every case)")
+    p.add_argument("--setup", help="train one of the 18 fixed set-ups instead of the planned one")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
+    p.add_argument("--continue", dest="continue_training", action="store_true", help="resume from the last checkpoint")
+    p.add_argument("--npz", action="store_true", help="also save validation probabilities (for ensembling)")
+    budget_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = verbs.add_parser("predict", help="segment new images with a trained SAM configuration")
+    dataset_flag(p)
+    p.add_argument("-i", "--input", type=Path, required=True, help="folder of <case>_0000<ending> images")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    p.add_argument("-f", "--folds", nargs="+", help="folds to ensemble (default: every trained fold)")
+    p.add_argument("--setup", help="use the model trained with this fixed set-up")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
+    p.add_argument("--checkpoint-name", default="checkpoint_final.pth")
+    p.add_argument("--disable-tta", action="store_true", help="no mirroring test-time augmentation (faster)")
+    p.set_defaults(func=cmd_predict)
+
+    p = verbs.add_parser("split", help="write patient-grouped 5-fold splits (splits_final.json)")
+    dataset_flag(p)
+    p.add_argument("--groups", type=Path, required=True, help="CSV case,group or JSON {case: group}")
+    p.add_argument("--num-folds", type=int, default=5)
+    p.set_defaults(func=cmd_split)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("autosam: %(message)s"))
+    logging.getLogger("autosam").addHandler(handler)
+    logging.getLogger("autosam").setLevel(logging.INFO)
+    from autosam.nnunet_env import configure_defaults
+
+    configure_defaults()  # before anything imports nnunetv2
     try:
         args.func(args)
     except AutosamError as e:

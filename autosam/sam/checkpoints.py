@@ -177,10 +177,21 @@ def _is_class_dependent(key: str) -> bool:
     )
 
 
+def official_view(model: nn.Module) -> dict[str, str]:
+    """Official key -> the model's own key, for a SAM that may already carry LoRA layers or adapters."""
+    view = {}
+    for key in model.state_dict():
+        parts = key.split(".")
+        if not any(p.startswith(("lora_", "adapter")) for p in parts):
+            view[".".join(p for p in parts if p != "base_layer")] = key
+    return view
+
+
 def check_compatible(state: dict[str, torch.Tensor], model: nn.Module, backbone: str, path: Path) -> None:
     """Refuse a state dict that is not a checkpoint of this backbone (keys and shapes)."""
     spec = get_backbone(backbone)
-    expected = model.state_dict()
+    own = model.state_dict()
+    expected = {official: own[key] for official, key in official_view(model).items()}
     missing = [k for k in expected if k not in state and not k.startswith("mask_decoder.output_hypernetworks_mlps.")]
     unexpected = [k for k in state if k not in expected and not _is_class_dependent(k)]
     wrong = [
@@ -223,8 +234,9 @@ def _resize_rel_pos(table: torch.Tensor, length: int) -> torch.Tensor:
 
 
 def _fit_to_model(state: dict[str, torch.Tensor], model: nn.Module, backbone: Backbone) -> dict[str, torch.Tensor]:
-    """Resize size-dependent tensors and copy as many class heads as both sides have."""
-    target = model.state_dict()
+    """Resize size-dependent tensors, copy as many class heads as both sides have; keys become the model's."""
+    own, view = model.state_dict(), official_view(model)
+    target = {official: own[key] for official, key in view.items()}
     grid = model.image_encoder.img_size // PATCH_SIZE
     fitted = {}
     for key, value in state.items():
@@ -242,7 +254,7 @@ def _fit_to_model(state: dict[str, torch.Tensor], model: nn.Module, backbone: Ba
             merged = want.clone()
             merged[:rows] = value[:rows]
             fitted[key] = merged
-    return fitted
+    return {view[key]: value for key, value in fitted.items()}
 
 
 @dataclass(frozen=True)
@@ -262,7 +274,7 @@ FROM_SCRATCH = BaseIdentity("from-scratch", None)
 def load_base_checkpoint(
     model: nn.Module, backbone: str, path: Path, expected_sha256: str | None = None, verify: bool = True
 ) -> BaseIdentity:
-    """Verify ``path`` and load it into a freshly built (not yet PEFT-wrapped) SAM of ``backbone``."""
+    """Verify ``path`` and load it into a SAM of ``backbone`` (plain, or with a set-up already applied)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: no such file")

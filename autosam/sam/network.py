@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from functools import partial
 
 import torch
@@ -11,6 +12,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
+from autosam.errors import CheckpointError
 from autosam.sam.adapter import encoder_attention_blocks
 
 NORMALISATIONS = ("imagenet", "minmax")
@@ -40,6 +42,10 @@ class SamSegmenter(nn.Module):
         self.image_size: int = sam.image_encoder.img_size
         self.num_classes: int = sam.mask_decoder.num_mask_tokens
         self.setup = None  # the applied fine-tuning set-up (setups.apply_setup)
+        # Loads the frozen base weights on demand, so a state dict holding only the fine-tuned tensors
+        # (small checkpoints) can be loaded by code that knows nothing about them, e.g. nnU-Net's predictor.
+        self.base_loader: Callable[[SamSegmenter], object] | None = None
+        self.base_identity = None
         self.channel_mixer: nn.Conv2d | None = None
         if input_channels not in (1, 3):
             device = next(sam.parameters()).device
@@ -84,6 +90,28 @@ class SamSegmenter(nn.Module):
         )
         logits = F.interpolate(logits.float(), size=(height, width), mode="bilinear", align_corners=False)
         return logits
+
+    def ensure_base_loaded(self):
+        """Load the base weights once (no-op without a loader, e.g. when training from scratch)."""
+        if self.base_identity is None and self.base_loader is not None:
+            self.base_identity = self.base_loader(self)
+        return self.base_identity
+
+    def load_state_dict(self, state_dict: Mapping[str, torch.Tensor], strict: bool = True, assign: bool = False):
+        """A full state dict loads as usual; a fine-tuned-only one loads on top of the base weights."""
+        own = self.state_dict()
+        if set(state_dict) == set(own):
+            return super().load_state_dict(state_dict, strict, assign)
+        unknown = [k for k in state_dict if k not in own]
+        absent = [n for n, p in self.named_parameters() if p.requires_grad and n not in state_dict]
+        if unknown or absent:
+            example = (unknown or absent)[0]
+            raise CheckpointError(
+                f"fine-tuned weights do not fit this network ({example}); they were written for another "
+                "set-up, class count or input channel count"
+            )
+        self.ensure_base_loaded()
+        return super().load_state_dict(state_dict, strict=False, assign=assign)
 
     def train(self, mode: bool = True) -> "SamSegmenter":
         super().train(mode)

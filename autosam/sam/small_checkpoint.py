@@ -82,14 +82,10 @@ def restore_small_state(network: SamSegmenter, payload: dict, base: BaseIdentity
             f"{source}: fine-tuned from {saved.name} (sha256 {saved.sha256[:12]}...), but the base weights "
             f"given are {base.name} (sha256 {base.sha256[:12]}...); pass the checkpoint it was trained from"
         )
-    weights = payload["weights"]
-    own = network.state_dict()
-    unknown = [k for k in weights if k not in own]
-    absent = [k for k in trainable_state(network) if k not in weights]
-    if unknown or absent:
-        example = (unknown or absent)[0]
-        raise CheckpointError(f"{source}: does not fit this network ({example}); it was written for another model")
-    network.load_state_dict(weights, strict=False)
+    try:
+        network.load_state_dict(payload["weights"])
+    except CheckpointError as e:
+        raise CheckpointError(f"{source}: {e}") from None
 
 
 def merged_sam_state(network: SamSegmenter) -> dict[str, torch.Tensor]:

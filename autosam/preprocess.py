@@ -1,0 +1,58 @@
+"""Fingerprint, plan (nnU-Net's plans and autosam's) and preprocess a dataset with nnU-Net's own code."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from autosam.errors import AutosamError
+from autosam.nnunet_env import dataset_name, require_folders
+from autosam.sam_plan import PLANS_NAME
+
+log = logging.getLogger(__name__)
+
+
+def _preprocessed_cases(folder: Path) -> int:
+    return len(list(folder.glob("*.pkl"))) if folder.is_dir() else 0
+
+
+def plan_and_preprocess(dataset: str, sam_options, num_processes: int = 1,
+                        configurations: tuple[str, ...] = ("2d",)) -> dict:
+    """Plans for nnU-Net (``nnUNetPlans``) and SAM (``autosamPlans``) on the same preprocessed data.
+
+    Preprocessing runs only for configurations whose data are missing or incomplete: nnU-Net's preprocessor
+    deletes its output folder first, which would pull the data from under a running training.
+    """
+    from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprint_dataset, preprocess_dataset
+
+    from planners.sam_planner import BASELINE_PLANS, SAMPlanner
+
+    folders = require_folders("nnUNet_raw", "nnUNet_preprocessed")
+    name = dataset_name(dataset)
+    dataset_id = int(name[7:10])
+    out = folders["nnUNet_preprocessed"] / name
+    if not (out / "dataset_fingerprint.json").is_file():
+        log.info("fingerprinting %s", name)
+        extract_fingerprint_dataset(dataset_id, num_processes=num_processes, check_dataset_integrity=True)
+    if not (out / f"{BASELINE_PLANS}.json").is_file():
+        ExperimentPlanner(dataset_id).plan_experiment()
+    plans = SAMPlanner(dataset_id, sam_options=sam_options).plan_experiment()
+    baseline = json.loads((out / f"{BASELINE_PLANS}.json").read_text())
+    num_cases = json.loads((folders["nnUNet_raw"] / name / "dataset.json").read_text())["numTraining"]
+    for configuration in configurations:
+        if configuration not in baseline["configurations"]:
+            raise AutosamError(f"{name}: nnU-Net planned no '{configuration}' configuration (2D data has only '2d')")
+        data = out / baseline["configurations"][configuration]["data_identifier"]
+        if _preprocessed_cases(data) < num_cases:
+            preprocess_dataset(dataset_id, BASELINE_PLANS, (configuration,), (num_processes,), verbose=False)
+    return plans
+
+
+def plans_path(dataset: str, plans: str = PLANS_NAME) -> Path:
+    folders = require_folders("nnUNet_preprocessed")
+    path = folders["nnUNet_preprocessed"] / dataset_name(dataset) / f"{plans}.json"
+    if not path.is_file():
+        raise AutosamError(f"{path}: not found; run 'autosam plan-and-preprocess -d {dataset}' first")
+    return path

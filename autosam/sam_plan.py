@@ -1,0 +1,88 @@
+"""The ``sam`` block of a SAM configuration in nnU-Net's plans: the single source of truth for training.
+
+Written by the planner into ``nnUNet_preprocessed/DatasetXXX/autosamPlans.json`` under the configuration
+``2d_sam`` (which inherits nnU-Net's ``2d``), read by the trainers and the predictor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from autosam.errors import AutosamError
+from autosam.sam.setups import Setup
+
+PLAN_FORMAT_VERSION = 1
+PLANS_NAME = "autosamPlans"
+SAM_CONFIGURATION = "2d_sam"
+
+
+@dataclass
+class BaseCheckpoint:
+    name: str  # catalogue name or file name
+    file: str  # file name looked up in --checkpoint-dir / $AUTOSAM_CHECKPOINT_DIR
+    path: str | None  # absolute path when the planner found the file
+    sha256: str | None  # published hash, when there is one
+
+    def locate(self) -> Path:
+        """The file: where the planner found it, else by name in --checkpoint-dir / $AUTOSAM_CHECKPOINT_DIR."""
+        from autosam.sam.checkpoints import CATALOGUE, find_checkpoint
+
+        if self.path and Path(self.path).is_file():
+            return Path(self.path)
+        return find_checkpoint(self.name if self.name in CATALOGUE else (self.path or self.file))
+
+
+@dataclass
+class SamPlan:
+    setup: Setup
+    image_size: int
+    normalisation: str
+    base_checkpoint: BaseCheckpoint | None  # None: random initialisation (--from-scratch)
+    learning_rate: float
+    weight_decay: float = 0.1
+    warmup_iterations: int = 200
+    poly_exponent: float = 0.9
+    num_epochs: int = 100
+    iterations_per_epoch: int = 250
+    val_iterations_per_epoch: int = 50
+    gradient_checkpointing: bool = False
+    reasons: dict[str, str] = field(default_factory=dict)
+    overridden: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def from_scratch(self) -> bool:
+        return self.base_checkpoint is None
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["setup"] = self.setup.to_dict()
+        return {"format_version": PLAN_FORMAT_VERSION, **data, "from_scratch": self.from_scratch}
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "plans") -> "SamPlan":
+        if data.get("format_version") != PLAN_FORMAT_VERSION:
+            raise AutosamError(
+                f"{source}: SAM plan format {data.get('format_version')} is not {PLAN_FORMAT_VERSION}; "
+                "re-run 'autosam plan-and-preprocess' with this autosam version"
+            )
+        data = {k: v for k, v in data.items() if k not in ("format_version", "from_scratch")}
+        try:
+            base = data.pop("base_checkpoint")
+            return cls(
+                setup=Setup.from_dict(data.pop("setup")),
+                base_checkpoint=BaseCheckpoint(**base) if base else None,
+                **data,
+            )
+        except (KeyError, TypeError) as e:
+            raise AutosamError(f"{source}: the SAM plan is incomplete ({e}); re-run 'autosam plan-and-preprocess'") from None
+
+
+def sam_plan_of(configuration: dict, source: str = "plans") -> SamPlan:
+    """The ``sam`` block of a (resolved) nnU-Net configuration dict."""
+    if "sam" not in configuration:
+        raise AutosamError(
+            f"{source}: this configuration has no 'sam' block; train SAM with -p {PLANS_NAME} -c {SAM_CONFIGURATION}"
+        )
+    return SamPlan.from_dict(configuration["sam"], source)

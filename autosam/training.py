@@ -1,0 +1,101 @@
+"""Train one fold of a SAM configuration (or nnU-Net's baseline) with nnU-Net's trainer classes.
+
+The trainer is instantiated directly (no lookup by name) so that autosam controls threads, worker counts and
+the budget; its output folder and files are exactly those of ``nnUNetv2_train``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from autosam.errors import AutosamError
+from autosam.nnunet_env import configure_training_processes, dataset_name, require_folders
+from autosam.sam_plan import PLANS_NAME, SAM_CONFIGURATION
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise AutosamError("--device cuda: no CUDA GPU is visible to torch; use --device cpu")
+    if device not in ("cpu", "cuda"):
+        raise AutosamError(f"--device {device}: choose cpu or cuda")
+    return torch.device(device)
+
+
+def trainer_class(setup: str | None):
+    from trainers.sam_trainer import nnUNetTrainerSAM
+    from trainers.variants import VARIANTS
+
+    if setup is None:
+        return nnUNetTrainerSAM
+    name = f"nnUNetTrainerSAM_{setup}"
+    if name not in VARIANTS:
+        raise AutosamError(f"--setup {setup}: not one of the 18 set-ups (list them with 'autosam setups')")
+    return VARIANTS[name]
+
+
+def make_trainer(dataset: str, fold: int | str, trainer_cls, plans_name: str = PLANS_NAME,
+                 configuration: str = SAM_CONFIGURATION, device: torch.device = torch.device("cpu")):
+    folders = require_folders("nnUNet_preprocessed", "nnUNet_results")
+    base = folders["nnUNet_preprocessed"] / dataset_name(dataset)
+    plans_file = base / f"{plans_name}.json"
+    if not plans_file.is_file():
+        raise AutosamError(f"{plans_file}: not found; run 'autosam plan-and-preprocess -d {dataset}' first")
+    plans = json.loads(plans_file.read_text())
+    if configuration not in plans["configurations"]:
+        raise AutosamError(f"{plans_file}: has no configuration '{configuration}'; re-run 'autosam plan-and-preprocess'")
+    plans["continue_training"] = False  # nnU-Net's constructor pops this key
+    dataset_json = json.loads((base / "dataset.json").read_text())
+    return trainer_cls(plans=plans, configuration=configuration, fold=fold, dataset_json=dataset_json, device=device)
+
+
+def latest_checkpoint(output_folder: Path) -> Path | None:
+    for name in ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth"):
+        if (output_folder / name).is_file():
+            return output_folder / name
+    return None
+
+
+def train_fold(trainer, continue_training: bool = False, save_probabilities: bool = False) -> Path:
+    """Run (or continue) training and the final validation; returns the fold folder."""
+    output = Path(trainer.output_folder)
+    checkpoint = latest_checkpoint(output)
+    if checkpoint is not None and not continue_training:
+        raise AutosamError(
+            f"{output}: this fold already has {checkpoint.name}; pass --continue to resume it "
+            "(autosam never overwrites a trained fold)")
+    if continue_training and checkpoint is not None:
+        log.info("continuing from %s", checkpoint)
+        trainer.load_checkpoint(str(checkpoint))
+    if checkpoint is None or checkpoint.name != "checkpoint_final.pth":
+        trainer.run_training()
+    if not (output / "validation" / "summary.json").is_file():
+        trainer.perform_actual_validation(save_probabilities)
+    return output
+
+
+def train(dataset: str, folds: list[str], setup: str | None = None, epochs: int | None = None,
+          iterations: int | None = None, device: str | None = None, continue_training: bool = False,
+          from_scratch: bool = False, save_probabilities: bool = False) -> list[Path]:
+    torch_device = resolve_device(device)
+    configure_training_processes(torch_device.type)
+    cls = trainer_class(setup)
+    done = []
+    for fold in folds:
+        trainer = make_trainer(dataset, fold if fold == "all" else int(fold), cls, device=torch_device)
+        if from_scratch and not trainer.from_scratch:
+            trainer.from_scratch = True
+        if epochs:
+            trainer.num_epochs = epochs
+        if iterations:
+            trainer.num_iterations_per_epoch = iterations
+            trainer.num_val_iterations_per_epoch = max(1, min(trainer.num_val_iterations_per_epoch, iterations // 5))
+        done.append(train_fold(trainer, continue_training, save_probabilities))
+    return done

@@ -1,0 +1,185 @@
+"""nnU-Net trainer that trains the promptless SAM network described by the plans' ``sam`` block.
+
+Everything else is nnU-Net's: data loading, augmentation, the Dice + CE loss, the epoch loop, the 5-fold
+splits, validation and export. What changes: the network (built from the plan, base weights loaded once at
+initialisation), AdamW with warm-up + poly decay stepped per iteration, no deep supervision, and checkpoints
+that hold only the fine-tuned tensors plus the identity of the base weights, written atomically.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+
+from autosam.errors import AutosamError, CheckpointError
+from autosam.files import atomic_torch_save
+from autosam.sam.checkpoints import FROM_SCRATCH, BaseIdentity, load_base_checkpoint
+from autosam.sam.network import SamSegmenter
+from autosam.sam.registry import build_sam
+from autosam.sam.setups import Setup, apply_setup
+from autosam.sam.small_checkpoint import FORMAT_VERSION, small_state
+from autosam.sam_plan import SamPlan, sam_plan_of
+from trainers.schedule import WarmupPolySchedule
+
+
+def _plain(value):
+    """numpy scalars/arrays in nnU-Net's logs -> Python numbers, so the checkpoint loads with weights_only."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+class nnUNetTrainerSAM(nnUNetTrainer):
+    """Trains the set-up named in the plans; subclasses in ``trainers.variants`` fix the set-up instead."""
+
+    setup_override: str | None = None
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.sam_plan = self.plan_for(self.configuration_manager)
+        self.from_scratch = self.sam_plan.from_scratch
+        self.enable_deep_supervision = False
+        self.initial_lr = self.sam_plan.learning_rate
+        self.weight_decay = self.sam_plan.weight_decay
+        self.num_epochs = self.sam_plan.num_epochs
+        self.num_iterations_per_epoch = self.sam_plan.iterations_per_epoch
+        self.num_val_iterations_per_epoch = self.sam_plan.val_iterations_per_epoch
+
+    @classmethod
+    def plan_for(cls, configuration_manager: ConfigurationManager) -> SamPlan:
+        plan = sam_plan_of(configuration_manager.configuration)
+        if cls.setup_override:
+            setup = Setup.parse(cls.setup_override, lora_rank=plan.setup.lora_rank, lora_alpha=plan.setup.lora_alpha)
+            if setup.backbone != plan.setup.backbone and plan.base_checkpoint is not None:
+                from planners.sam_planner import SamOptions, base_checkpoint_for
+
+                plan.base_checkpoint, _ = base_checkpoint_for(setup, SamOptions(setup=setup.name))
+            plan.setup = setup
+        return plan
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
+                                   num_input_channels: int, num_output_channels: int,
+                                   enable_deep_supervision: bool = True) -> SamSegmenter:
+        """The network with random weights; the base weights load on first need (``ensure_base_loaded``)."""
+        plan = cls.plan_for(configuration_manager)
+        sam = build_sam(plan.setup.backbone, plan.image_size, num_output_channels)
+        network = SamSegmenter(sam, num_input_channels, plan.normalisation)
+        apply_setup(network, plan.setup)
+        if plan.gradient_checkpointing:
+            network.enable_gradient_checkpointing()
+        base = plan.base_checkpoint
+        if base is not None:
+            def load_base(net: SamSegmenter) -> BaseIdentity:
+                return load_base_checkpoint(net.sam, plan.setup.backbone, base.locate(), expected_sha256=base.sha256)
+
+            network.base_loader = load_base
+        return network
+
+    def initialize(self) -> None:
+        super().initialize()
+        network = self.network
+        if self.from_scratch:
+            network.base_loader, network.base_identity = None, FROM_SCRATCH
+            self.print_to_log_file(
+                f"WARNING: training {self.sam_plan.setup.name} FROM SCRATCH (random weights, no pretrained SAM). "
+                "Expect far lower Dice than a pretrained start.")
+        else:
+            identity = network.ensure_base_loaded()
+            self.print_to_log_file(f"Base weights: {identity.name} (sha256 {identity.sha256})")
+        params = list(network.parameters())
+        trainable = sum(p.numel() for p in params if p.requires_grad)
+        self.print_to_log_file(
+            f"SAM set-up {self.sam_plan.setup.name} at {self.sam_plan.image_size} px: "
+            f"{trainable:,} of {sum(p.numel() for p in params):,} parameters train")
+
+    def _do_i_compile(self) -> bool:
+        return False  # torch.compile is not validated with peft layers and adapter hooks
+
+    def set_deep_supervision_enabled(self, enabled: bool) -> None:
+        pass  # SAM has a single output
+
+    def configure_optimizers(self):
+        trainable = [p for p in self.network.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=self.initial_lr, weight_decay=self.weight_decay)
+        total = self.num_epochs * self.num_iterations_per_epoch
+        warmup = min(self.sam_plan.warmup_iterations, max(1, total // 10))  # a short budget still decays
+        schedule = WarmupPolySchedule(optimizer, self.initial_lr, warmup, total, self.num_iterations_per_epoch,
+                                      self.sam_plan.poly_exponent)
+        return optimizer, schedule
+
+    def train_step(self, batch: dict) -> dict:
+        result = super().train_step(batch)
+        self.lr_scheduler.advance()
+        return result
+
+    def save_checkpoint(self, filename: str) -> None:
+        if self.local_rank != 0:
+            return
+        if self.disable_checkpointing:
+            self.print_to_log_file("No checkpoint written, checkpointing is disabled")
+            return
+        network = self.network.module if self.is_ddp else self.network
+        autosam_state = small_state(network, network.base_identity or FROM_SCRATCH)
+        checkpoint = {
+            "network_weights": autosam_state.pop("weights"),
+            "autosam": autosam_state,
+            "optimizer_state": self.optimizer.state_dict(),
+            "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
+            "logging": _plain(self.logger.get_checkpoint()),
+            "_best_ema": _plain(self._best_ema),
+            "current_epoch": self.current_epoch + 1,
+            "init_args": _plain(self.my_init_kwargs),
+            "trainer_name": self.__class__.__name__,
+            "inference_allowed_mirroring_axes": _plain(self.inference_allowed_mirroring_axes),
+        }
+        atomic_torch_save(checkpoint, filename)
+
+    def load_checkpoint(self, filename_or_checkpoint: dict | str) -> None:
+        if not self.was_initialized:
+            self.initialize()
+        checkpoint = filename_or_checkpoint
+        if isinstance(checkpoint, str):
+            try:
+                checkpoint = torch.load(checkpoint, map_location=self.device, weights_only=True)
+            except Exception as e:  # noqa: BLE001 - every unreadable file gets the same one-line answer
+                raise CheckpointError(
+                    f"checkpoint {filename_or_checkpoint}: cannot be read ({type(e).__name__}); it is truncated "
+                    "or corrupt: delete it to restart this fold, or restore it from a backup") from None
+        self._check_identity(checkpoint.get("autosam"), str(filename_or_checkpoint))
+        self.network.load_state_dict(checkpoint["network_weights"])
+        self.my_init_kwargs = checkpoint["init_args"]
+        self.current_epoch = checkpoint["current_epoch"]
+        self.logger.load_checkpoint(checkpoint["logging"])
+        self._best_ema = checkpoint["_best_ema"]
+        self.inference_allowed_mirroring_axes = checkpoint.get(
+            "inference_allowed_mirroring_axes", self.inference_allowed_mirroring_axes)
+        self.optimizer.load_state_dict(checkpoint["optimizer_state"])
+        if self.grad_scaler is not None and checkpoint["grad_scaler_state"] is not None:
+            self.grad_scaler.load_state_dict(checkpoint["grad_scaler_state"])
+
+    def _check_identity(self, saved: dict | None, source: str) -> None:
+        if saved is None:
+            raise CheckpointError(f"checkpoint {source}: not written by an autosam trainer")
+        if saved.get("format_version") != FORMAT_VERSION:
+            raise CheckpointError(f"checkpoint {source}: format version {saved.get('format_version')} is not "
+                                  f"{FORMAT_VERSION}; use the autosam release that wrote it")
+        if saved["setup"]["name"] != self.sam_plan.setup.name:
+            raise CheckpointError(f"checkpoint {source}: trained with set-up {saved['setup']['name']}, "
+                                  f"but this trainer runs {self.sam_plan.setup.name}")
+        base, current = saved["base"], self.network.base_identity or FROM_SCRATCH
+        if base["sha256"] and current.sha256 and base["sha256"] != current.sha256:
+            raise CheckpointError(f"checkpoint {source}: fine-tuned from {base['name']} (sha256 "
+                                  f"{base['sha256'][:12]}...), not from {current.name}; plan with the same base")
+        if (base["name"] == FROM_SCRATCH.name) != self.from_scratch:
+            raise AutosamError(f"checkpoint {source}: was trained {'from scratch' if self.from_scratch else 'from pretrained weights'}"
+                               " differently from this run; pass --from-scratch the same way as before")
