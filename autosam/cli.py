@@ -160,10 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("autosam: %(message)s"))
-    logging.getLogger("autosam").addHandler(handler)
-    logging.getLogger("autosam").setLevel(logging.INFO)
+    logger = logging.getLogger("autosam")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("autosam: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
     from autosam.nnunet_env import configure_defaults
 
     configure_defaults()  # before anything imports nnunetv2

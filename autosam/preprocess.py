@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from autosam.errors import AutosamError
@@ -11,6 +13,19 @@ from autosam.nnunet_env import dataset_name, require_folders
 from autosam.sam_plan import PLANS_NAME
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def _planning_processes():
+    """nnU-Net's planner calls torch.set_num_threads(nnUNet_n_proc_DA), which fails for 0 (a common setting)."""
+    value = os.environ.get("nnUNet_n_proc_DA")
+    if value == "0":
+        os.environ["nnUNet_n_proc_DA"] = "1"
+    try:
+        yield
+    finally:
+        if value == "0":
+            os.environ["nnUNet_n_proc_DA"] = value
 
 
 def _preprocessed_cases(folder: Path) -> int:
@@ -36,9 +51,10 @@ def plan_and_preprocess(dataset: str, sam_options, num_processes: int = 1,
     if not (out / "dataset_fingerprint.json").is_file():
         log.info("fingerprinting %s", name)
         extract_fingerprint_dataset(dataset_id, num_processes=num_processes, check_dataset_integrity=True)
-    if not (out / f"{BASELINE_PLANS}.json").is_file():
-        ExperimentPlanner(dataset_id).plan_experiment()
-    plans = SAMPlanner(dataset_id, sam_options=sam_options).plan_experiment()
+    with _planning_processes():
+        if not (out / f"{BASELINE_PLANS}.json").is_file():
+            ExperimentPlanner(dataset_id).plan_experiment()
+        plans = SAMPlanner(dataset_id, sam_options=sam_options).plan_experiment()
     baseline = json.loads((out / f"{BASELINE_PLANS}.json").read_text())
     num_cases = json.loads((folders["nnUNet_raw"] / name / "dataset.json").read_text())["numTraining"]
     for configuration in configurations:

@@ -1,20 +1,69 @@
-"""Shared fixtures: small real SAM models and checkpoints written in the official key layout."""
+"""Shared fixtures: small real SAM models, official-layout checkpoints, nnU-Net folder trees from real data."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from pathlib import Path
 
-import pytest
-import torch
+# nnU-Net reads its pool size at import; one worker keeps the tests from spawning eight on a small machine.
+os.environ.setdefault("nnUNet_def_n_proc", "1")
 
-from autosam.sam.registry import build_sam
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from autosam.sam.registry import build_sam  # noqa: E402
+
+SHARED_DATA = Path(os.environ.get("AUTOSAM_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def shared_dataset(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not (path / "dataset.json").is_file():
+        pytest.skip(f"real dataset {name} not found in {SHARED_DATA} (set AUTOSAM_TEST_DATA to its parent folder)")
+    return path
+
+
+def copy_subset(source: Path, raw_root: Path, cases: list[str], target_name: str | None = None) -> Path:
+    """A new nnU-Net raw dataset holding ``cases`` of ``source`` (images, labels, dataset.json)."""
+    meta = json.loads((source / "dataset.json").read_text())
+    ending = meta["file_ending"]
+    target = raw_root / (target_name or source.name)
+    for folder in ("imagesTr", "labelsTr"):
+        (target / folder).mkdir(parents=True)
+    for case in cases:
+        for image in sorted((source / "imagesTr").glob(f"{case}_[0-9][0-9][0-9][0-9]{ending}")):
+            shutil.copy(image, target / "imagesTr" / image.name)
+        shutil.copy(source / "labelsTr" / f"{case}{ending}", target / "labelsTr" / f"{case}{ending}")
+    (target / "dataset.json").write_text(json.dumps({**meta, "numTraining": len(cases)}, indent=2))
+    return target
+
+
+def case_ids(source: Path) -> list[str]:
+    ending = json.loads((source / "dataset.json").read_text())["file_ending"]
+    return sorted(p.name[: -len(ending)] for p in (source / "labelsTr").glob(f"*{ending}"))
+
+
+@pytest.fixture
+def nnunet_folders(tmp_path: Path, monkeypatch) -> dict[str, Path]:
+    folders = {name: tmp_path / name for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    for name, path in folders.items():
+        path.mkdir()
+        monkeypatch.setenv(name, str(path))
+    return folders
 
 
 @pytest.fixture(autouse=True)
-def _seed() -> None:
+def _seed_and_environment():
+    """Every test starts from the same seed and leaves os.environ as it found it (the CLI sets defaults)."""
     torch.manual_seed(0)
+    saved = dict(os.environ)
+    threads = torch.get_num_threads()
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -53,6 +53,10 @@ class nnUNetTrainerSAM(nnUNetTrainer):
         self.num_epochs = self.sam_plan.num_epochs
         self.num_iterations_per_epoch = self.sam_plan.iterations_per_epoch
         self.num_val_iterations_per_epoch = self.sam_plan.val_iterations_per_epoch
+        # Fine-tuned checkpoints are small: keep the latest every epoch (a crash loses at most one), except
+        # when every encoder weight trains and a checkpoint carries the whole model and its optimiser state.
+        setup = self.sam_plan.setup
+        self.save_every = 10 if setup.method == "vanilla" and setup.trains_encoder else 1
 
     @classmethod
     def plan_for(cls, configuration_manager: ConfigurationManager) -> SamPlan:
