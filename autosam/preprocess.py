@@ -28,6 +28,16 @@ def _planning_processes():
             os.environ["nnUNet_n_proc_DA"] = value
 
 
+def _check_splits_agree(raw: Path, preprocessed: Path) -> None:
+    """nnU-Net asserts (bare AssertionError) that a dataset's own folds equal the ones in use."""
+    if raw.is_file() and preprocessed.is_file():
+        as_sets = lambda splits: [(set(s["train"]), set(s["val"])) for s in splits]  # noqa: E731
+        theirs, ours = json.loads(raw.read_text()), json.loads(preprocessed.read_text())
+        if as_sets(theirs) != as_sets(ours[: len(theirs)]):
+            raise AutosamError(f"{preprocessed}: differs from the dataset's own {raw}; keep one of them "
+                               "(delete the preprocessed copy to use the dataset's folds)")
+
+
 def _preprocessed_cases(folder: Path) -> int:
     return len(list(folder.glob("*.pkl"))) if folder.is_dir() else 0
 
@@ -51,6 +61,7 @@ def plan_and_preprocess(dataset: str, sam_options, num_processes: int = 1,
     if not (out / "dataset_fingerprint.json").is_file():
         log.info("fingerprinting %s", name)
         extract_fingerprint_dataset(dataset_id, num_processes=num_processes, check_dataset_integrity=True)
+    _check_splits_agree(folders["nnUNet_raw"] / name / "splits_final.json", out / "splits_final.json")
     with _planning_processes():
         if not (out / f"{BASELINE_PLANS}.json").is_file():
             ExperimentPlanner(dataset_id).plan_experiment()

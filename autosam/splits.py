@@ -60,6 +60,10 @@ def write_grouped_splits(dataset: str, groups_file: Path, n_splits: int = 5) -> 
     folders = require_folders("nnUNet_raw", "nnUNet_preprocessed")
     name = dataset_name(dataset)
     raw = folders["nnUNet_raw"] / name
+    if (raw / "splits_final.json").is_file():
+        raise AutosamError(
+            f"{raw / 'splits_final.json'}: the dataset ships its own folds, which nnU-Net enforces; "
+            "use those, or move that file away to write grouped folds")
     ending = json.loads((raw / "dataset.json").read_text())["file_ending"]
     cases = sorted(get_identifiers_from_splitted_dataset_folder(str(raw / "imagesTr"), ending))
     splits = grouped_splits(cases, read_groups(groups_file), n_splits, str(groups_file))
