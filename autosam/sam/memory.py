@@ -1,19 +1,48 @@
-"""Measured activation memory: bytes autograd saves for backward in one training forward.
+"""Training-memory estimate of a set-up, from a measured activation probe; no GPU needed.
 
-The forward runs on the meta device (no storage, any model size on any machine) with the same
-``no_grad`` placement as real training; every tensor autograd saves is counted once per storage,
-parameters and buffers excluded. This equals the real CPU measurement (checked to 0.1 MiB).
+peak = max(forward/backward, frozen-encoder forward, optimiser step) x allocator overhead + device context:
+  forward/backward        = weights 4P + AdamW state 8T + activations B x A1 + transients W + inputs
+  frozen-encoder forward  = weights 4P + AdamW state 8T + inputs + 3 x B x the encoder's largest tensor
+  optimiser step          = weights 4P + gradients 4T + AdamW state 8T + foreach temporaries 4T
+P = all parameters, T = trainable ones (fp32). A1, the bytes autograd saves for backward for one image, is
+measured by running the training forward on the meta device (no storage, any model size) and counting every
+saved tensor once per storage; it is exactly linear in the batch (verified in tests). W is what the
+forward allocates besides what it saves, from the encoder's largest tensor (also measured on meta).
+Precision: the probe is fp32; under CUDA mixed precision activations shrink, so the estimate is an upper bound.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import lru_cache
+
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from autosam.sam.registry import get_backbone
+
+GIB = 2**30
+ALLOCATOR_OVERHEAD = 1.10  # caching-allocator fragmentation on CUDA (10%, a conservative rule of thumb)
+CUDA_CONTEXT_BYTES = int(0.75 * GIB)  # CUDA context + cuDNN/cuBLAS workspaces
 
 
-def saved_activation_bytes(network: nn.Module, batch: int, image_size: int, input_channels: int) -> int:
-    """Bytes saved for backward by one forward of ``network`` (on meta or a real device) in train mode."""
+def nnunet_loss() -> nn.Module:
+    """nnU-Net's Dice + cross-entropy loss as its trainer builds it for label maps (no deep supervision)."""
+    from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
+    from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+
+    return DC_and_CE_loss({"batch_dice": True, "smooth": 1e-5, "do_bg": False, "ddp": False}, {}, weight_ce=1,
+                          weight_dice=1, ignore_label=None, dice_class=MemoryEfficientSoftDiceLoss)
+
+
+def saved_activation_bytes(network: nn.Module, batch: int, image_size: int, input_channels: int,
+                           patch_size: tuple[int, int] | None = None, with_loss: bool = False) -> int:
+    """Bytes saved for backward by one training forward of ``network`` (meta or a real device) on a batch
+    of ``patch_size`` patches (default: the SAM image size), optionally followed by nnU-Net's loss."""
     device = next(network.parameters()).device
+    height, width = patch_size or (image_size, image_size)
     own = {p.untyped_storage()._cdata for p in network.parameters()}
     own |= {b.untyped_storage()._cdata for b in network.buffers()}
     seen: dict[int, int] = {}
@@ -24,10 +53,134 @@ def saved_activation_bytes(network: nn.Module, batch: int, image_size: int, inpu
             seen[storage._cdata] = storage.nbytes()
         return tensor
 
-    x = torch.zeros(batch, input_channels, image_size, image_size, device=device)
+    x = torch.zeros(batch, input_channels, height, width, device=device)
     was_training = network.training
     network.train()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        network(x)
+        logits = network(x)
+        if with_loss:
+            nnunet_loss()(logits, torch.zeros(batch, 1, height, width, device=device))
     network.train(was_training)
     return sum(seen.values())
+
+
+class _LargestNewTensor(TorchDispatchMode):
+    """Records the largest tensor an operation allocates (views and existing storages excluded)."""
+
+    def __init__(self, existing: set[int]) -> None:
+        super().__init__()
+        self.existing = existing
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if not func.is_view:
+            for t in tree_flatten(out)[0]:
+                if isinstance(t, torch.Tensor) and t.untyped_storage()._cdata not in self.existing:
+                    self.largest = max(self.largest, t.untyped_storage().nbytes())
+        return out
+
+
+def largest_encoder_tensor_bytes(network: nn.Module, image_size: int) -> int:
+    """Largest tensor the image encoder allocates for one image (e.g. a global attention matrix)."""
+    encoder = network.sam.image_encoder
+    device = next(encoder.parameters()).device
+    existing = {t.untyped_storage()._cdata for t in (*encoder.parameters(), *encoder.buffers())}
+    tracker = _LargestNewTensor(existing)
+    with tracker, torch.no_grad():
+        encoder(torch.zeros(1, 3, image_size, image_size, device=device))
+    return tracker.largest
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    weights: int  # parameters and buffers
+    gradients: int
+    optimizer: int
+    activations: int  # saved for backward, network and loss
+    workspace: int  # forward/backward transients and the input batch
+    peak: int  # bytes, including allocator overhead and (on CUDA) the context
+
+    @property
+    def peak_gb(self) -> float:
+        return self.peak / GIB
+
+
+@lru_cache(maxsize=256)
+def _probe(setup_name: str, lora_rank: int, image_size: int, num_classes: int, input_channels: int,
+           patch_size: tuple[int, int], checkpointing: bool) -> tuple[int, int, int, int, int]:
+    """Parameter bytes, trainable parameters, buffer bytes, saved bytes for one patch and the encoder's
+    largest single tensor for one image, all measured on the meta device."""
+    from autosam.sam.costs import meta_network
+    from autosam.sam.setups import Setup
+
+    setup = Setup.parse(setup_name, lora_rank=lora_rank, lora_alpha=float(lora_rank))
+    network = meta_network(setup, image_size, num_classes, input_channels)
+    if checkpointing:
+        network.enable_gradient_checkpointing()
+    params = list(network.parameters())
+    saved = saved_activation_bytes(network, 1, image_size, input_channels, patch_size, with_loss=True)
+    return (sum(p.numel() * p.element_size() for p in params), sum(p.numel() for p in params if p.requires_grad),
+            sum(b.numel() * b.element_size() for b in network.buffers()), saved,
+            largest_encoder_tensor_bytes(network, image_size))
+
+
+def estimate_training_memory(setup, image_size: int, batch_size: int, num_classes: int = 2, input_channels: int = 1,
+                             patch_size: tuple[int, int] | None = None, gradient_checkpointing: bool = False,
+                             device: str = "cuda") -> MemoryEstimate:
+    """Predicted peak memory of one training step of ``setup`` (a ``Setup``) on ``patch_size`` patches."""
+    patch = tuple(patch_size or (image_size, image_size))
+    key = (setup.name, setup.lora_rank, image_size, num_classes, input_channels, patch)
+    param_bytes, trainable, buffer_bytes, per_image, largest = _probe(*key, gradient_checkpointing)
+    if gradient_checkpointing:
+        # backward recomputes one block at a time: add one block's worth of the activations it avoided
+        plain = _probe(*key, False)[3]
+        per_image += (plain - per_image) // get_backbone(setup.backbone).encoder_blocks
+    weights, grads, states = param_bytes + buffer_bytes, 4 * trainable, 8 * trainable
+    activations = batch_size * per_image
+    inputs = batch_size * (input_channels + 1) * patch[0] * patch[1] * 4  # image and target batch
+    logits = batch_size * num_classes * patch[0] * patch[1] * 4
+    # Transients: a trained encoder keeps about two of its largest tensors (e.g. attention scores and their
+    # softmax) alive beyond what it saves; a frozen one about three, while nothing else is saved yet.
+    # Backward instead holds the logits' gradient and one more logits-sized buffer.
+    transient = batch_size * largest * (2 if setup.trains_encoder else 3)
+    workspace = inputs + max(2 * logits, transient if setup.trains_encoder else 0)
+    forward_backward = weights + states + activations + workspace
+    frozen_encoder_forward = weights + states + inputs + (0 if setup.trains_encoder else transient)
+    optimizer_step = weights + grads + states + 4 * trainable
+    peak = max(forward_backward, frozen_encoder_forward, optimizer_step)
+    if device == "cuda":
+        peak = int(peak * ALLOCATOR_OVERHEAD) + CUDA_CONTEXT_BYTES
+    return MemoryEstimate(weights, grads, states, activations, workspace, peak)
+
+
+class _NoHook:
+    def remove(self) -> None:
+        pass
+
+
+def measured_training_peak(network: nn.Module, batch_size: int, patch_size: tuple[int, int]) -> int:
+    """Peak bytes of two real AdamW training steps (nnU-Net's loss), tracked tensor by tensor by torch's
+    MemTracker on the network's own device: the reference the estimate is checked against."""
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    device = next(network.parameters()).device
+    for param in network.parameters():
+        if not param.requires_grad:  # MemTracker hooks every parameter; frozen ones cannot take hooks
+            param.register_hook = lambda *a, **k: _NoHook()
+            param.register_post_accumulate_grad_hook = lambda *a, **k: _NoHook()
+    optimizer = torch.optim.AdamW([p for p in network.parameters() if p.requires_grad], lr=1e-4, foreach=True)
+    loss = nnunet_loss()
+    x = torch.randn(batch_size, network.input_channels, *patch_size, device=device)
+    y = torch.randint(0, network.num_classes, (batch_size, 1, *patch_size), device=device).float()
+    network.train()
+    tracker = MemTracker()
+    tracker.track_external(network, optimizer, x)
+    with tracker:
+        for step in range(2):  # the second step has the optimiser state the first one created
+            optimizer.zero_grad(set_to_none=True)
+            loss(network(x), y).backward()
+            optimizer.step()
+            if step == 0:
+                tracker.reset_mod_stats()
+    return next(iter(tracker.get_tracker_snapshot("peak").values()))["Total"]

@@ -1,0 +1,76 @@
+"""Memory estimator vs measurement, for every set-up on test-size models and for ViT-T/ViT-B at 256 and 512.
+
+Predicted: ``autosam.sam.memory.estimate_training_memory`` (meta-device probe at batch 1, scaled to the batch).
+Measured: two real AdamW steps with nnU-Net's loss on this machine's CPU, every tensor tracked by torch's
+MemTracker (on a CUDA machine, add --device cuda: then torch.cuda.max_memory_allocated is the reference).
+Prints the ratio per row and the worst one; writes benchmarks/results/memory_estimator.json.
+
+    python benchmarks/memory_estimator.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from autosam.sam.memory import estimate_training_memory, measured_training_peak, nnunet_loss
+from autosam.sam.model import build_network
+from autosam.sam.setups import all_setups
+
+NUM_CLASSES = 3
+BATCH = 2
+
+
+def measure_cuda(network, batch: int, patch: tuple[int, int]) -> int:
+    network.cuda().train()
+    optimizer = torch.optim.AdamW([p for p in network.parameters() if p.requires_grad], lr=1e-4)
+    loss = nnunet_loss()
+    x = torch.randn(batch, network.input_channels, *patch, device="cuda")
+    y = torch.randint(0, network.num_classes, (batch, 1, *patch), device="cuda").float()
+    torch.cuda.reset_peak_memory_stats()
+    for _ in range(2):
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cuda"):
+            out = loss(network(x), y)
+        out.backward()
+        optimizer.step()
+    return torch.cuda.max_memory_allocated()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="test-size models only")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "memory_estimator.json")
+    args = parser.parse_args()
+
+    grid = [(s, 128) for s in all_setups(("test_vit", "test_tiny_vit"))]
+    if not args.quick:
+        grid += [(s, size) for size in (256, 512) for s in all_setups(("vit_t", "vit_b"))]
+    rows = []
+    print(f"{'set-up':<28} {'size':>5} {'batch':>5} {'predicted MiB':>14} {'measured MiB':>13} {'ratio':>6}", flush=True)
+    for setup, size in grid:
+        network, _ = build_network(setup, size, NUM_CLASSES, 1)
+        if args.device == "cuda":
+            measured = measure_cuda(network, BATCH, (size, size))
+        else:
+            measured = measured_training_peak(network, BATCH, (size, size))
+        # tensors only: the CUDA allocator's counter, like MemTracker, excludes the context and fragmentation
+        predicted = estimate_training_memory(setup, size, BATCH, NUM_CLASSES, 1, device="cpu").peak
+        ratio = predicted / measured
+        rows.append({"setup": setup.name, "image_size": size, "batch": BATCH, "predicted": predicted,
+                     "measured": measured, "ratio": round(ratio, 3)})
+        print(f"{setup.name:<28} {size:>5} {BATCH:>5} {predicted / 2**20:>14.1f} {measured / 2**20:>13.1f} "
+              f"{ratio:>6.3f}", flush=True)
+    worst = max(rows, key=lambda r: abs(r["ratio"] - 1))
+    print(f"worst ratio: {worst['ratio']:.3f} ({worst['setup']} at {worst['image_size']} px); "
+          f"range {min(r['ratio'] for r in rows):.3f}-{max(r['ratio'] for r in rows):.3f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"device": args.device, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
