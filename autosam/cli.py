@@ -45,7 +45,7 @@ def _sam_options(args: argparse.Namespace):
     from planners.sam_planner import SamOptions
 
     return SamOptions(
-        setup=args.setup or "vit_b_encdec_lora",
+        setup=args.setup,
         image_size=args.image_size,
         batch_size=args.batch_size,
         checkpoint=args.checkpoint,
@@ -54,20 +54,27 @@ def _sam_options(args: argparse.Namespace):
         num_epochs=args.epochs,
         iterations_per_epoch=args.iterations,
         lora_rank=args.lora_rank,
+        unlabelled_dir=args.unlabelled,
     )
 
 
-def cmd_plan_and_preprocess(args: argparse.Namespace) -> None:
-    from autosam.preprocess import plan_and_preprocess
+def cmd_plan(args: argparse.Namespace) -> None:
+    from autosam.hardware import detect_hardware
+    from autosam.preprocess import plan, preprocess
     from autosam.sam_plan import SAM_CONFIGURATION, sam_plan_of
+    from planners.explain import plan_summary, plan_text
 
-    configurations = ("2d", "3d_fullres") if args.with_3d else ("2d",)
-    plans = plan_and_preprocess(args.dataset, _sam_options(args), args.num_processes, configurations)
-    plan = sam_plan_of(plans["configurations"][SAM_CONFIGURATION])
-    print(f"{plans['dataset_name']}: planned {SAM_CONFIGURATION} with {plan.setup.name} at {plan.image_size} px "
-          f"(plans: {plans['plans_name']}.json)")
-    for warning in plan.warnings:
-        print(f"warning: {warning}")
+    planner = plan(args.dataset, _sam_options(args), detect_hardware(args.gpu_memory, args.device), args.num_processes)
+    configuration = planner.plans["configurations"][SAM_CONFIGURATION]
+    summary = plan_summary(sam_plan_of(configuration), configuration["batch_size"],
+                           configuration["autosam_dataset_facts"])
+    if args.preprocess:
+        preprocess(args.dataset, args.num_processes, ("2d", "3d_fullres") if args.with_3d else ("2d",))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(plan_text(summary, args.explain))
+        print(f"\nwritten to {planner.plans['plans_name']}.json, configuration {SAM_CONFIGURATION}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -116,18 +123,26 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--from-scratch", action="store_true",
                        help="no pretrained weights: random initialisation (far lower Dice; for tests)")
 
-    p = verbs.add_parser("plan-and-preprocess", help="fingerprint, plan nnU-Net + SAM, preprocess (nnU-Net's code)")
-    dataset_flag(p)
-    p.add_argument("--setup", help="fine-tuning set-up, e.g. vit_b_encdec_lora (default)")
-    p.add_argument("--image-size", type=int, help="SAM input size, a multiple of 64 (default 1024)")
-    p.add_argument("--batch-size", type=int, help="training batch size (default 2)")
-    p.add_argument("--lora-rank", type=int, help="LoRA rank (default 4, alpha = rank)")
-    p.add_argument("--checkpoint", help="base weights: a catalogue name (e.g. medsam_vit_b) or a file")
-    p.add_argument("--checkpoint-dir", help="folder holding the weights files (or $AUTOSAM_CHECKPOINT_DIR)")
-    p.add_argument("--3d", dest="with_3d", action="store_true", help="also preprocess nnU-Net's 3d_fullres")
-    p.add_argument("-np", "--num-processes", type=int, default=1, help="worker processes (default 1)")
-    budget_flags(p)
-    p.set_defaults(func=cmd_plan_and_preprocess)
+    for verb, preprocesses in (("plan", False), ("plan-and-preprocess", True)):
+        p = verbs.add_parser(verb, help="choose the SAM set-up for a dataset and machine, with reasons"
+                             + (", then preprocess with nnU-Net" if preprocesses else ""))
+        dataset_flag(p)
+        machine = p.add_mutually_exclusive_group()
+        machine.add_argument("--gpu-memory", type=float, metavar="GB", help="plan for a GPU with this much memory")
+        machine.add_argument("--device", choices=("cpu", "cuda"), help="plan for this machine's CPU or GPU")
+        p.add_argument("--explain", action="store_true", help="list all 18 candidates and why each lost")
+        p.add_argument("--json", action="store_true", help="print the plan as one JSON object")
+        p.add_argument("--setup", help="fix the set-up, e.g. vit_b_encdec_lora")
+        p.add_argument("--image-size", type=int, help="fix the SAM input size (a multiple of 64)")
+        p.add_argument("--batch-size", type=int, help="fix the batch size")
+        p.add_argument("--lora-rank", type=int, help="LoRA rank (default 4, alpha = rank)")
+        p.add_argument("--checkpoint", help="base weights: a catalogue name (e.g. medsam_vit_b) or a file")
+        p.add_argument("--checkpoint-dir", help="folder holding the weights files (or $AUTOSAM_CHECKPOINT_DIR)")
+        p.add_argument("--unlabelled", help="folder of unlabelled images of the same kind (counted in the facts)")
+        p.add_argument("--3d", dest="with_3d", action="store_true", help="also preprocess nnU-Net's 3d_fullres")
+        p.add_argument("-np", "--num-processes", type=int, default=1, help="worker processes (default 1)")
+        budget_flags(p)
+        p.set_defaults(func=cmd_plan, preprocess=preprocesses)
 
     p = verbs.add_parser("train", help="train SAM on folds with nnU-Net's loop, then validate")
     dataset_flag(p)

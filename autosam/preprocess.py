@@ -42,15 +42,11 @@ def _preprocessed_cases(folder: Path) -> int:
     return len(list(folder.glob("*.pkl"))) if folder.is_dir() else 0
 
 
-def plan_and_preprocess(dataset: str, sam_options, num_processes: int = 1,
-                        configurations: tuple[str, ...] = ("2d",)) -> dict:
-    """Plans for nnU-Net (``nnUNetPlans``) and SAM (``autosamPlans``) on the same preprocessed data.
-
-    Preprocessing runs only for configurations whose data are missing or incomplete: nnU-Net's preprocessor
-    deletes its output folder first, which would pull the data from under a running training.
-    """
+def plan(dataset: str, sam_options, hardware, num_processes: int = 1):
+    """nnU-Net's fingerprint and plans (``nnUNetPlans``), then autosam's (``autosamPlans``); returns the
+    planner, which holds the plans and the choice with its candidates."""
     from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprint_dataset, preprocess_dataset
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprint_dataset
 
     from planners.sam_planner import BASELINE_PLANS, SAMPlanner
 
@@ -65,7 +61,22 @@ def plan_and_preprocess(dataset: str, sam_options, num_processes: int = 1,
     with _planning_processes():
         if not (out / f"{BASELINE_PLANS}.json").is_file():
             ExperimentPlanner(dataset_id).plan_experiment()
-        plans = SAMPlanner(dataset_id, sam_options=sam_options).plan_experiment()
+        planner = SAMPlanner(dataset_id, sam_options=sam_options, hardware=hardware)
+        planner.plan_experiment()
+    return planner
+
+
+def preprocess(dataset: str, num_processes: int = 1, configurations: tuple[str, ...] = ("2d",)) -> None:
+    """nnU-Net's preprocessing for configurations whose data are missing or incomplete (its preprocessor
+    deletes the output folder first, which would pull the data from under a running training)."""
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import preprocess_dataset
+
+    from planners.sam_planner import BASELINE_PLANS
+
+    folders = require_folders("nnUNet_raw", "nnUNet_preprocessed")
+    name = dataset_name(dataset)
+    dataset_id = int(name[7:10])
+    out = folders["nnUNet_preprocessed"] / name
     baseline = json.loads((out / f"{BASELINE_PLANS}.json").read_text())
     num_cases = json.loads((folders["nnUNet_raw"] / name / "dataset.json").read_text())["numTraining"]
     for configuration in configurations:
@@ -74,7 +85,6 @@ def plan_and_preprocess(dataset: str, sam_options, num_processes: int = 1,
         data = out / baseline["configurations"][configuration]["data_identifier"]
         if _preprocessed_cases(data) < num_cases:
             preprocess_dataset(dataset_id, BASELINE_PLANS, (configuration,), (num_processes,), verbose=False)
-    return plans
 
 
 def plans_path(dataset: str, plans: str = PLANS_NAME) -> Path:

@@ -47,9 +47,12 @@ class SamPlan:
     iterations_per_epoch: int = 250
     val_iterations_per_epoch: int = 50
     gradient_checkpointing: bool = False
+    predicted_memory_gb: float | None = None
+    hardware: str = ""
     reasons: dict[str, str] = field(default_factory=dict)
     overridden: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    candidates: list[dict] = field(default_factory=list)
 
     @property
     def from_scratch(self) -> bool:

@@ -17,7 +17,7 @@ from autosam.errors import AutosamError, CheckpointError
 from autosam.files import atomic_torch_save
 from autosam.sam.checkpoints import FROM_SCRATCH, BaseIdentity, load_base_checkpoint
 from autosam.sam.network import SamSegmenter
-from autosam.sam.registry import build_sam
+from autosam.sam.registry import build_sam, get_backbone
 from autosam.sam.setups import Setup, apply_setup
 from autosam.sam.small_checkpoint import FORMAT_VERSION, small_state
 from autosam.sam_plan import SamPlan, sam_plan_of
@@ -64,9 +64,9 @@ class nnUNetTrainerSAM(nnUNetTrainer):
         if cls.setup_override:
             setup = Setup.parse(cls.setup_override, lora_rank=plan.setup.lora_rank, lora_alpha=plan.setup.lora_alpha)
             if setup.backbone != plan.setup.backbone and plan.base_checkpoint is not None:
-                from planners.sam_planner import SamOptions, base_checkpoint_for
+                from planners.sam_planner import base_checkpoint_for
 
-                plan.base_checkpoint, _ = base_checkpoint_for(setup, SamOptions(setup=setup.name))
+                plan.base_checkpoint, _ = base_checkpoint_for(setup, get_backbone(setup.backbone).checkpoint)
             plan.setup = setup
         return plan
 

@@ -1,0 +1,246 @@
+"""Choose the SAM set-up and its numbers from dataset facts and the machine, with a reason for every field."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from autosam.errors import AutosamError
+from autosam.fingerprint import DatasetFacts
+from autosam.hardware import Hardware
+from autosam.sam.memory import GIB, estimate_training_memory
+from autosam.sam.registry import IMAGE_SIZE_STEP, get_backbone
+from autosam.sam.setups import DEFAULT_LORA_RANK, Setup, all_setups
+from planners.rules import RULES, cite
+
+MEMORY_HEADROOM = 0.9  # R17
+CPU_MEMORY_SHARE = 0.5  # a CPU run shares RAM with data loading and the system
+MIN_BATCH, MAX_BATCH = 2, 8  # R11
+LARGE_DATA_SLICES = 1000  # R4
+VANILLA_ENCODER_MIN_SLICES = 500  # R7
+ITERATIONS_PER_EPOCH = 250  # nnU-Net's epoch
+PASSES, MIN_ITERATIONS, MAX_ITERATIONS = 200, 2500, 50000  # R15
+
+
+@dataclass
+class Candidate:
+    setup: Setup
+    predicted_memory_gb: float
+    gradient_checkpointing: bool
+    fits: bool
+    excluded: str | None = None  # a rule that rules it out whatever the memory
+    why_not: str = ""
+
+    def to_dict(self) -> dict:
+        return {"name": self.setup.name, "predicted_memory_gb": round(self.predicted_memory_gb, 2),
+                "fits": self.fits, "gradient_checkpointing": self.gradient_checkpointing,
+                "why_not": self.why_not}
+
+
+@dataclass
+class Choice:
+    setup: Setup
+    image_size: int
+    batch_size: int
+    gradient_checkpointing: bool
+    predicted_memory_gb: float
+    base_checkpoint: str | None  # catalogue name; None with --from-scratch
+    learning_rate: float
+    num_epochs: int
+    iterations_per_epoch: int
+    reasons: dict[str, str]
+    overridden: list[str]
+    warnings: list[str]
+    candidates: list[Candidate] = field(default_factory=list)
+
+
+def default_image_size(facts: DatasetFacts, hardware: Hardware) -> tuple[int, str]:
+    if hardware.device == "cpu":
+        return 256, cite("R10") + " (CPU: 256 px keeps a step under a second with ViT-T)"
+    longest = max(facts.median_slice_shape)
+    size = min(1024, max(256, math.ceil(longest / IMAGE_SIZE_STEP) * IMAGE_SIZE_STEP))
+    return size, f"median slice {facts.median_slice_shape} -> {size} px ({RULES['R10'].choice})"
+
+
+def backbone_order(facts: DatasetFacts, hardware: Hardware, ssl: bool) -> list[str]:
+    if hardware.device == "cpu":
+        return ["vit_t", "vit_b", "vit_h"]
+    if ssl:
+        return ["vit_b", "vit_t", "vit_h"]
+    if facts.num_foreground_slices >= LARGE_DATA_SLICES:
+        return ["vit_h", "vit_b", "vit_t"]
+    return ["vit_b", "vit_t", "vit_h"]
+
+
+def _budget_bytes(hardware: Hardware) -> float:
+    share = MEMORY_HEADROOM if hardware.device == "cuda" else CPU_MEMORY_SHARE
+    return hardware.memory_gb * GIB * share
+
+
+def _estimate(setup: Setup, size: int, batch: int, shape: dict, hardware: Hardware, checkpointing: bool) -> float:
+    return estimate_training_memory(setup, size, batch, shape["num_classes"], shape["channels"], shape["patch"],
+                                    checkpointing, hardware.device).peak
+
+
+def evaluate(setup: Setup, size: int, shape: dict, hardware: Hardware) -> Candidate:
+    """Memory at the batch-size floor, with gradient checkpointing only if it is needed to fit."""
+    budget = _budget_bytes(hardware)
+    plain = _estimate(setup, size, MIN_BATCH, shape, hardware, False)
+    if plain <= budget:
+        return Candidate(setup, plain / GIB, False, True)
+    checkpointed = _estimate(setup, size, MIN_BATCH, shape, hardware, True)
+    return Candidate(setup, checkpointed / GIB, True, checkpointed <= budget)
+
+
+def choose(facts: DatasetFacts, hardware: Hardware, num_classes: int, channels: int, patch: tuple[int, int],
+           options) -> Choice:
+    """``options``: a ``planners.sam_planner.SamOptions`` (user overrides)."""
+    shape = {"num_classes": num_classes, "channels": channels, "patch": tuple(patch)}
+    reasons: dict[str, str] = {}
+    overridden: list[str] = []
+    warnings: list[str] = []
+    ssl = facts.modality == "MR" and "ssl_mri_vit_b" in facts.checkpoints_present and not options.from_scratch
+
+    if options.image_size:
+        sizes, overridden = [options.image_size], overridden + ["image_size"]
+        reasons["image_size"] = "set by the user (--image-size)"
+    else:
+        start, reasons["image_size"] = default_image_size(facts, hardware)
+        sizes = list(range(start, 255, -IMAGE_SIZE_STEP))  # smaller only when nothing fits (monotonic in memory)
+
+    order = backbone_order(facts, hardware, ssl)
+    rank = lambda c: (c.setup.scope != "encdec", ("lora", "adapter", "vanilla").index(c.setup.method),  # noqa: E731
+                      order.index(c.setup.backbone) if c.setup.backbone in order else len(order))
+    rank_option = {} if options.lora_rank is None else {"lora_rank": options.lora_rank,
+                                                         "lora_alpha": float(options.lora_rank)}
+    pool = [Setup.parse(options.setup, **rank_option)] if options.setup else [
+        Setup(s.backbone, s.scope, s.method, **rank_option) for s in all_setups()]
+    if options.setup:
+        overridden.append("setup")
+
+    for size in sizes:
+        candidates = [evaluate(s, size, shape, hardware) for s in pool if get_backbone(s.backbone).min_image_size <= size]
+        for c in candidates:
+            if (c.setup.method == "vanilla" and c.setup.trains_encoder and not options.setup
+                    and facts.num_foreground_slices < VANILLA_ENCODER_MIN_SLICES):
+                c.excluded = f"R7: {facts.num_foreground_slices} labelled slices < {VANILLA_ENCODER_MIN_SLICES}"
+        viable = sorted((c for c in candidates if c.fits and not c.excluded), key=rank)
+        if viable and (viable[0].setup.trains_encoder or size == sizes[-1]):
+            break
+    if not viable:
+        smallest = min(candidates, key=lambda c: c.predicted_memory_gb)
+        raise AutosamError(
+            f"{facts.dataset}: no set-up fits {hardware.description}; the smallest, {smallest.setup.name} at "
+            f"{sizes[-1]} px with batch {MIN_BATCH}, needs about {smallest.predicted_memory_gb:.1f} GB "
+            f"(give --gpu-memory {math.ceil(smallest.predicted_memory_gb / MEMORY_HEADROOM)} or more)")
+    best = viable[0]
+    for c in candidates:
+        c.why_not = _why_not(c, best, facts, hardware)
+    if size != sizes[0]:
+        reasons["image_size"] += f"; reduced to {size} px so that an encoder update fits"
+    setup = best.setup
+    reasons["setup"] = _setup_reason(setup, facts, hardware, ssl, bool(options.setup))
+    if not setup.trains_encoder:
+        warnings.append(f"{setup.name}: only the mask decoder trains because no encoder update fits "
+                        f"{hardware.description}; expect lower Dice ({RULES['R6'].evidence})")
+
+    batch, checkpointing, memory = _batch_size(best, size, shape, hardware, facts, options)
+    reasons["batch_size"] = ("set by the user (--batch-size)" if options.batch_size else
+                             f"largest in {MIN_BATCH}-{MAX_BATCH} that fits, at most a quarter of the labelled slices ({cite('R11')})")
+    if options.batch_size:
+        overridden.append("batch_size")
+    reasons["gradient_checkpointing"] = (cite("R12") if checkpointing else
+                                         "not needed: the set-up fits without it")
+    reasons["predicted_memory_gb"] = (f"meta-device activation probe x batch + weights, gradients, AdamW state "
+                                      f"and transients, for {hardware.description}")
+
+    base = None
+    if options.from_scratch:
+        reasons["base_checkpoint"] = "set by the user (--from-scratch): random initialisation"
+        overridden.append("base_checkpoint")
+    elif options.checkpoint:
+        base = options.checkpoint
+        reasons["base_checkpoint"] = "set by the user (--checkpoint)"
+        overridden.append("base_checkpoint")
+    elif ssl and setup.backbone == "vit_b":
+        base = "ssl_mri_vit_b"
+        reasons["base_checkpoint"] = f"MR data and the SSL MRI weights are present ({cite('R8')})"
+    else:
+        base = get_backbone(setup.backbone).checkpoint
+        reasons["base_checkpoint"] = f"the official {setup.backbone} weights"
+    reasons["normalisation"] = cite("R9")
+
+    full_encoder = setup.method == "vanilla" and setup.trains_encoder
+    learning_rate = 1e-4 if full_encoder else 1e-3
+    reasons["learning_rate"] = cite("R13")
+    reasons["warmup_iterations"] = cite("R14")
+    total = min(MAX_ITERATIONS, max(MIN_ITERATIONS, PASSES * max(1, facts.num_foreground_slices) // batch))
+    epochs, iterations = math.ceil(total / ITERATIONS_PER_EPOCH), ITERATIONS_PER_EPOCH
+    reasons["num_epochs"] = f"{total} iterations for {facts.num_foreground_slices} labelled slices ({cite('R15')})"
+    if options.num_epochs:
+        epochs, reasons["num_epochs"] = options.num_epochs, "set by the user (--epochs)"
+        overridden.append("num_epochs")
+    reasons["iterations_per_epoch"] = "nnU-Net's epoch of 250 iterations"
+    if options.iterations_per_epoch:
+        iterations, reasons["iterations_per_epoch"] = options.iterations_per_epoch, "set by the user (--iterations)"
+        overridden.append("iterations_per_epoch")
+    reasons["lora_rank"] = ("set by the user (--lora-rank)" if options.lora_rank else
+                            f"rank {DEFAULT_LORA_RANK} with alpha = rank, the study's LoRA")
+    reasons["nnunet_baseline"] = cite("R16")
+    for name in facts.tiny_targets:
+        warnings.append(f"label '{name}' covers {100 * facts.median_foreground_fraction[name]:.2f}% of a case "
+                        "(median): a tiny target; SAM's 1/4-resolution decoder may miss it, compare with nnU-Net")
+    if "unknown" in facts.modalities:
+        warnings.append(f"channel names {facts.channels} include an unknown modality; planned as generic images")
+    return Choice(setup, size, batch, checkpointing, memory / GIB, base, learning_rate, epochs, iterations,
+                  reasons, overridden, warnings, candidates)
+
+
+def _batch_size(best: Candidate, size: int, shape: dict, hardware: Hardware, facts: DatasetFacts,
+                options) -> tuple[int, bool, float]:
+    budget = _budget_bytes(hardware)
+    checkpointing = best.gradient_checkpointing
+    if options.batch_size:
+        return options.batch_size, checkpointing, _estimate(best.setup, size, options.batch_size, shape, hardware,
+                                                            checkpointing)
+    cap = max(MIN_BATCH, min(MAX_BATCH, facts.num_foreground_slices // 4))
+    batch, memory = MIN_BATCH, _estimate(best.setup, size, MIN_BATCH, shape, hardware, checkpointing)
+    for candidate in range(MIN_BATCH + 1, cap + 1):
+        needed = _estimate(best.setup, size, candidate, shape, hardware, checkpointing)
+        if needed > budget:
+            break
+        batch, memory = candidate, needed
+    return batch, checkpointing, memory
+
+
+def _setup_reason(setup: Setup, facts: DatasetFacts, hardware: Hardware, ssl: bool, user: bool) -> str:
+    if user:
+        return "set by the user (--setup)"
+    parts = [cite("R1") if setup.trains_encoder else cite("R6"), RULES["R2"].choice]
+    if hardware.device == "cpu":
+        parts.append(f"{RULES['R5'].choice}: planning for a CPU")
+    elif setup.backbone == "vit_h":
+        parts.append(f"ViT-H: {facts.num_foreground_slices} labelled slices ({RULES['R4'].condition})")
+    elif setup.backbone == "vit_b":
+        parts.append(f"{RULES['R3'].choice}: {RULES['R3'].evidence}" + ("; the SSL MRI weights are ViT-B" if ssl else ""))
+    else:
+        parts.append(f"ViT-T: a larger backbone does not fit ({RULES['R5'].evidence})")
+    return "; ".join(parts)
+
+
+def _why_not(c: Candidate, best: Candidate, facts: DatasetFacts, hardware: Hardware) -> str:
+    if c is best:
+        return "chosen"
+    if not c.fits:
+        return f"does not fit: {c.predicted_memory_gb:.1f} GB predicted at batch {MIN_BATCH}"
+    if c.excluded:
+        return c.excluded
+    if c.setup.scope != best.setup.scope:
+        return "R6: decoder-only is a fallback when no encoder update fits"
+    if c.setup.method != best.setup.method:
+        return f"R2: {best.setup.method} is preferred to {c.setup.method}"
+    if hardware.device == "cpu":
+        return "R5: on a CPU the smallest backbone keeps training time practical"
+    if c.setup.backbone == "vit_h":
+        return f"R4: ViT-H needs >= {LARGE_DATA_SLICES} labelled slices (has {facts.num_foreground_slices})"
+    return f"R3: {best.setup.backbone} is preferred; {RULES['R3'].evidence}"
