@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -64,12 +65,14 @@ def cmd_plan(args: argparse.Namespace) -> None:
     from autosam.sam_plan import SAM_CONFIGURATION, sam_plan_of
     from planners.explain import plan_summary, plan_text
 
-    planner = plan(args.dataset, _sam_options(args), detect_hardware(args.gpu_memory, args.device), args.num_processes)
+    hardware = detect_hardware(args.gpu_memory, args.device)
+    with contextlib.redirect_stdout(sys.stderr):  # nnU-Net's planning chatter; stdout carries the plan
+        planner = plan(args.dataset, _sam_options(args), hardware, args.num_processes)
+        if args.preprocess:
+            preprocess(args.dataset, args.num_processes, ("2d", "3d_fullres") if args.with_3d else ("2d",))
     configuration = planner.plans["configurations"][SAM_CONFIGURATION]
     summary = plan_summary(sam_plan_of(configuration), configuration["batch_size"],
                            configuration["autosam_dataset_facts"])
-    if args.preprocess:
-        preprocess(args.dataset, args.num_processes, ("2d", "3d_fullres") if args.with_3d else ("2d",))
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

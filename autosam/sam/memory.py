@@ -1,12 +1,13 @@
 """Training-memory estimate of a set-up, from a measured activation probe; no GPU needed.
 
 peak = max(forward/backward, frozen-encoder forward, optimiser step) x allocator overhead + device context:
-  forward/backward        = weights 4P + AdamW state 8T + activations B x A1 + transients W + inputs
+  forward/backward        = weights 4P + AdamW state 8T + activations A(B) + transients W + inputs
   frozen-encoder forward  = weights 4P + AdamW state 8T + inputs + 3 x B x the encoder's largest tensor
   optimiser step          = weights 4P + gradients 4T + AdamW state 8T + foreach temporaries 4T
-P = all parameters, T = trainable ones (fp32). A1, the bytes autograd saves for backward for one image, is
-measured by running the training forward on the meta device (no storage, any model size) and counting every
-saved tensor once per storage; it is exactly linear in the batch (verified in tests). W is what the
+P = all parameters, T = trainable ones (fp32). A(B), the bytes autograd saves for backward for a batch, is
+measured by running the training forward and nnU-Net's loss on the meta device (no storage, any model size)
+and counting every saved tensor once per storage, at batch 1 and 2; it is affine in the batch (the prompt
+tensors are shared by the batch), which the tests verify at batch 3. W is what the
 forward allocates besides what it saves, from the encoder's largest tensor (also measured on meta).
 Precision: the probe is fp32; under CUDA mixed precision activations shrink, so the estimate is an upper bound.
 """
@@ -108,9 +109,9 @@ class MemoryEstimate:
 
 @lru_cache(maxsize=256)
 def _probe(setup_name: str, lora_rank: int, image_size: int, num_classes: int, input_channels: int,
-           patch_size: tuple[int, int], checkpointing: bool) -> tuple[int, int, int, int, int]:
-    """Parameter bytes, trainable parameters, buffer bytes, saved bytes for one patch and the encoder's
-    largest single tensor for one image, all measured on the meta device."""
+           patch_size: tuple[int, int], checkpointing: bool) -> tuple[int, int, int, int, int, int]:
+    """Parameter bytes, trainable parameters, buffer bytes, saved bytes for one patch and for each further
+    patch, and the encoder's largest single tensor for one image, all measured on the meta device."""
     from autosam.sam.costs import meta_network
     from autosam.sam.setups import Setup
 
@@ -119,9 +120,10 @@ def _probe(setup_name: str, lora_rank: int, image_size: int, num_classes: int, i
     if checkpointing:
         network.enable_gradient_checkpointing()
     params = list(network.parameters())
-    saved = saved_activation_bytes(network, 1, image_size, input_channels, patch_size, with_loss=True)
+    one, two = (saved_activation_bytes(network, b, image_size, input_channels, patch_size, with_loss=True)
+                for b in (1, 2))
     return (sum(p.numel() * p.element_size() for p in params), sum(p.numel() for p in params if p.requires_grad),
-            sum(b.numel() * b.element_size() for b in network.buffers()), saved,
+            sum(b.numel() * b.element_size() for b in network.buffers()), one, two - one,
             largest_encoder_tensor_bytes(network, image_size))
 
 
@@ -131,13 +133,14 @@ def estimate_training_memory(setup, image_size: int, batch_size: int, num_classe
     """Predicted peak memory of one training step of ``setup`` (a ``Setup``) on ``patch_size`` patches."""
     patch = tuple(patch_size or (image_size, image_size))
     key = (setup.name, setup.lora_rank, image_size, num_classes, input_channels, patch)
-    param_bytes, trainable, buffer_bytes, per_image, largest = _probe(*key, gradient_checkpointing)
+    param_bytes, trainable, buffer_bytes, first, per_image, largest = _probe(*key, gradient_checkpointing)
+    activations = first + (batch_size - 1) * per_image  # affine in the batch (prompt tensors are shared)
     if gradient_checkpointing:
         # backward recomputes one block at a time: add one block's worth of the activations it avoided
-        plain = _probe(*key, False)[3]
-        per_image += (plain - per_image) // get_backbone(setup.backbone).encoder_blocks
+        _, _, _, plain_first, plain_per_image, _ = _probe(*key, False)
+        plain = plain_first + (batch_size - 1) * plain_per_image
+        activations += (plain - activations) // get_backbone(setup.backbone).encoder_blocks
     weights, grads, states = param_bytes + buffer_bytes, 4 * trainable, 8 * trainable
-    activations = batch_size * per_image
     inputs = batch_size * (input_channels + 1) * patch[0] * patch[1] * 4  # image and target batch
     logits = batch_size * num_classes * patch[0] * patch[1] * 4
     # Transients: a trained encoder keeps about two of its largest tensors (e.g. attention scores and their

@@ -1,0 +1,118 @@
+"""The planner's choices: monotonic in memory, the study's rules, a reason for every field, a right estimate."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from autosam.cli import main
+from autosam.errors import AutosamError
+from autosam.fingerprint import DatasetFacts, modality_of
+from autosam.hardware import Hardware
+from autosam.sam.costs import meta_network
+from autosam.sam.memory import estimate_training_memory, measured_training_peak, saved_activation_bytes
+from autosam.sam.model import build_network
+from autosam.sam.setups import Setup, all_setups
+from planners.choose import choose, evaluate
+from planners.sam_planner import SamOptions
+from tests.conftest import case_ids, copy_subset, shared_dataset
+
+SIZE_ORDER = ["vit_t", "vit_b", "vit_h"]
+
+
+def _facts(slices: int = 2000, shape=(512, 512), modality: str = "CT", checkpoints=()) -> DatasetFacts:
+    return DatasetFacts(
+        dataset="Dataset999_Test", num_cases=slices, num_slices=slices, num_foreground_slices=slices,
+        is_3d=False, median_slice_shape=list(shape), median_spacing=[999.0, 1.0, 1.0], channels={"0": modality},
+        modalities=[modality_of(modality)], labels={"background": 0, "organ": 1},
+        median_foreground_fraction={"organ": 0.1}, tiny_targets=[], unlabelled_images=0,
+        checkpoints_present=list(checkpoints))
+
+
+def _gpu(gb: float) -> Hardware:
+    return Hardware("cuda", gb, f"a GPU with {gb} GB")
+
+
+def _choose(facts: DatasetFacts, hardware: Hardware, **options):
+    return choose(facts, hardware, 2, 1, (512, 512), SamOptions(**options))
+
+
+def test_more_memory_never_gives_a_smaller_backbone_or_image() -> None:
+    previous = None
+    for gb in (2, 3, 4, 6, 8, 12, 16, 24, 40, 80):
+        choice = _choose(_facts(), _gpu(gb))
+        current = (SIZE_ORDER.index(choice.setup.backbone), choice.image_size)
+        if previous is not None:
+            assert current[0] >= previous[0] and current[1] >= previous[1], (gb, choice.setup.name)
+        previous = current
+    assert choice.setup.name == "vit_h_encdec_lora"  # large data, 80 GB: the study's best model
+
+
+def test_decoder_only_when_no_encoder_update_fits() -> None:
+    shape = {"num_classes": 2, "channels": 1, "patch": (512, 512)}
+    smallest = lambda scope: min(evaluate(s, 256, shape, _gpu(0.01)).predicted_memory_gb  # noqa: E731
+                                 for s in all_setups() if s.scope == scope)
+    dec, encdec = smallest("dec"), smallest("encdec")  # encoder updates with gradient checkpointing
+    assert dec < encdec
+    choice = _choose(_facts(shape=(256, 256)), _gpu((dec + encdec) / 2 / 0.9))
+    assert choice.setup.scope == "dec" and choice.image_size == 256
+    assert any("only the mask decoder trains" in w for w in choice.warnings)
+
+
+def test_nothing_fits_names_the_smallest_budget() -> None:
+    with pytest.raises(AutosamError, match=r"needs about .* GB \(give --gpu-memory \d+ or more\)"):
+        _choose(_facts(), _gpu(0.5))
+
+
+def test_small_dataset_never_gets_vanilla_encoder_updates() -> None:
+    for gb in (8, 80):
+        choice = _choose(_facts(slices=20), _gpu(gb))
+        assert not (choice.setup.method == "vanilla" and choice.setup.trains_encoder)
+        vanilla = [c for c in choice.candidates if c.setup.name.endswith("encdec_vanilla")]
+        assert all("R7" in c.why_not for c in vanilla if c.fits)
+
+
+def test_mr_with_ssl_weights_starts_from_them_and_cpu_picks_vit_t() -> None:
+    mr = _choose(_facts(modality="FLAIR", checkpoints=["ssl_mri_vit_b"]), _gpu(24))  # large data, yet ViT-B
+    assert (mr.setup.backbone, mr.base_checkpoint) == ("vit_b", "ssl_mri_vit_b")
+    assert _choose(_facts(slices=200, modality="T2"), _gpu(24)).base_checkpoint == "sam_vit_b"
+    assert _choose(_facts(slices=200, modality="CT", checkpoints=["ssl_mri_vit_b"]), _gpu(24)).base_checkpoint == "sam_vit_b"
+    cpu = _choose(_facts(), Hardware("cpu", 24, "CPU"))
+    assert cpu.setup.backbone == "vit_t" and cpu.image_size == 256
+
+
+def test_user_overrides_are_recorded() -> None:
+    choice = _choose(_facts(), _gpu(24), setup="vit_t_encdec_adapter", image_size=384, batch_size=3)
+    assert (choice.setup.name, choice.image_size, choice.batch_size) == ("vit_t_encdec_adapter", 384, 3)
+    assert {"setup", "image_size", "batch_size"} <= set(choice.overridden)
+    assert "set by the user" in choice.reasons["setup"]
+
+
+def test_activations_are_affine_in_batch() -> None:
+    for name in ("test_vit_encdec_lora", "test_tiny_vit_encdec_vanilla", "vit_t_dec_adapter"):
+        size = 256 if name.startswith("vit_t") else 64
+        network = meta_network(Setup.parse(name), size, 3)
+        one, two, five = (saved_activation_bytes(network, b, size, 1, with_loss=True) for b in (1, 2, 5))
+        assert five == one + 4 * (two - one)
+
+
+@pytest.mark.parametrize("setup", all_setups(("test_vit", "test_tiny_vit")), ids=lambda s: s.name)
+def test_estimate_matches_a_real_cpu_training_step(setup: Setup) -> None:
+    network, _ = build_network(setup, 128, 3, 1)
+    measured = measured_training_peak(network, 2, (128, 128))
+    predicted = estimate_training_memory(setup, 128, 2, 3, 1, device="cpu").peak
+    assert 0.85 <= predicted / measured <= 1.15, (predicted, measured)
+
+
+def test_plan_json_has_18_candidates_and_a_reason_for_every_field(nnunet_folders, capsys) -> None:
+    source = shared_dataset("Dataset501_BUSI")
+    copy_subset(source, nnunet_folders["nnUNet_raw"], case_ids(source)[:12])
+    assert main(["plan", "-d", "501", "--gpu-memory", "8", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)  # nnU-Net's own chatter goes to stderr
+    assert len(summary["candidates"]) == 18
+    assert {"name", "predicted_memory_gb", "fits"} <= set(summary["candidates"][0])
+    for field in ("setup", "image_size", "batch_size", "predicted_memory_gb", "base_checkpoint", "learning_rate",
+                  "num_epochs", "gradient_checkpointing"):
+        assert summary["reasons"].get(field), field
+    assert summary["predicted_memory_gb"] <= 8
