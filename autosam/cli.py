@@ -97,10 +97,40 @@ def cmd_predict(args: argparse.Namespace) -> None:
     print(f"predictions written to {args.output}")
 
 
+def cmd_validate(args: argparse.Namespace) -> None:
+    from autosam.nnunet_env import require_folders
+    from autosam.validate import check_dataset
+
+    warnings = check_dataset(require_folders("nnUNet_raw")["nnUNet_raw"], args.dataset)
+    for warning in warnings:
+        print(warning)
+    print(f"dataset {args.dataset}: no errors" + (f", {len(warnings)} warning(s)" if warnings else ""))
+
+
 def cmd_split(args: argparse.Namespace) -> None:
     from autosam.splits import write_grouped_splits
 
     print(f"wrote {write_grouped_splits(args.dataset, args.groups, args.num_folds)}")
+
+
+def _run_options(args: argparse.Namespace):
+    from autosam.pipeline import RunOptions
+
+    return RunOptions(folds=[int(f) for f in args.folds], epochs=args.epochs, iterations=args.iterations,
+                      device=args.device, gpu_memory=args.gpu_memory, ensembles=not args.no_ensembles,
+                      with_3d=args.with_3d, replan=args.replan)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from autosam.pipeline import run
+
+    run(args.dataset, _sam_options(args), _run_options(args))
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from autosam.demo import run_demo
+
+    run_demo(args.dir, args.full, args.device)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,6 +177,31 @@ def build_parser() -> argparse.ArgumentParser:
         budget_flags(p)
         p.set_defaults(func=cmd_plan, preprocess=preprocesses)
 
+    p = verbs.add_parser("run", help="plan, train nnU-Net and SAM on the same folds, compare, pick the best")
+    dataset_flag(p)
+    p.add_argument("--folds", nargs="+", default=["0", "1", "2", "3", "4"], help="folds (default: all five)")
+    machine = p.add_mutually_exclusive_group()
+    machine.add_argument("--gpu-memory", type=float, metavar="GB", help="plan for a GPU with this much memory")
+    machine.add_argument("--device", choices=("cpu", "cuda"), help="train on this device (default: cuda if present)")
+    p.add_argument("--setup", help="fix the SAM set-up instead of letting the planner choose")
+    p.add_argument("--image-size", type=int, help="fix the SAM input size")
+    p.add_argument("--batch-size", type=int, help="fix the SAM batch size")
+    p.add_argument("--lora-rank", type=int, help="LoRA rank")
+    p.add_argument("--checkpoint", help="SAM base weights: a catalogue name or a file")
+    p.add_argument("--checkpoint-dir", help="folder holding the weights files (or $AUTOSAM_CHECKPOINT_DIR)")
+    p.add_argument("--unlabelled", help="folder of unlabelled images of the same kind")
+    p.add_argument("--3d", dest="with_3d", action="store_true", help="also train nnU-Net's 3d_fullres (3D data)")
+    p.add_argument("--no-ensembles", action="store_true", help="do not export probabilities or try ensembles")
+    p.add_argument("--replan", action="store_true", help="plan again even if a SAM plan exists")
+    budget_flags(p)
+    p.set_defaults(func=cmd_run)
+
+    p = verbs.add_parser("demo", help="the bundled BUSI subset through 'autosam run' on a CPU-sized budget")
+    p.add_argument("--dir", type=Path, default=Path("autosam_demo"), help="where to write (default ./autosam_demo)")
+    p.add_argument("--full", action="store_true", help="the real budget: five folds, planned epochs")
+    p.add_argument("--device", choices=("cpu", "cuda"))
+    p.set_defaults(func=cmd_demo)
+
     p = verbs.add_parser("train", help="train SAM on folds with nnU-Net's loop, then validate")
     dataset_flag(p)
     p.add_argument("-f", "--folds", nargs="+", required=True, help="fold numbers, or 'all' (train on every case)")
@@ -167,6 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-name", default="checkpoint_final.pth")
     p.add_argument("--disable-tta", action="store_true", help="no mirroring test-time augmentation (faster)")
     p.set_defaults(func=cmd_predict)
+
+    p = verbs.add_parser("validate", help="check a raw dataset: every problem at once, with the fix")
+    dataset_flag(p)
+    p.set_defaults(func=cmd_validate)
 
     p = verbs.add_parser("split", help="write patient-grouped 5-fold splits (splits_final.json)")
     dataset_flag(p)
@@ -192,7 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AutosamError as e:
         if args.debug:
             raise
-        print(f"autosam: error: {e}", file=sys.stderr)
+        for line in str(e).splitlines():  # a dataset check reports every problem, one line each
+            print(f"autosam: {line}" if line.startswith(("error:", "warning:")) else f"autosam: error: {line}",
+                  file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("autosam: interrupted", file=sys.stderr)

@@ -50,7 +50,11 @@ def plan(dataset: str, sam_options, hardware, num_processes: int = 1):
 
     from planners.sam_planner import BASELINE_PLANS, SAMPlanner
 
+    from autosam.validate import check_dataset
+
     folders = require_folders("nnUNet_raw", "nnUNet_preprocessed")
+    for warning in check_dataset(folders["nnUNet_raw"], str(dataset)):
+        log.warning("%s", warning)
     name = dataset_name(dataset)
     dataset_id = int(name[7:10])
     out = folders["nnUNet_preprocessed"] / name

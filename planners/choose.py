@@ -117,11 +117,15 @@ def choose(facts: DatasetFacts, hardware: Hardware, num_classes: int, channels: 
         Setup(s.backbone, s.scope, s.method, **rank_option) for s in all_setups()]
     if options.setup:
         overridden.append("setup")
+    scratch_only = options.from_scratch and not options.setup  # R18
 
     for size in sizes:
         candidates = [evaluate(s, size, shape, hardware) for s in pool if get_backbone(s.backbone).min_image_size <= size]
         for c in candidates:
-            if (c.setup.method == "vanilla" and c.setup.trains_encoder and not options.setup
+            full = c.setup.method == "vanilla" and c.setup.trains_encoder
+            if scratch_only and not full:
+                c.excluded = "R18: from scratch, only a vanilla encoder + decoder update learns features"
+            elif (full and not options.setup and not scratch_only
                     and facts.num_foreground_slices < VANILLA_ENCODER_MIN_SLICES):
                 c.excluded = f"R7: {facts.num_foreground_slices} labelled slices < {VANILLA_ENCODER_MIN_SLICES}"
         viable = sorted((c for c in candidates if c.fits and not c.excluded), key=rank)
@@ -214,9 +218,13 @@ def _batch_size(best: Candidate, size: int, shape: dict, hardware: Hardware, fac
 
 
 def _setup_reason(setup: Setup, facts: DatasetFacts, hardware: Hardware, ssl: bool, user: bool) -> str:
+    """Why this set-up; ``_why_not`` says why each other candidate lost."""
     if user:
         return "set by the user (--setup)"
-    parts = [cite("R1") if setup.trains_encoder else cite("R6"), RULES["R2"].choice]
+    if setup.method == "vanilla" and setup.trains_encoder:
+        parts = [cite("R18")]
+    else:
+        parts = [cite("R1") if setup.trains_encoder else cite("R6"), RULES["R2"].choice]
     if hardware.device == "cpu":
         parts.append(f"{RULES['R5'].choice}: planning for a CPU")
     elif setup.backbone == "vit_h":

@@ -59,6 +59,9 @@ RULES = {
              "fine-tuned SAM is only slightly better than earlier methods (finding 1)", "study"),
         Rule("R17", "deciding whether a set-up fits", "predicted peak <= 90% of the memory",
              "headroom for the data loader and other processes; ours", "autosam"),
+        Rule("R18", "training from scratch (no pretrained weights)", "vanilla image encoder + mask decoder",
+             "adapters and LoRA freeze the base weights, and a frozen random encoder extracts no useful features",
+             "autosam"),
     )
 }
 

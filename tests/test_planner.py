@@ -82,6 +82,12 @@ def test_mr_with_ssl_weights_starts_from_them_and_cpu_picks_vit_t() -> None:
     assert cpu.setup.backbone == "vit_t" and cpu.image_size == 256
 
 
+def test_from_scratch_trains_every_weight() -> None:
+    choice = _choose(_facts(slices=20), Hardware("cpu", 24, "CPU"), from_scratch=True)
+    assert choice.setup.name == "vit_t_encdec_vanilla" and choice.base_checkpoint is None
+    assert "R18" in choice.reasons["setup"]
+
+
 def test_user_overrides_are_recorded() -> None:
     choice = _choose(_facts(), _gpu(24), setup="vit_t_encdec_adapter", image_size=384, batch_size=3)
     assert (choice.setup.name, choice.image_size, choice.batch_size) == ("vit_t_encdec_adapter", 384, 3)

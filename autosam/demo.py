@@ -1,0 +1,59 @@
+"""``autosam demo``: the embedded BUSI subset through ``autosam run`` on a CPU-sized budget.
+
+The data (100 breast-ultrasound images, downscaled to 128 px; CC0, Al-Dhabyani et al., Data in Brief 2020)
+ship inside the package and are written to a fresh nnU-Net folder tree under the chosen directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from autosam.errors import AutosamError
+from autosam.sam.checkpoints import CATALOGUE, CHECKPOINT_DIR_ENV
+
+log = logging.getLogger(__name__)
+DEMO_DATASET = "Dataset901_BUSIDemo"
+DEMO_DATA = Path(__file__).parent / "demo_data" / DEMO_DATASET
+QUICK_BUDGET = {"folds": [0, 1], "epochs": 8, "iterations": 25}
+
+
+def prepare(directory: Path) -> dict[str, Path]:
+    """nnU-Net folders under ``directory`` with the demo dataset in ``nnUNet_raw``; existing runs are kept."""
+    folders = {name: directory / name for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    try:
+        for path in folders.values():
+            path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise AutosamError(f"{directory}: cannot create the demo folders ({e.strerror}); pass --dir to a writable place")
+    target = folders["nnUNet_raw"] / DEMO_DATASET
+    if not target.is_dir():
+        shutil.copytree(DEMO_DATA, target)
+    for name, path in folders.items():
+        os.environ[name] = str(path.resolve())
+    return folders
+
+
+def run_demo(directory: Path, full: bool = False, device: str | None = None) -> Path:
+    from autosam.pipeline import RunOptions, run
+    from planners.sam_planner import SamOptions
+
+    prepare(directory)
+    folder = os.environ.get(CHECKPOINT_DIR_ENV)
+    weights = bool(folder) and (Path(folder) / CATALOGUE["mobile_sam"].filename).is_file()
+    if not weights and not full:
+        log.warning("WARNING: %s not found in $%s: the demo trains SAM FROM SCRATCH (random weights), so its Dice "
+                    "says little about pretrained SAM. Put the MobileSAM weights there for a meaningful comparison.",
+                    CATALOGUE["mobile_sam"].filename, CHECKPOINT_DIR_ENV)
+    if full:
+        options = RunOptions(folds=[0, 1, 2, 3, 4], device=device)
+        sam_options = SamOptions()
+    else:
+        options = RunOptions(folds=QUICK_BUDGET["folds"], epochs=QUICK_BUDGET["epochs"],
+                             iterations=QUICK_BUDGET["iterations"], device=device or "cpu", ensembles=False)
+        sam_options = SamOptions(from_scratch=not weights)
+    hardware_device = "cpu" if not full else device
+    options.device = hardware_device
+    return run(DEMO_DATASET, sam_options, options)

@@ -1,0 +1,1 @@
+"""Per-case metrics, paired statistics, the comparison report and its figures."""

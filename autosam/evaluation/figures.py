@@ -1,0 +1,114 @@
+"""The comparison report's figures (PNG): paired per-case Dice, box plots, training curves, overlays."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+COLOURS = {"nnU-Net": "#4c72b0", "SAM": "#dd8452"}
+
+
+def paired_plot(cases: list[dict], label: str, methods: list[str], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    a, b = methods
+    for case in cases:
+        x, y = case["metrics"][a][label]["dice"], case["metrics"][b][label]["dice"]
+        if not (math.isnan(x) or math.isnan(y)):
+            ax.plot([0, 1], [x, y], color="grey", alpha=0.4, lw=0.8)
+            ax.scatter([0, 1], [x, y], c=[COLOURS.get(a, "C0"), COLOURS.get(b, "C1")], s=10, zorder=3)
+    ax.set_xticks([0, 1], methods)
+    ax.set_xlim(-0.3, 1.3)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel(f"Dice ({label})")
+    ax.set_title("Per case, same folds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def box_plots(cases: list[dict], labels: list[str], methods: list[str], path: Path) -> None:
+    fig, axes = plt.subplots(1, len(labels), figsize=(3.2 * len(labels) + 0.5, 4), squeeze=False)
+    for ax, label in zip(axes[0], labels):
+        data = [[c["metrics"][m][label]["dice"] for c in cases if not math.isnan(c["metrics"][m][label]["dice"])]
+                for m in methods]
+        parts = ax.boxplot(data, patch_artist=True, widths=0.6)
+        ax.set_xticks(range(1, len(methods) + 1), methods)
+        for patch, method in zip(parts["boxes"], methods):
+            patch.set_facecolor(COLOURS.get(method, "C0"))
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(label)
+        ax.set_ylabel("Dice")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def training_curves(logs: dict[str, list[dict]], path: Path) -> None:
+    """``logs``: method -> one nnU-Net logging dict per fold (train_losses, val_losses, ema_fg_dice)."""
+    fig, (loss_ax, dice_ax) = plt.subplots(1, 2, figsize=(9, 3.6))
+    for method, folds in logs.items():
+        for k, log in enumerate(folds):
+            style = {"color": COLOURS.get(method, "C0"), "alpha": 0.8, "label": method if k == 0 else None}
+            loss_ax.plot(log["train_losses"], **style)
+            loss_ax.plot(log["val_losses"], ls="--", color=style["color"], alpha=0.5)
+            dice_ax.plot(log["ema_fg_dice"], **style)
+    loss_ax.set(xlabel="epoch", ylabel="loss (solid: train, dashed: validation)", title="Loss")
+    dice_ax.set(xlabel="epoch", ylabel="pseudo Dice (EMA)", title="Validation pseudo Dice", ylim=(0, 1))
+    loss_ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _slice(volume: np.ndarray, index: int) -> np.ndarray:
+    return volume[index] if volume.ndim == 3 else volume
+
+
+def overlays(rows: list[dict], path: Path) -> None:
+    """``rows``: {title, image, reference, predictions: {method: mask}} with 3D (z, y, x) arrays."""
+    methods = list(rows[0]["predictions"])
+    fig, axes = plt.subplots(len(rows), 2 + len(methods), figsize=(2.6 * (2 + len(methods)), 2.6 * len(rows)),
+                             squeeze=False)
+    for row, ax_row in zip(rows, axes):
+        reference = row["reference"]
+        z = int(np.argmax((reference > 0).reshape(reference.shape[0], -1).sum(1)))  # the slice with most target
+        image = _slice(row["image"], z)
+        panels = [("image", None), ("reference", reference)] + [(m, row["predictions"][m]) for m in methods]
+        for ax, (title, mask) in zip(ax_row, panels):
+            ax.imshow(image, cmap="gray")
+            if mask is not None:
+                ax.imshow(np.ma.masked_equal(_slice(mask, z), 0), cmap="autumn", alpha=0.5, vmin=0)
+            ax.set_title(f"{row['title']}\n{title}" if title == "image" else title, fontsize=8)
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def ablation_heatmap(table: dict[str, dict[str, float]], chosen: str | None, path: Path) -> None:
+    """``table``: backbone -> {"<scope>_<method>": CV Dice}; the planner's pick is outlined."""
+    rows = sorted(table)
+    cols = [f"{s}_{m}" for s in ("dec", "encdec") for m in ("vanilla", "adapter", "lora")]
+    values = np.array([[table[r].get(c, np.nan) for c in cols] for r in rows])
+    fig, ax = plt.subplots(figsize=(8, 1 + 0.7 * len(rows)))
+    image = ax.imshow(values, cmap="viridis", vmin=np.nanmin(values) if np.isfinite(values).any() else 0, vmax=
+                      np.nanmax(values) if np.isfinite(values).any() else 1, aspect="auto")
+    ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            if not np.isnan(values[i, j]):
+                ax.text(j, i, f"{values[i, j]:.3f}", ha="center", va="center", color="white", fontsize=8)
+            if chosen == f"{r}_{c}":
+                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="red", lw=2.5))
+    fig.colorbar(image, ax=ax, label="CV Dice")
+    ax.set_title("Fine-tuning set-ups (red: the planner's pick)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,285 @@
+"""Dataset checks before any work: every problem at once, each naming its file and the fix.
+
+Builds on what nnU-Net's integrity check looks at and goes further (geometry, intensities, PNG modes, label
+values, fold count). Errors stop a command; warnings are printed and the work goes on. Nothing is modified.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from autosam.errors import AutosamError
+
+NATURAL_ENDINGS = (".png", ".bmp", ".tif", ".tiff")
+SUPPORTED_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".gipl", ".png", ".bmp", ".tif", ".tiff")
+GEOMETRY_TOLERANCE = 1e-3  # relative, as nnU-Net's check
+ANISOTROPY_WARNING = 3.0
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: str  # "error" or "warning"
+    file: str
+    message: str  # says what is wrong and how to fix it
+
+    def __str__(self) -> str:
+        return f"{self.severity}: {self.file}: {self.message}"
+
+
+class DatasetInvalid(AutosamError):
+    def __init__(self, findings: list[Finding]) -> None:
+        self.findings = findings
+        super().__init__("\n".join(str(f) for f in findings if f.severity == "error"))
+
+
+def _load_dataset_json(folder: Path, out: list[Finding]) -> dict | None:
+    path = folder / "dataset.json"
+    if not path.is_file():
+        out.append(Finding("error", str(path), "missing; write it as nnU-Net's generate_dataset_json does"))
+        return None
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        out.append(Finding("error", str(path), f"is not valid JSON ({e}); fix the syntax"))
+        return None
+    if not isinstance(meta, dict):
+        out.append(Finding("error", str(path), "must be a JSON object with channel_names, labels, numTraining, "
+                                               "file_ending"))
+        return None
+    missing = [k for k in ("labels", "numTraining", "file_ending") if k not in meta]
+    if "channel_names" not in meta and "modality" not in meta:
+        missing.insert(0, "channel_names")
+    if missing:
+        out.append(Finding("error", str(path), f"missing field(s) {', '.join(missing)}; add them"))
+        return None
+    labels = meta["labels"]
+    values = [v for v in labels.values()] if isinstance(labels, dict) else []
+    if not isinstance(labels, dict) or labels.get("background") != 0:
+        out.append(Finding("error", str(path), 'labels must map names to ids with "background": 0'))
+        return None
+    plain = [v for k, v in labels.items() if k != "ignore" and not isinstance(v, (list, tuple))]
+    if any(not isinstance(v, int) or isinstance(v, bool) for v in plain):
+        out.append(Finding("error", str(path), f"label ids must be integers, got {plain}"))
+        return None
+    if sorted(plain) != list(range(len(plain))):
+        out.append(Finding("error", str(path), f"label ids {sorted(plain)} must be consecutive from 0; renumber them"))
+        return None
+    if len(set(values)) != len(values) and not any(isinstance(v, (list, tuple)) for v in values):
+        out.append(Finding("error", str(path), "two labels share an id; give each label its own id"))
+        return None
+    if meta["file_ending"] not in SUPPORTED_ENDINGS:
+        hint = " (JPEG is lossy and corrupts label maps: convert to PNG)" if "jp" in meta["file_ending"] else ""
+        out.append(Finding("error", str(path), f"file_ending {meta['file_ending']} is not supported{hint}; use "
+                                               f"one of {', '.join(SUPPORTED_ENDINGS)}"))
+        return None
+    if not isinstance(meta["numTraining"], int):
+        out.append(Finding("error", str(path), "numTraining must be an integer"))
+        return None
+    return meta
+
+
+def _cases(folder: Path, meta: dict, out: list[Finding]) -> tuple[dict[str, list[Path]], dict[str, Path]]:
+    ending, channels = meta["file_ending"], len(meta.get("channel_names", meta.get("modality", {})))
+    images: dict[str, list[Path]] = {}
+    for sub in ("imagesTr", "labelsTr"):
+        if not (folder / sub).is_dir():
+            out.append(Finding("error", str(folder / sub), "missing; put the training images and labels there"))
+    if out:
+        return {}, {}
+    for path in sorted((folder / "imagesTr").iterdir()):
+        if path.name.startswith("."):
+            continue
+        if not path.name.endswith(ending):
+            out.append(Finding("error", str(path), f"does not end in {ending} (dataset.json file_ending); convert it "
+                                                   "or move it out: every file must have the same ending"))
+            continue
+        stem = path.name[: -len(ending)]
+        if len(stem) < 6 or stem[-5] != "_" or not stem[-4:].isdigit():
+            out.append(Finding("error", str(path), f"name must be <case>_<channel 0000>{ending}"))
+            continue
+        images.setdefault(stem[:-5], []).append(path)
+    labels = {}
+    for path in sorted((folder / "labelsTr").iterdir()):
+        if path.name.startswith("."):
+            continue
+        if not path.name.endswith(ending):
+            out.append(Finding("error", str(path), f"does not end in {ending}; labels must use the dataset's ending"))
+            continue
+        labels[path.name[: -len(ending)]] = path
+    folded = Counter(c.lower() for c in images)
+    for case, count in folded.items():
+        if count > 1:
+            out.append(Finding("error", str(folder / "imagesTr" / case), "case ids differ only in upper/lower case; "
+                                                                          "rename one (they collide on some systems)"))
+    for case, paths in images.items():
+        expected = [f"{case}_{i:04d}{ending}" for i in range(channels)]
+        have = {p.name for p in paths}
+        for name in expected:
+            if name not in have:
+                out.append(Finding("error", str(folder / "imagesTr" / name), f"missing: dataset.json declares "
+                                                                             f"{channels} channel(s)"))
+        if case not in labels:
+            out.append(Finding("error", str(folder / "imagesTr" / paths[0].name), "has no label file in labelsTr; "
+                                                                                  "add it or remove the image"))
+    unpaired = False
+    for case, path in labels.items():
+        if case not in images:
+            out.append(Finding("error", str(path), "has no image in imagesTr; add it or remove the label"))
+            unpaired = True
+    unpaired = unpaired or any(case not in labels for case in images)
+    if not unpaired and len(labels) != meta["numTraining"]:  # an unpaired file already explains a mismatch
+        out.append(Finding("error", str(folder / "dataset.json"), f"numTraining is {meta['numTraining']} but "
+                                                                 f"labelsTr holds {len(labels)} cases; correct it"))
+    return images, labels
+
+
+def _png_mode(path: Path) -> str | None:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.mode
+    except Exception:  # noqa: BLE001 - reported as unreadable by the reader below
+        return None
+
+
+def _check_case(case: str, images: list[Path], label: Path, meta: dict, reader, out: list[Finding]) -> dict | None:
+    ending = meta["file_ending"]
+    if ending in NATURAL_ENDINGS:
+        for path in [*images, label]:
+            mode = _png_mode(path)
+            if mode == "RGBA" or mode == "LA":
+                out.append(Finding("error", str(path), "has an alpha channel; save it without transparency"))
+                return None
+            if path == label and mode in ("RGB", "P"):
+                out.append(Finding("error", str(path), "label map saved as colour; save one channel of integer ids"))
+                return None
+    try:
+        data, image_props = reader.read_images([str(p) for p in sorted(images)])
+    except Exception as e:  # noqa: BLE001 - any reader failure means the file is unreadable
+        out.append(Finding("error", str(sorted(images)[0]), f"cannot be read ({type(e).__name__}); it is corrupt or "
+                                                            "not an image: re-export it"))
+        return None
+    try:
+        seg, seg_props = reader.read_seg(str(label))
+    except Exception as e:  # noqa: BLE001
+        out.append(Finding("error", str(label), f"cannot be read ({type(e).__name__}); re-export the label map"))
+        return None
+    channels = len(meta.get("channel_names", meta.get("modality", {})))
+    if data.shape[0] != channels:
+        out.append(Finding("error", str(images[0]), f"has {data.shape[0]} channels but dataset.json declares "
+                                                    f"{channels}; fix channel_names or the image"))
+        return None
+    if data.shape[1:] != seg.shape[1:]:
+        out.append(Finding("error", str(label), f"shape {seg.shape[1:]} differs from its image {data.shape[1:]}; "
+                                                "resample the label onto the image grid"))
+        return None
+    geometry = _geometry_mismatch(image_props, seg_props)
+    if geometry:
+        out.append(Finding("error", str(label), f"{geometry} differs from its image beyond tolerance; copy the "
+                                                "image's geometry into the label (same grid, same world position)"))
+        return None
+    if not np.isfinite(data).all():
+        out.append(Finding("error", str(images[0]), "contains NaN or infinite intensities; replace them (e.g. by "
+                                                    "the minimum) before training"))
+        return None
+    if np.any(seg != np.round(seg)):
+        out.append(Finding("error", str(label), "holds non-integer label values; save integer ids"))
+        return None
+    declared = {v for v in meta["labels"].values() if isinstance(v, int)}
+    found = set(np.unique(seg).astype(int).tolist())
+    if meta["labels"].get("ignore") is not None:
+        declared.add(meta["labels"]["ignore"])
+    undeclared = sorted(found - declared)
+    if undeclared:
+        out.append(Finding("error", str(label), f"holds label ids {undeclared} not declared in dataset.json; declare "
+                                                "them or fix the label map"))
+        return None
+    if float(data.max()) == float(data.min()):
+        out.append(Finding("warning", str(images[0]), "is constant (one intensity everywhere)"))
+    spacing = [s for s, n in zip(image_props.get("spacing", []), data.shape[1:]) if n > 1]
+    if spacing and max(spacing) / min(spacing) > ANISOTROPY_WARNING:
+        out.append(Finding("warning", str(images[0]), f"spacing {list(image_props['spacing'])} is very anisotropic"))
+    return {"foreground": bool((seg > 0).any()), "fraction": float((seg > 0).mean())}
+
+
+def _geometry_mismatch(a: dict, b: dict) -> str | None:
+    for key in ("spacing",):
+        if key in a and key in b and not np.allclose(a[key], b[key], rtol=GEOMETRY_TOLERANCE):
+            return f"{key} {list(b[key])} vs {list(a[key])}"
+    sa, sb = a.get("sitk_stuff"), b.get("sitk_stuff")
+    if sa and sb:
+        for key in ("origin", "direction"):
+            if not np.allclose(sa[key], sb[key], atol=GEOMETRY_TOLERANCE * max(1.0, np.abs(sa[key]).max())):
+                return key
+    return None
+
+
+def validate_dataset(folder: Path, num_folds: int = 5) -> list[Finding]:
+    """Every finding for the raw dataset ``folder`` (nnU-Net format)."""
+    from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
+
+    out: list[Finding] = []
+    meta = _load_dataset_json(folder, out)
+    if meta is None:
+        return out
+    images, labels = _cases(folder, meta, out)
+    if not labels or any(f.severity == "error" for f in out):
+        if not labels and not out:
+            out.append(Finding("error", str(folder / "labelsTr"), "holds no label files"))
+        return out
+    if len(labels) < num_folds:
+        out.append(Finding("error", str(folder / "labelsTr"), f"{len(labels)} cases cannot fill {num_folds} folds; "
+                                                             "add cases (nnU-Net's cross-validation needs 5)"))
+    try:  # nnU-Net prints the traceback of every reader that fails on the example file; keep stderr for us
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            reader = determine_reader_writer_from_dataset_json(meta, str(next(iter(images.values()))[0]))()
+    except Exception as e:  # noqa: BLE001
+        first = next(iter(images.values()))[0]
+        return out + [Finding("error", str(first), f"no nnU-Net reader opens it ({type(e).__name__}); convert it")]
+    stats = {}
+    for case in sorted(labels):
+        if case in images:
+            result = _check_case(case, images[case], labels[case], meta, reader, out)
+            if result is not None:
+                stats[case] = result
+    empty = [c for c, s in stats.items() if not s["foreground"]]
+    if stats and len(empty) == len(stats):
+        out.append(Finding("error", str(folder / "labelsTr"), "every label map is empty; check the export"))
+    elif empty:
+        out.append(Finding("warning", str(folder / "labelsTr"), f"{len(empty)} case(s) have empty labels, e.g. "
+                                                                f"{empty[0]}"))
+    tiny = [c for c, s in stats.items() if 0 < s["fraction"] < 1e-3]
+    if tiny:
+        out.append(Finding("warning", str(folder / "labelsTr"), f"{len(tiny)} case(s) with a target under 0.1% of "
+                                                                "the image (tiny targets)"))
+    return out
+
+
+def dataset_folder(raw: Path, dataset: str) -> Path:
+    """The raw folder of a dataset id or name; two folders with one id is an error."""
+    digits = dataset[7:10] if dataset.startswith("Dataset") else dataset
+    if not digits.isdigit():
+        raise AutosamError(f"dataset {dataset}: give an id like 501 or a name like Dataset501_Name")
+    matches = sorted(p for p in raw.glob(f"Dataset{int(digits):03d}_*") if p.is_dir())
+    if len(matches) > 1:
+        raise AutosamError(f"{raw}: dataset id {int(digits):03d} matches {', '.join(m.name for m in matches)}; "
+                           "rename one so every id is unique")
+    if not matches:
+        raise AutosamError(f"{raw}: no folder Dataset{int(digits):03d}_<name>; check the id and $nnUNet_raw")
+    return matches[0]
+
+
+def check_dataset(raw: Path, dataset: str, num_folds: int = 5) -> list[Finding]:
+    """Raise ``DatasetInvalid`` listing every error; return the warnings."""
+    findings = validate_dataset(dataset_folder(raw, dataset), num_folds)
+    if any(f.severity == "error" for f in findings):
+        raise DatasetInvalid(findings)
+    return findings

@@ -1,0 +1,194 @@
+"""Broken datasets: `autosam run` stops at once with one line naming the file and the fix; inputs untouched."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from PIL import Image
+
+from autosam.cli import main
+from autosam.demo import DEMO_DATA
+from tests.conftest import case_ids, copy_subset
+
+PNG, NII = "Dataset990_BadPNG", "Dataset991_BadVolumes"
+
+
+def _make_volumes(raw: Path) -> Path:
+    """3D volumes in MetaImage (.mha): SimpleITK's NIfTI writer turns NaN into 0, MetaImage keeps it."""
+    folder = raw / NII
+    for sub in ("imagesTr", "labelsTr"):
+        (folder / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        image = sitk.GetImageFromArray(rng.normal(size=(8, 16, 16)).astype(np.float32))
+        label_array = np.zeros((8, 16, 16), np.uint8)
+        label_array[2:6, 4:12, 4:12] = 1
+        label = sitk.GetImageFromArray(label_array)
+        for item in (image, label):
+            item.SetSpacing((0.8, 0.8, 3.0))
+            item.SetOrigin((10.0, -5.0, 2.0))
+        sitk.WriteImage(image, str(folder / "imagesTr" / f"vol{i}_0000.mha"))
+        sitk.WriteImage(label, str(folder / "labelsTr" / f"vol{i}.mha"))
+    meta = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "organ": 1}, "numTraining": 6,
+            "file_ending": ".mha"}
+    (folder / "dataset.json").write_text(json.dumps(meta))
+    return folder
+
+
+def _edit_json(folder: Path, change: Callable[[dict], None]) -> Path:
+    path = folder / "dataset.json"
+    meta = json.loads(path.read_text())
+    change(meta)
+    path.write_text(json.dumps(meta))
+    return path
+
+
+def _png(path: Path, array: np.ndarray, mode: str | None = None) -> None:
+    Image.fromarray(array, mode).save(path) if mode else Image.fromarray(array).save(path)
+
+
+def _nii_edit(path: Path, change: Callable[[sitk.Image], sitk.Image]) -> Path:
+    sitk.WriteImage(change(sitk.ReadImage(str(path))), str(path))
+    return path
+
+
+def _with_array(image: sitk.Image, array: np.ndarray) -> sitk.Image:
+    new = sitk.GetImageFromArray(array)
+    new.CopyInformation(image)
+    return new
+
+
+def _img(f: Path, i: int = 0) -> Path:
+    return sorted((f / "imagesTr").iterdir())[i]
+
+
+def _lab(f: Path, i: int = 0) -> Path:
+    return sorted((f / "labelsTr").iterdir())[i]
+
+
+def _truncate(path: Path, size: int) -> Path:
+    path.write_bytes(path.read_bytes()[:size])
+    return path
+
+
+def _second_channel_missing_one(f: Path) -> Path:
+    _edit_json(f, lambda m: m.update(channel_names={"0": "US", "1": "US2"}))
+    paths = sorted((f / "imagesTr").glob("*_0000.png"))
+    for path in paths[1:]:
+        shutil.copy(path, path.with_name(path.name.replace("_0000", "_0001")))
+    return paths[0].with_name(paths[0].name.replace("_0000", "_0001"))
+
+
+def _collide(f: Path) -> Path:
+    image, label = _img(f), _lab(f)
+    shutil.copy(image, image.with_name(image.name.upper().replace(".PNG", ".png")))
+    shutil.copy(label, label.with_name(label.stem.upper() + ".png"))
+    _edit_json(f, lambda m: m.update(numTraining=m["numTraining"] + 1))
+    return f / "imagesTr" / image.name[: -len("_0000.png")]
+
+
+def _drop_cases(f: Path) -> Path:
+    for path in sorted((f / "labelsTr").iterdir())[3:]:
+        path.unlink()
+        (f / "imagesTr" / f"{path.stem}_0000.png").unlink()
+    _edit_json(f, lambda m: m.update(numTraining=3))
+    return f / "labelsTr"
+
+
+def _empty_labels(f: Path) -> Path:
+    for path in (f / "labelsTr").iterdir():
+        _png(path, np.zeros_like(np.array(Image.open(path))))
+    return f / "labelsTr"
+
+
+def _duplicate_id(f: Path) -> Path:
+    shutil.copytree(f, f.with_name("Dataset990_Twin"))
+    return f.parent
+
+
+PNG_CASES: dict[str, Callable[[Path], Path]] = {
+    "dataset_json_missing": lambda f: (f / "dataset.json").unlink() or f / "dataset.json",
+    "dataset_json_not_json": lambda f: (f / "dataset.json").write_text("{labels: ") and f / "dataset.json",
+    "dataset_json_a_list": lambda f: (f / "dataset.json").write_text("[1, 2]") and f / "dataset.json",
+    "no_labels_field": lambda f: _edit_json(f, lambda m: m.pop("labels")),
+    "no_file_ending": lambda f: _edit_json(f, lambda m: m.pop("file_ending")),
+    "no_channel_names": lambda f: _edit_json(f, lambda m: m.pop("channel_names")),
+    "no_background": lambda f: _edit_json(f, lambda m: m.update(labels={"lesion": 1})),
+    "label_ids_not_consecutive": lambda f: _edit_json(f, lambda m: m.update(labels={"background": 0, "lesion": 2})),
+    "label_ids_not_integers": lambda f: _edit_json(f, lambda m: m.update(labels={"background": 0, "lesion": 1.5})),
+    "shared_label_id": lambda f: _edit_json(f, lambda m: m.update(labels={"background": 0, "a": 1, "b": 1})),
+    "num_training_wrong": lambda f: _edit_json(f, lambda m: m.update(numTraining=99)),
+    "jpeg_ending": lambda f: _edit_json(f, lambda m: m.update(file_ending=".jpg")),
+    "unsupported_ending": lambda f: _edit_json(f, lambda m: m.update(file_ending=".gif")),
+    "mixed_endings": lambda f: shutil.copy(_img(f), f / "imagesTr" / "extra_0000.tif") and f / "imagesTr" / "extra_0000.tif",
+    "image_without_label": lambda f: _lab(f).unlink() or _img(f),
+    "label_without_image": lambda f: _img(f).unlink() or _lab(f),
+    "badly_named_image": lambda f: shutil.copy(_img(f), f / "imagesTr" / "noindex.png") and f / "imagesTr" / "noindex.png",
+    "second_channel_missing": _second_channel_missing_one,
+    "case_ids_collide": _collide,
+    "undeclared_label_value": lambda f: _png(_lab(f), np.array(Image.open(_lab(f))) * 2) or _lab(f),
+    "rgba_image": lambda f: Image.open(_img(f)).convert("RGBA").save(_img(f)) or _img(f),
+    "colour_label": lambda f: Image.open(_lab(f)).convert("RGB").save(_lab(f)) or _lab(f),
+    "rgb_image_for_one_channel": lambda f: Image.open(_img(f)).convert("RGB").save(_img(f)) or _img(f),
+    "truncated_image": lambda f: _truncate(_img(f), 60),
+    "garbage_label": lambda f: (_lab(f).write_bytes(b"not a png at all"), _lab(f))[1],
+    "label_shape_differs": lambda f: Image.open(_lab(f)).resize((20, 20)).save(_lab(f)) or _lab(f),
+    "all_labels_empty": _empty_labels,
+    "fewer_cases_than_folds": _drop_cases,
+    "dataset_id_twice": _duplicate_id,
+}
+
+NII_CASES: dict[str, Callable[[Path], Path]] = {
+    "nan_intensities": lambda f: _nii_edit(_img(f), lambda i: _with_array(i, np.where(
+        sitk.GetArrayFromImage(i) > 1, np.nan, sitk.GetArrayFromImage(i)).astype(np.float32))),
+    "inf_intensities": lambda f: _nii_edit(_img(f), lambda i: _with_array(i, np.where(
+        sitk.GetArrayFromImage(i) > 1, np.inf, sitk.GetArrayFromImage(i)).astype(np.float32))),
+    "label_spacing_differs": lambda f: _nii_edit(_lab(f), lambda i: (i.SetSpacing((1.0, 1.0, 3.0)), i)[1]),
+    "label_origin_differs": lambda f: _nii_edit(_lab(f), lambda i: (i.SetOrigin((0.0, 0.0, 0.0)), i)[1]),
+    "label_direction_differs": lambda f: _nii_edit(_lab(f), lambda i: (i.SetDirection(
+        (-1, 0, 0, 0, 1, 0, 0, 0, 1)), i)[1]),
+    "float_label_values": lambda f: _nii_edit(_lab(f), lambda i: _with_array(
+        i, sitk.GetArrayFromImage(i).astype(np.float32) * 0.5)),
+    "label_shape_differs_3d": lambda f: _nii_edit(_lab(f), lambda i: sitk.GetImageFromArray(
+        np.zeros((8, 16, 12), np.uint8))),
+    "corrupt_volume": lambda f: _truncate(_img(f), 100),
+}
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("case", [*PNG_CASES, *NII_CASES])
+def test_broken_dataset_gets_one_line_naming_the_file(case: str, nnunet_folders, capsys) -> None:
+    raw = nnunet_folders["nnUNet_raw"]
+    if case in PNG_CASES:
+        folder = copy_subset(DEMO_DATA, raw, case_ids(DEMO_DATA)[:6], PNG)
+        expected, dataset = PNG_CASES[case](folder), "990"
+    else:
+        folder = _make_volumes(raw)
+        expected, dataset = NII_CASES[case](folder), "991"
+    before = _digest(raw)
+    code = main(["run", "-d", dataset, "--device", "cpu"])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("autosam: error")]
+    assert code == 2
+    assert len(errors) == 1, err
+    assert str(expected) in errors[0], (expected, errors[0])
+    assert "Traceback" not in err
+    assert _digest(raw) == before
+    assert not any(nnunet_folders["nnUNet_preprocessed"].iterdir())  # stopped before any work
+
+
+def test_valid_datasets_pass(nnunet_folders, capsys) -> None:
+    copy_subset(DEMO_DATA, nnunet_folders["nnUNet_raw"], case_ids(DEMO_DATA)[:6], PNG)
+    _make_volumes(nnunet_folders["nnUNet_raw"])
+    assert main(["validate", "-d", "990"]) == 0
+    assert main(["validate", "-d", "991"]) == 0
