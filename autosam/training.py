@@ -6,8 +6,10 @@ the budget; its output folder and files are exactly those of ``nnUNetv2_train``.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -63,9 +65,32 @@ def latest_checkpoint(output_folder: Path) -> Path | None:
     return None
 
 
+@contextmanager
+def fold_lock(output: Path):
+    """One process per fold: a second run on the same fold is refused instead of corrupting it."""
+    output.mkdir(parents=True, exist_ok=True)
+    path = output / ".autosam.lock"
+    with open(path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AutosamError(f"{output}: another autosam process is training this fold (lock {path}); wait for "
+                               "it to finish or stop it first") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def train_fold(trainer, continue_training: bool = False, save_probabilities: bool = False) -> Path:
     """Run (or continue) training and the final validation; returns the fold folder."""
     output = Path(trainer.output_folder)
+    with fold_lock(output):
+        _train_fold(trainer, output, continue_training, save_probabilities)
+    return output
+
+
+def _train_fold(trainer, output: Path, continue_training: bool, save_probabilities: bool) -> None:
     checkpoint = latest_checkpoint(output)
     if checkpoint is not None and not continue_training:
         raise AutosamError(
@@ -75,10 +100,16 @@ def train_fold(trainer, continue_training: bool = False, save_probabilities: boo
         log.info("continuing from %s", checkpoint)
         trainer.load_checkpoint(str(checkpoint))
     if checkpoint is None or checkpoint.name != "checkpoint_final.pth":
-        trainer.run_training()
+        try:
+            trainer.run_training()
+        except torch.OutOfMemoryError:
+            batch = trainer.configuration_manager.batch_size
+            raise AutosamError(
+                f"{output}: the GPU ran out of memory at batch {batch}; re-plan for less memory "
+                f"('autosam plan -d {trainer.plans_manager.dataset_name} --gpu-memory GB' with the free memory), "
+                f"or fix --batch-size {max(1, batch // 2)}, then 'autosam train --continue'") from None
     if not (output / "validation" / "summary.json").is_file():
         trainer.perform_actual_validation(save_probabilities)
-    return output
 
 
 def train(dataset: str, folds: list[str], setup: str | None = None, epochs: int | None = None,

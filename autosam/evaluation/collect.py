@@ -17,7 +17,7 @@ def reader_for(model_folder: Path):
 
     plans = json.loads((model_folder / "plans.json").read_text())
     dataset_json = json.loads((model_folder / "dataset.json").read_text())
-    return PlansManager(plans).image_reader_writer_class(), dataset_json
+    return PlansManager(plans).image_reader_writer_class, dataset_json
 
 
 def validation_metrics(model_folder: Path, folds: list[int], gt_folder: Path) -> dict[str, dict]:

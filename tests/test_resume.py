@@ -1,0 +1,76 @@
+"""Interrupted training resumes: SIGKILL mid-epoch, then --continue reaches the planned epochs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from autosam.cli import main
+from autosam.demo import DEMO_DATA, DEMO_DATASET
+from autosam.errors import AutosamError
+from autosam.training import fold_lock
+from tests.conftest import case_ids, copy_subset
+
+EPOCHS = 5
+
+
+def test_kill_then_continue_loses_nothing_but_the_current_epoch(nnunet_folders) -> None:
+    copy_subset(DEMO_DATA, nnunet_folders["nnUNet_raw"], case_ids(DEMO_DATA)[:10])
+    assert main(["plan-and-preprocess", "-d", "901", "--setup", "test_vit_encdec_lora", "--image-size", "64",
+                 "--from-scratch", "--iterations", "6"]) == 0
+    fold = nnunet_folders["nnUNet_results"] / DEMO_DATASET / "nnUNetTrainerSAM__autosamPlans__2d_sam" / "fold_0"
+    command = [sys.executable, "-m", "autosam", "train", "-d", "901", "-f", "0", "--device", "cpu", "--epochs",
+               str(EPOCHS)]
+    process = subprocess.Popen(command, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (fold / "checkpoint_latest.pth").is_file():  # the first epoch is saved
+        assert process.poll() is None and time.time() < deadline, "training ended before it could be killed"
+        time.sleep(0.2)
+    time.sleep(0.5)  # now inside a later epoch
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    saved = torch.load(fold / "checkpoint_latest.pth", weights_only=True)["current_epoch"]
+    assert 1 <= saved < EPOCHS
+
+    assert main(["train", "-d", "901", "-f", "0", "--device", "cpu", "--epochs", str(EPOCHS), "--continue"]) == 0
+    final = torch.load(fold / "checkpoint_final.pth", weights_only=True)
+    assert final["current_epoch"] == EPOCHS and len(final["logging"]["train_losses"]) == EPOCHS
+    assert not list(fold.glob("*.tmp")) and not list(fold.glob(".*.tmp"))
+    assert (fold / "validation" / "summary.json").is_file()
+
+
+def test_a_second_process_on_the_same_fold_is_refused(tmp_path: Path) -> None:
+    with fold_lock(tmp_path):
+        child = subprocess.run([sys.executable, "-c", "from pathlib import Path; from autosam.training import "
+                                f"fold_lock\nwith fold_lock(Path({str(tmp_path)!r})): pass"],
+                               capture_output=True, text=True)
+        assert child.returncode != 0 and "another autosam process" in child.stderr
+    with fold_lock(tmp_path):  # released: usable again
+        pass
+    with pytest.raises(AutosamError):
+        with fold_lock(tmp_path):
+            with fold_lock(tmp_path):  # flock is per open file: a second open in one process is refused too
+                pass
+
+
+def test_out_of_memory_is_answered_with_what_to_change(nnunet_folders, monkeypatch, capsys) -> None:
+    from trainers.sam_trainer import nnUNetTrainerSAM
+
+    copy_subset(DEMO_DATA, nnunet_folders["nnUNet_raw"], case_ids(DEMO_DATA)[:6])
+    assert main(["plan-and-preprocess", "-d", "901", "--setup", "test_vit_dec_lora", "--image-size", "64",
+                 "--from-scratch", "--batch-size", "4"]) == 0
+
+    def out_of_memory(self):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(nnUNetTrainerSAM, "run_training", out_of_memory)
+    assert main(["train", "-d", "901", "-f", "0", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "ran out of memory at batch 4" in err and "--batch-size 2" in err and "Traceback" not in err
