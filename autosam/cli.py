@@ -127,6 +127,14 @@ def cmd_run(args: argparse.Namespace) -> None:
     run(args.dataset, _sam_options(args), _run_options(args))
 
 
+def cmd_ablate(args: argparse.Namespace) -> None:
+    from autosam.ablation import ablate
+    from autosam.pipeline import RunOptions
+
+    ablate(args.dataset, args.setups, RunOptions(folds=[int(f) for f in args.folds], epochs=args.epochs,
+                                                 iterations=args.iterations, device=args.device, ensembles=False))
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from autosam.demo import run_demo
 
@@ -195,6 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replan", action="store_true", help="plan again even if a SAM plan exists")
     budget_flags(p)
     p.set_defaults(func=cmd_run)
+
+    p = verbs.add_parser("ablate", help="train the study's set-ups on the same folds and budget; heat map")
+    dataset_flag(p)
+    p.add_argument("--setups", nargs="+", default=["all"], help="'all' (the 18) or set-up names")
+    p.add_argument("--folds", nargs="+", default=["0", "1", "2", "3", "4"])
+    p.add_argument("--device", choices=("cpu", "cuda"))
+    p.add_argument("--epochs", type=int, help="training epochs (every set-up the same)")
+    p.add_argument("--iterations", type=int, help="iterations per epoch (every set-up the same)")
+    p.set_defaults(func=cmd_ablate)
 
     p = verbs.add_parser("demo", help="the bundled BUSI subset through 'autosam run' on a CPU-sized budget")
     p.add_argument("--dir", type=Path, default=Path("autosam_demo"), help="where to write (default ./autosam_demo)")

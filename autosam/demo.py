@@ -17,7 +17,7 @@ from autosam.sam.checkpoints import CATALOGUE, CHECKPOINT_DIR_ENV
 log = logging.getLogger(__name__)
 DEMO_DATASET = "Dataset901_BUSIDemo"
 DEMO_DATA = Path(__file__).parent / "demo_data" / DEMO_DATASET
-QUICK_BUDGET = {"folds": [0, 1], "epochs": 8, "iterations": 25}
+QUICK_BUDGET = {"folds": [0, 1], "epochs": 8, "iterations": 25, "batch_size": 4}
 
 
 def prepare(directory: Path) -> dict[str, Path]:
@@ -53,7 +53,5 @@ def run_demo(directory: Path, full: bool = False, device: str | None = None) -> 
     else:
         options = RunOptions(folds=QUICK_BUDGET["folds"], epochs=QUICK_BUDGET["epochs"],
                              iterations=QUICK_BUDGET["iterations"], device=device or "cpu", ensembles=False)
-        sam_options = SamOptions(from_scratch=not weights)
-    hardware_device = "cpu" if not full else device
-    options.device = hardware_device
+        sam_options = SamOptions(from_scratch=not weights, batch_size=QUICK_BUDGET["batch_size"])
     return run(DEMO_DATASET, sam_options, options)

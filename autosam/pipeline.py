@@ -36,14 +36,17 @@ def fold_done(output: Path) -> bool:
     return (output / "checkpoint_final.pth").is_file() and (output / "validation" / "summary.json").is_file()
 
 
-def _train(dataset: str, fold: int, trainer_cls, plans: str, configuration: str, options: RunOptions,
-           device, label: str, sam: bool) -> bool:
+def train_once(dataset: str, fold: int, trainer_cls, plans: str, configuration: str, options: RunOptions,
+               device, label: str) -> bool:
     """Train one fold unless done; returns whether any training ran."""
-    trainer = make_trainer(dataset, fold, trainer_cls, plans, configuration, device)
-    output = Path(trainer.output_folder)
-    if fold_done(output):
+    from nnunetv2.utilities.file_path_utilities import get_output_folder
+
+    # decided before building a trainer: nnU-Net's constructor already writes a new log file
+    if fold_done(Path(get_output_folder(dataset_name(dataset), trainer_cls.__name__, plans, configuration, fold))):
         log.info("%s fold %d: done, skipped", label, fold)
         return False
+    trainer = make_trainer(dataset, fold, trainer_cls, plans, configuration, device)
+    output = Path(trainer.output_folder)
     if options.epochs:
         trainer.num_epochs = options.epochs
     if options.iterations:
@@ -92,9 +95,9 @@ def run(dataset: str, sam_options, options: RunOptions) -> Path:
     baselines = [BASELINE] + ([("nnUNetTrainer", "nnUNetPlans", "3d_fullres")] if options.with_3d else [])
     for fold in options.folds:
         for trainer, plans, configuration in baselines:
-            _train(dataset, fold, nnUNetTrainer, plans, configuration, options, torch_device,
-                   f"nnU-Net {configuration}", sam=False)
-        _train(dataset, fold, nnUNetTrainerSAM, PLANS_NAME, SAM_CONFIGURATION, options, torch_device, "SAM", sam=True)
+            train_once(dataset, fold, nnUNetTrainer, plans, configuration, options, torch_device,
+                       f"nnU-Net {configuration}")
+        train_once(dataset, fold, nnUNetTrainerSAM, PLANS_NAME, SAM_CONFIGURATION, options, torch_device, "SAM")
 
     results = folders["nnUNet_results"] / name
     methods = [Method("nnU-Net", results / "__".join(BASELINE)),

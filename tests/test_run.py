@@ -74,3 +74,17 @@ def test_demo_data_ship_in_the_wheel_and_read_with_nnunet(tmp_path: Path) -> Non
     assert f"autosam/demo_data/{DEMO_DATASET}/dataset.json" in shipped
     assert sum(n.endswith(".png") for n in shipped) == 200
     assert "trainers/nnunet_ext/autosam_trainers.py" in names
+
+
+def test_ablate_trains_each_setup_on_the_same_folds(nnunet_folders, capsys) -> None:
+    copy_subset(DEMO_DATA, nnunet_folders["nnUNet_raw"], case_ids(DEMO_DATA)[:10])
+    assert main(["plan-and-preprocess", "-d", "901", "--setup", "vit_t_encdec_lora", "--image-size", "256",
+                 "--from-scratch", "--batch-size", "2"]) == 0
+    assert main(["ablate", "-d", "901", "--setups", "vit_t_dec_lora", "vit_t_encdec_lora", "--folds", "0",
+                 "--epochs", "1", "--iterations", "2", "--device", "cpu"]) == 0
+    out = nnunet_folders["nnUNet_results"] / DEMO_DATASET / "autosam_ablation"
+    summary = json.loads((out / "ablation.json").read_text())
+    assert [r["setup"] for r in summary["rows"]] == ["vit_t_dec_lora", "vit_t_encdec_lora"]
+    assert summary["planner_pick"] == "vit_t_encdec_lora" and summary["planner_gap_to_best"] >= 0
+    assert (out / "ablation_heatmap.png").is_file()
+    assert "planner's pick vit_t_encdec_lora" in capsys.readouterr().out

@@ -1,0 +1,79 @@
+"""``autosam ablate``: the study's grid of fine-tuning set-ups on the same folds and budget, as a table and heat map."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from autosam.errors import AutosamError
+from autosam.files import atomic_write_json
+from autosam.nnunet_env import configure_training_processes, dataset_name, require_folders
+from autosam.sam.setups import Setup, all_setups
+from autosam.sam_plan import PLANS_NAME, SAM_CONFIGURATION
+
+log = logging.getLogger(__name__)
+ABLATION_FOLDER = "autosam_ablation"
+
+
+def cv_dice(model_folder: Path, folds: list[int]) -> float:
+    """Mean over folds of nnU-Net's foreground-mean validation Dice."""
+    values = [json.loads((model_folder / f"fold_{f}" / "validation" / "summary.json").read_text())
+              ["foreground_mean"]["Dice"] for f in folds]
+    return float(np.mean(values))
+
+
+def ablate(dataset: str, setups: list[str], options) -> Path:
+    """``options``: a ``pipeline.RunOptions`` (folds, budget, device). The dataset must be planned."""
+    from autosam.evaluation.figures import ablation_heatmap
+    from autosam.pipeline import train_once
+    from autosam.training import resolve_device
+    from trainers.variants import VARIANTS
+
+    folders = require_folders("nnUNet_preprocessed", "nnUNet_results")
+    name = dataset_name(dataset)
+    plans_file = folders["nnUNet_preprocessed"] / name / f"{PLANS_NAME}.json"
+    if not plans_file.is_file():
+        raise AutosamError(f"{plans_file}: not found; run 'autosam plan-and-preprocess -d {dataset}' first")
+    chosen = json.loads(plans_file.read_text())["configurations"][SAM_CONFIGURATION]["sam"]["setup"]["name"]
+    names = [s.name for s in all_setups()] if setups == ["all"] else setups
+    for setup in names:
+        if f"nnUNetTrainerSAM_{setup}" not in VARIANTS:
+            raise AutosamError(f"--setups {setup}: not one of the 18 set-ups (see 'autosam setups')")
+    device = resolve_device(options.device)
+    configure_training_processes(device.type)
+    results = folders["nnUNet_results"] / name
+    rows = []
+    for setup in names:
+        trainer = VARIANTS[f"nnUNetTrainerSAM_{setup}"]
+        for fold in options.folds:
+            train_once(dataset, fold, trainer, PLANS_NAME, SAM_CONFIGURATION, options, device, setup)
+        dice = cv_dice(results / f"{trainer.__name__}__{PLANS_NAME}__{SAM_CONFIGURATION}", options.folds)
+        rows.append({"setup": setup, "cv_dice": dice})
+        log.info("%s: CV Dice %.4f", setup, dice)
+    best = max(rows, key=lambda r: r["cv_dice"])
+    picked = next((r for r in rows if r["setup"] == chosen), None)
+    out = results / ABLATION_FOLDER
+    table: dict[str, dict[str, float]] = {}
+    for row in rows:
+        s = Setup.parse(row["setup"])
+        table.setdefault(s.backbone, {})[f"{s.scope}_{s.method}"] = row["cv_dice"]
+    out.mkdir(parents=True, exist_ok=True)
+    ablation_heatmap(table, chosen, out / "ablation_heatmap.png")
+    summary = {"folds": options.folds, "epochs": options.epochs, "iterations": options.iterations, "rows": rows,
+               "best": best["setup"], "planner_pick": chosen,
+               "planner_gap_to_best": None if picked is None else round(best["cv_dice"] - picked["cv_dice"], 4)}
+    atomic_write_json(summary, out / "ablation.json")
+    lines = ["| set-up | CV Dice |", "|---|---|"] + [
+        f"| {r['setup']}{' (planner)' if r['setup'] == chosen else ''}{' (best)' if r is best else ''} | "
+        f"{r['cv_dice']:.4f} |" for r in sorted(rows, key=lambda r: -r["cv_dice"])]
+    (out / "ablation.md").write_text("\n".join(lines) + "\n\n![heat map](ablation_heatmap.png)\n")
+    print("\n".join(lines))
+    if picked is None:
+        print(f"the planner's pick ({chosen}) was not in this grid")
+    else:
+        print(f"planner's pick {chosen}: {summary['planner_gap_to_best']:+.4f} Dice below the best ({best['setup']})")
+    print(f"ablation: {out / 'ablation.md'}")
+    return out
