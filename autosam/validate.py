@@ -222,8 +222,9 @@ def _geometry_mismatch(a: dict, b: dict) -> str | None:
     return None
 
 
-def validate_dataset(folder: Path, num_folds: int = 5) -> list[Finding]:
-    """Every finding for the raw dataset ``folder`` (nnU-Net format)."""
+def validate_dataset(folder: Path, num_folds: int | None = None) -> list[Finding]:
+    """Every finding for the raw dataset ``folder`` (nnU-Net format); ``num_folds``: the cross-validation
+    about to run, which needs at least that many cases."""
     from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
 
     out: list[Finding] = []
@@ -235,9 +236,12 @@ def validate_dataset(folder: Path, num_folds: int = 5) -> list[Finding]:
         if not labels and not out:
             out.append(Finding("error", str(folder / "labelsTr"), "holds no label files"))
         return out
-    if len(labels) < num_folds:
+    if num_folds and len(labels) < num_folds:
         out.append(Finding("error", str(folder / "labelsTr"), f"{len(labels)} cases cannot fill {num_folds} folds; "
                                                              "add cases (nnU-Net's cross-validation needs 5)"))
+    elif len(labels) < 5:
+        out.append(Finding("warning", str(folder / "labelsTr"), f"only {len(labels)} cases: too few for 5-fold "
+                                                               "cross-validation; train with -f all"))
     try:  # nnU-Net prints the traceback of every reader that fails on the example file; keep stderr for us
         with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
             reader = determine_reader_writer_from_dataset_json(meta, str(next(iter(images.values()))[0]))()
@@ -277,7 +281,7 @@ def dataset_folder(raw: Path, dataset: str) -> Path:
     return matches[0]
 
 
-def check_dataset(raw: Path, dataset: str, num_folds: int = 5) -> list[Finding]:
+def check_dataset(raw: Path, dataset: str, num_folds: int | None = None) -> list[Finding]:
     """Raise ``DatasetInvalid`` listing every error; return the warnings."""
     findings = validate_dataset(dataset_folder(raw, dataset), num_folds)
     if any(f.severity == "error" for f in findings):
