@@ -164,44 +164,38 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--from-scratch", action="store_true",
                        help="no pretrained weights: random initialisation (far lower Dice; for tests)")
 
-    for verb, preprocesses in (("plan", False), ("plan-and-preprocess", True)):
-        p = verbs.add_parser(verb, help="choose the SAM set-up for a dataset and machine, with reasons"
-                             + (", then preprocess with nnU-Net" if preprocesses else ""))
-        dataset_flag(p)
+    def plan_flags(p: argparse.ArgumentParser, device_help: str) -> None:
+        """The machine and the fields a user can fix; the planner chooses the rest."""
         machine = p.add_mutually_exclusive_group()
         machine.add_argument("--gpu-memory", type=float, metavar="GB", help="plan for a GPU with this much memory")
-        machine.add_argument("--device", choices=("cpu", "cuda"), help="plan for this machine's CPU or GPU")
-        p.add_argument("--explain", action="store_true", help="list all 18 candidates and why each lost")
-        p.add_argument("--json", action="store_true", help="print the plan as one JSON object")
-        p.add_argument("--setup", help="fix the set-up, e.g. vit_b_encdec_lora")
+        machine.add_argument("--device", choices=("cpu", "cuda"), help=device_help)
+        p.add_argument("--setup", help="fix the SAM set-up, e.g. vit_b_encdec_lora")
         p.add_argument("--image-size", type=int, help="fix the SAM input size (a multiple of 64)")
-        p.add_argument("--batch-size", type=int, help="fix the batch size")
+        p.add_argument("--batch-size", type=int, help="fix the SAM batch size")
         p.add_argument("--lora-rank", type=int, help="LoRA rank (default 4, alpha = rank)")
         p.add_argument("--checkpoint", help="base weights: a catalogue name (e.g. medsam_vit_b) or a file")
         p.add_argument("--checkpoint-dir", help="folder holding the weights files (or $AUTOSAM_CHECKPOINT_DIR)")
         p.add_argument("--unlabelled", help="folder of unlabelled images of the same kind (counted in the facts)")
+        budget_flags(p)
+
+    for verb, preprocesses in (("plan", False), ("plan-and-preprocess", True)):
+        p = verbs.add_parser(verb, help="choose the SAM set-up for a dataset and machine, with reasons"
+                             + (", then preprocess with nnU-Net" if preprocesses else ""))
+        dataset_flag(p)
+        plan_flags(p, "plan for this machine's CPU or GPU")
+        p.add_argument("--explain", action="store_true", help="list all 18 candidates and why each lost")
+        p.add_argument("--json", action="store_true", help="print the plan as one JSON object")
         p.add_argument("--3d", dest="with_3d", action="store_true", help="also preprocess nnU-Net's 3d_fullres")
         p.add_argument("-np", "--num-processes", type=int, default=1, help="worker processes (default 1)")
-        budget_flags(p)
         p.set_defaults(func=cmd_plan, preprocess=preprocesses)
 
     p = verbs.add_parser("run", help="plan, train nnU-Net and SAM on the same folds, compare, pick the best")
     dataset_flag(p)
     p.add_argument("--folds", nargs="+", default=["0", "1", "2", "3", "4"], help="folds (default: all five)")
-    machine = p.add_mutually_exclusive_group()
-    machine.add_argument("--gpu-memory", type=float, metavar="GB", help="plan for a GPU with this much memory")
-    machine.add_argument("--device", choices=("cpu", "cuda"), help="train on this device (default: cuda if present)")
-    p.add_argument("--setup", help="fix the SAM set-up instead of letting the planner choose")
-    p.add_argument("--image-size", type=int, help="fix the SAM input size")
-    p.add_argument("--batch-size", type=int, help="fix the SAM batch size")
-    p.add_argument("--lora-rank", type=int, help="LoRA rank")
-    p.add_argument("--checkpoint", help="SAM base weights: a catalogue name or a file")
-    p.add_argument("--checkpoint-dir", help="folder holding the weights files (or $AUTOSAM_CHECKPOINT_DIR)")
-    p.add_argument("--unlabelled", help="folder of unlabelled images of the same kind")
+    plan_flags(p, "train on this device (default: cuda if present)")
     p.add_argument("--3d", dest="with_3d", action="store_true", help="also train nnU-Net's 3d_fullres (3D data)")
     p.add_argument("--no-ensembles", action="store_true", help="do not export probabilities or try ensembles")
     p.add_argument("--replan", action="store_true", help="plan again even if a SAM plan exists")
-    budget_flags(p)
     p.set_defaults(func=cmd_run)
 
     p = verbs.add_parser("ablate", help="train the study's set-ups on the same folds and budget; heat map")

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from autosam.errors import AutosamError
 from autosam.nnunet_env import dataset_name, require_folders
-from autosam.sam_plan import PLANS_NAME
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +88,3 @@ def preprocess(dataset: str, num_processes: int = 1, configurations: tuple[str, 
         data = out / baseline["configurations"][configuration]["data_identifier"]
         if _preprocessed_cases(data) < num_cases:
             preprocess_dataset(dataset_id, BASELINE_PLANS, (configuration,), (num_processes,), verbose=False)
-
-
-def plans_path(dataset: str, plans: str = PLANS_NAME) -> Path:
-    folders = require_folders("nnUNet_preprocessed")
-    path = folders["nnUNet_preprocessed"] / dataset_name(dataset) / f"{plans}.json"
-    if not path.is_file():
-        raise AutosamError(f"{path}: not found; run 'autosam plan-and-preprocess -d {dataset}' first")
-    return path

@@ -29,7 +29,3 @@ def merge_lora(model: nn.Module) -> nn.Module:
     if hasattr(model, "peft_config"):
         del model.peft_config
     return model
-
-
-def has_lora(model: nn.Module) -> bool:
-    return any(isinstance(m, BaseTunerLayer) for m in model.modules())
