@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import logging
 import sys
@@ -277,6 +278,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in str(e).splitlines():  # a dataset check reports every problem, one line each
             print(f"autosam: {line}" if line.startswith(("error:", "warning:")) else f"autosam: error: {line}",
                   file=sys.stderr)
+        return 2
+    except OSError as e:
+        if args.debug or e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+            raise
+        fix = "free some space" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "point the nnUNet_* folders elsewhere"
+        print(f"autosam: error: {e.filename or 'output'}: cannot write ({e.strerror}); {fix} and run the "
+              "command again (finished work is kept)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("autosam: interrupted", file=sys.stderr)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -42,3 +44,18 @@ def test_bad_flag_value_is_one_line_and_exit_2() -> None:
     )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "vit_q" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unwritable_output_is_one_line(tmp_path, monkeypatch, capsys) -> None:
+    from autosam.demo import DEMO_DATA
+    from tests.conftest import case_ids, copy_subset
+
+    unwritable = Path("/sys/autosam_preprocessed")  # sysfs refuses new folders even to root
+    if Path("/sys").stat().st_dev == Path("/").stat().st_dev or os.path.exists(unwritable):
+        pytest.skip("no unwritable folder available on this machine")
+    copy_subset(DEMO_DATA, tmp_path, case_ids(DEMO_DATA)[:6])
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path))
+    monkeypatch.setenv("nnUNet_preprocessed", str(unwritable))
+    assert main(["plan", "-d", "901", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write" in err and "Traceback" not in err
