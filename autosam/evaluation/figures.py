@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -14,6 +15,19 @@ import numpy as np  # noqa: E402
 COLOURS = {"nnU-Net": "#4c72b0", "SAM": "#dd8452"}
 
 
+def _own_style(draw):
+    """Matplotlib's defaults for our figures, whatever style nnU-Net's progress plots set globally."""
+    defaults = {k: v for k, v in matplotlib.rcParamsDefault.items() if k != "backend"}
+
+    @functools.wraps(draw)
+    def wrapped(*args, **kwargs):
+        with matplotlib.rc_context(defaults):
+            return draw(*args, **kwargs)
+
+    return wrapped
+
+
+@_own_style
 def paired_plot(cases: list[dict], label: str, methods: list[str], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     a, b = methods
@@ -32,6 +46,7 @@ def paired_plot(cases: list[dict], label: str, methods: list[str], path: Path) -
     plt.close(fig)
 
 
+@_own_style
 def box_plots(cases: list[dict], labels: list[str], methods: list[str], path: Path) -> None:
     fig, axes = plt.subplots(1, len(labels), figsize=(3.2 * len(labels) + 0.5, 4), squeeze=False)
     for ax, label in zip(axes[0], labels):
@@ -49,6 +64,7 @@ def box_plots(cases: list[dict], labels: list[str], methods: list[str], path: Pa
     plt.close(fig)
 
 
+@_own_style
 def training_curves(logs: dict[str, list[dict]], path: Path) -> None:
     """``logs``: method -> one nnU-Net logging dict per fold (train_losses, val_losses, ema_fg_dice)."""
     fig, (loss_ax, dice_ax) = plt.subplots(1, 2, figsize=(9, 3.6))
@@ -70,6 +86,7 @@ def _slice(volume: np.ndarray, index: int) -> np.ndarray:
     return volume[index] if volume.ndim == 3 else volume
 
 
+@_own_style
 def overlays(rows: list[dict], path: Path) -> None:
     """``rows``: {title, image, reference, predictions: {method: mask}} with 3D (z, y, x) arrays."""
     methods = list(rows[0]["predictions"])
@@ -91,6 +108,7 @@ def overlays(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+@_own_style
 def ablation_heatmap(table: dict[str, dict[str, float]], chosen: str | None, path: Path) -> None:
     """``table``: backbone -> {"<scope>_<method>": CV Dice}; the planner's pick is outlined."""
     rows = sorted(table)
