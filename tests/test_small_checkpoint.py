@@ -9,7 +9,6 @@ import torch
 from segment_anything import sam_model_registry
 
 from autosam.errors import CheckpointError
-from autosam.sam.checkpoints import BaseIdentity
 from autosam.sam.model import build_network
 from autosam.sam.network import SamSegmenter
 from autosam.sam.registry import build_sam

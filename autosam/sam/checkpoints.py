@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from autosam.errors import CheckpointError
-from autosam.sam.registry import PATCH_SIZE, Backbone, ViTConfig, get_backbone
+from autosam.sam.registry import BACKBONES, PATCH_SIZE, Backbone, ViTConfig, get_backbone
 
 CHECKPOINT_DIR_ENV = "AUTOSAM_CHECKPOINT_DIR"
 _SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
@@ -156,8 +156,6 @@ def describe_encoder(state: dict[str, torch.Tensor]) -> str:
 
 
 def get_all_vit_backbones() -> list[Backbone]:
-    from autosam.sam.registry import BACKBONES
-
     return [b for b in BACKBONES.values() if isinstance(b.encoder, ViTConfig)]
 
 
