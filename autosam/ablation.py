@@ -16,6 +16,8 @@ from autosam.sam_plan import PLANS_NAME, SAM_CONFIGURATION
 
 log = logging.getLogger(__name__)
 ABLATION_FOLDER = "autosam_ablation"
+SELECTION_NOTE = ("The best set-up is chosen on the same cross-validation folds its Dice is reported on, so its "
+                  "Dice is optimistic; confirm it on held-out data.")
 
 
 def cv_dice(model_folder: Path, folds: list[int]) -> float:
@@ -29,11 +31,13 @@ def ablate(dataset: str, setups: list[str], options) -> Path:
     """``options``: a ``pipeline.RunOptions`` (folds, budget, device). The dataset must be planned."""
     from autosam.evaluation.figures import ablation_heatmap
     from autosam.pipeline import train_once
-    from autosam.training import resolve_device
+    from autosam.splits import resolve_folds
+    from autosam.training import Budget, planned_seed, resolve_device
     from trainers.variants import VARIANTS
 
-    folders = require_folders("nnUNet_preprocessed", "nnUNet_results")
+    folders = require_folders("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
     name = dataset_name(dataset)
+    options.folds = resolve_folds(options.folds, folders["nnUNet_raw"] / name, folders["nnUNet_preprocessed"] / name)
     plans_file = folders["nnUNet_preprocessed"] / name / f"{PLANS_NAME}.json"
     if not plans_file.is_file():
         raise AutosamError(f"{plans_file}: not found; run 'autosam plan-and-preprocess -d {dataset}' first")
@@ -43,13 +47,15 @@ def ablate(dataset: str, setups: list[str], options) -> Path:
         if f"nnUNetTrainerSAM_{setup}" not in VARIANTS:
             raise AutosamError(f"--setups {setup}: not one of the 18 set-ups (see 'autosam setups')")
     device = resolve_device(options.device)
+    seed = planned_seed(dataset) if options.seed is None else options.seed
+    budget = Budget(options.epochs, options.iterations)
     configure_training_processes(device.type)
     results = folders["nnUNet_results"] / name
     rows = []
     for setup in names:
         trainer = VARIANTS[f"nnUNetTrainerSAM_{setup}"]
         for fold in options.folds:
-            train_once(dataset, fold, trainer, PLANS_NAME, SAM_CONFIGURATION, options, device, setup)
+            train_once(dataset, fold, trainer, PLANS_NAME, SAM_CONFIGURATION, budget, device, setup, seed, False)
         dice = cv_dice(results / f"{trainer.__name__}__{PLANS_NAME}__{SAM_CONFIGURATION}", options.folds)
         rows.append({"setup": setup, "cv_dice": dice})
         log.info("%s: CV Dice %.4f", setup, dice)
@@ -62,15 +68,18 @@ def ablate(dataset: str, setups: list[str], options) -> Path:
         table.setdefault(s.backbone, {})[f"{s.scope}_{s.method}"] = row["cv_dice"]
     out.mkdir(parents=True, exist_ok=True)
     ablation_heatmap(table, chosen, out / "ablation_heatmap.png")
-    summary = {"folds": options.folds, "epochs": options.epochs, "iterations": options.iterations, "rows": rows,
+    summary = {"folds": options.folds, "epochs": options.epochs, "iterations": options.iterations, "seed": seed,
+               "selection": SELECTION_NOTE, "rows": rows,
                "best": best["setup"], "planner_pick": chosen,
                "planner_gap_to_best": None if picked is None else round(best["cv_dice"] - picked["cv_dice"], 4)}
     atomic_write_json(summary, out / "ablation.json")
     lines = ["| set-up | CV Dice |", "|---|---|"] + [
         f"| {r['setup']}{' (planner)' if r['setup'] == chosen else ''}{' (best)' if r is best else ''} | "
         f"{r['cv_dice']:.4f} |" for r in sorted(rows, key=lambda r: -r["cv_dice"])]
-    (out / "ablation.md").write_text("\n".join(lines) + "\n\n![heat map](ablation_heatmap.png)\n")
+    (out / "ablation.md").write_text("\n".join(lines) + f"\n\nSeed {seed}. {SELECTION_NOTE}\n\n"
+                                     "![heat map](ablation_heatmap.png)\n")
     print("\n".join(lines))
+    print(SELECTION_NOTE)
     if picked is None:
         print(f"the planner's pick ({chosen}) was not in this grid")
     else:

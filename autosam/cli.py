@@ -57,12 +57,13 @@ def _sam_options(args: argparse.Namespace):
         iterations_per_epoch=args.iterations,
         lora_rank=args.lora_rank,
         unlabelled_dir=args.unlabelled,
+        seed=args.seed,
     )
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
     from autosam.hardware import detect_hardware
-    from autosam.preprocess import plan, preprocess
+    from autosam.preprocess import baseline_configurations, plan, preprocess
     from autosam.sam_plan import SAM_CONFIGURATION, sam_plan_of
     from planners.explain import plan_summary, plan_text
 
@@ -70,7 +71,7 @@ def cmd_plan(args: argparse.Namespace) -> None:
     with contextlib.redirect_stdout(sys.stderr):  # nnU-Net's planning chatter; stdout carries the plan
         planner = plan(args.dataset, _sam_options(args), hardware, args.num_processes)
         if args.preprocess:
-            preprocess(args.dataset, args.num_processes, ("2d", "3d_fullres") if args.with_3d else ("2d",))
+            preprocess(args.dataset, args.num_processes, baseline_configurations(args.dataset, not args.no_3d))
     configuration = planner.plans["configurations"][SAM_CONFIGURATION]
     summary = plan_summary(sam_plan_of(configuration), configuration["batch_size"],
                            configuration["autosam_dataset_facts"])
@@ -82,10 +83,10 @@ def cmd_plan(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from autosam.training import train
+    from autosam.training import Budget, train
 
-    for folder in train(args.dataset, args.folds, args.setup, args.epochs, args.iterations, args.device,
-                        args.continue_training, args.from_scratch, args.npz):
+    for folder in train(args.dataset, args.folds, args.setup, Budget(args.epochs, args.iterations), args.device,
+                        args.continue_training, args.from_scratch, args.npz, args.seed):
         print(f"finished: {folder} (validation: {folder / 'validation' / 'summary.json'})")
 
 
@@ -111,15 +112,21 @@ def cmd_validate(args: argparse.Namespace) -> None:
 def cmd_split(args: argparse.Namespace) -> None:
     from autosam.splits import write_grouped_splits
 
-    print(f"wrote {write_grouped_splits(args.dataset, args.groups, args.num_folds)}")
+    result = write_grouped_splits(args.dataset, args.groups, args.group_pattern, args.num_folds)
+    if result.shipped:
+        print(f"the dataset's own {result.num_folds} folds ({result.shipped}) are used; they keep each of the "
+              f"{result.num_patients} patients on one side of every fold")
+    else:
+        print(f"wrote {result.splits_file} ({result.num_folds} folds, {result.num_patients} patients)")
+    print(f"wrote {result.groups_file}")
 
 
 def _run_options(args: argparse.Namespace):
     from autosam.pipeline import RunOptions
 
-    return RunOptions(folds=[int(f) for f in args.folds], epochs=args.epochs, iterations=args.iterations,
-                      device=args.device, gpu_memory=args.gpu_memory, ensembles=not args.no_ensembles,
-                      with_3d=args.with_3d, replan=args.replan)
+    return RunOptions(folds=[int(f) for f in args.folds] if args.folds else None, epochs=args.epochs,
+                      iterations=args.iterations, equal_budget=args.equal_budget, device=args.device,
+                      gpu_memory=args.gpu_memory, ensembles=not args.no_ensembles, no_3d=args.no_3d, replan=args.replan, seed=args.seed)
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -132,14 +139,16 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     from autosam.ablation import ablate
     from autosam.pipeline import RunOptions
 
-    ablate(args.dataset, args.setups, RunOptions(folds=[int(f) for f in args.folds], epochs=args.epochs,
-                                                 iterations=args.iterations, device=args.device, ensembles=False))
+    ablate(args.dataset, args.setups, RunOptions(folds=[int(f) for f in args.folds] if args.folds else None,
+                                                 epochs=args.epochs,
+                                                 iterations=args.iterations, device=args.device, ensembles=False,
+                                                 seed=args.seed))
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
     from autosam.demo import run_demo
 
-    run_demo(args.dir, args.full, args.device)
+    run_demo(args.dir, args.full, args.device, args.seed)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=2, help="output classes incl. background (default 2)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.set_defaults(func=cmd_setups)
+
+    def seed_flag(p: argparse.ArgumentParser, default_help: str) -> None:
+        p.add_argument("--seed", type=int, metavar="N", help=f"random seed of the training ({default_help}); "
+                       "recorded in every fold and the report")
 
     def dataset_flag(p: argparse.ArgumentParser) -> None:
         p.add_argument("-d", "--dataset", required=True, help="dataset id or name, e.g. 501 or Dataset501_BUSI")
@@ -177,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--checkpoint", help="base weights: a catalogue name (e.g. medsam_vit_b) or a file")
         p.add_argument("--checkpoint-dir", help="folder holding the weights files (or $AUTOSAM_CHECKPOINT_DIR)")
         p.add_argument("--unlabelled", help="folder of unlabelled images of the same kind (counted in the facts)")
+        seed_flag(p, "default: the plan's, 0 when planning")
         budget_flags(p)
 
     for verb, preprocesses in (("plan", False), ("plan-and-preprocess", True)):
@@ -186,15 +200,17 @@ def build_parser() -> argparse.ArgumentParser:
         plan_flags(p, "plan for this machine's CPU or GPU")
         p.add_argument("--explain", action="store_true", help="list all 18 candidates and why each lost")
         p.add_argument("--json", action="store_true", help="print the plan as one JSON object")
-        p.add_argument("--3d", dest="with_3d", action="store_true", help="also preprocess nnU-Net's 3d_fullres")
+        p.add_argument("--no-3d", action="store_true", help="on 3D data, skip preprocessing nnU-Net's 3d_fullres")
         p.add_argument("-np", "--num-processes", type=int, default=1, help="worker processes (default 1)")
         p.set_defaults(func=cmd_plan, preprocess=preprocesses)
 
     p = verbs.add_parser("run", help="plan, train nnU-Net and SAM on the same folds, compare, pick the best")
     dataset_flag(p)
-    p.add_argument("--folds", nargs="+", default=["0", "1", "2", "3", "4"], help="folds (default: all five)")
+    p.add_argument("--folds", nargs="+", help="folds (default: every fold of splits_final.json, else all five)")
     plan_flags(p, "train on this device (default: cuda if present)")
-    p.add_argument("--3d", dest="with_3d", action="store_true", help="also train nnU-Net's 3d_fullres (3D data)")
+    p.add_argument("--equal-budget", action="store_true",
+                   help="give nnU-Net SAM's epochs x iterations and batch: the same optimiser steps and patches")
+    p.add_argument("--no-3d", action="store_true", help="on 3D data, do not train nnU-Net's 3d_fullres baseline")
     p.add_argument("--no-ensembles", action="store_true", help="do not export probabilities or try ensembles")
     p.add_argument("--replan", action="store_true", help="plan again even if a SAM plan exists")
     p.set_defaults(func=cmd_run)
@@ -202,16 +218,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("ablate", help="train the study's set-ups on the same folds and budget; heat map")
     dataset_flag(p)
     p.add_argument("--setups", nargs="+", default=["all"], help="'all' (the 18) or set-up names")
-    p.add_argument("--folds", nargs="+", default=["0", "1", "2", "3", "4"])
+    p.add_argument("--folds", nargs="+", help="folds (default: every fold of splits_final.json, else all five)")
     p.add_argument("--device", choices=("cpu", "cuda"))
     p.add_argument("--epochs", type=int, help="training epochs (every set-up the same)")
     p.add_argument("--iterations", type=int, help="iterations per epoch (every set-up the same)")
+    seed_flag(p, "default: the plan's")
     p.set_defaults(func=cmd_ablate)
 
     p = verbs.add_parser("demo", help="the bundled BUSI subset through 'autosam run' on a CPU-sized budget")
     p.add_argument("--dir", type=Path, default=Path("autosam_demo"), help="where to write (default ./autosam_demo)")
     p.add_argument("--full", action="store_true", help="the real budget: five folds, planned epochs")
     p.add_argument("--device", choices=("cpu", "cuda"))
+    seed_flag(p, "default 0")
     p.set_defaults(func=cmd_demo)
 
     p = verbs.add_parser("train", help="train SAM on folds with nnU-Net's loop, then validate")
@@ -221,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
     p.add_argument("--continue", dest="continue_training", action="store_true", help="resume from the last checkpoint")
     p.add_argument("--npz", action="store_true", help="also save validation probabilities (for ensembling)")
+    seed_flag(p, "default: the plan's")
     budget_flags(p)
     p.set_defaults(func=cmd_train)
 
@@ -239,9 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
     dataset_flag(p)
     p.set_defaults(func=cmd_validate)
 
-    p = verbs.add_parser("split", help="write patient-grouped 5-fold splits (splits_final.json)")
+    p = verbs.add_parser("split", help="patient-grouped folds (splits_final.json) and each case's patient")
     dataset_flag(p)
-    p.add_argument("--groups", type=Path, required=True, help="CSV case,group or JSON {case: group}")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--groups", type=Path, help="CSV case,group or JSON {case: group}")
+    source.add_argument("--group-pattern", metavar="REGEX",
+                        help=r"the patient is group 1 of REGEX matched against the whole case id, e.g. '(.*)_z\d+'")
     p.add_argument("--num-folds", type=int, default=5)
     p.set_defaults(func=cmd_split)
     return parser

@@ -36,7 +36,7 @@ def prepare(directory: Path) -> dict[str, Path]:
     return folders
 
 
-def run_demo(directory: Path, full: bool = False, device: str | None = None) -> Path:
+def run_demo(directory: Path, full: bool = False, device: str | None = None, seed: int | None = None) -> Path:
     from autosam.pipeline import RunOptions, run
     from planners.sam_planner import SamOptions
 
@@ -48,10 +48,10 @@ def run_demo(directory: Path, full: bool = False, device: str | None = None) -> 
                     "says little about pretrained SAM. Put the MobileSAM weights there for a meaningful comparison.",
                     CATALOGUE["mobile_sam"].filename, CHECKPOINT_DIR_ENV)
     if full:
-        options = RunOptions(folds=[0, 1, 2, 3, 4], device=device)
+        options = RunOptions(folds=[0, 1, 2, 3, 4], device=device, seed=seed)
         sam_options = SamOptions()
     else:
         options = RunOptions(folds=QUICK_BUDGET["folds"], epochs=QUICK_BUDGET["epochs"],
-                             iterations=QUICK_BUDGET["iterations"], device=device or "cpu", ensembles=False)
+                             iterations=QUICK_BUDGET["iterations"], device=device or "cpu", ensembles=False, seed=seed)
         sam_options = SamOptions(from_scratch=not weights, batch_size=QUICK_BUDGET["batch_size"])
     return run(DEMO_DATASET, sam_options, options)

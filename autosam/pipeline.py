@@ -2,6 +2,13 @@
 
 Idempotent: a finished fold (final checkpoint and validation) is skipped, an interrupted one continues from
 its last checkpoint, and an existing SAM plan is reused so that continued folds keep their set-up.
+
+Budgets (stated in the report's first lines): by default each method trains its own standard budget —
+nnU-Net its defaults (1000 epochs × 250 iterations at its planned batch), SAM its plan. ``--equal-budget``,
+or giving ``--epochs`` / ``--iterations``, makes them equal: every method trains those epochs × iterations
+(SAM's planned ones where not given) and nnU-Net's 2d baseline takes SAM's batch size, so both take the same
+optimiser steps and see the same number of training patches (a 3d_fullres patch is a volume: it keeps its
+own batch).
 """
 
 from __future__ import annotations
@@ -12,51 +19,64 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autosam.nnunet_env import configure_training_processes, dataset_name, require_folders
-from autosam.sam_plan import PLANS_NAME, SAM_CONFIGURATION
-from autosam.training import latest_checkpoint, make_trainer, resolve_device, train_fold
+from autosam.sam_plan import PLANS_NAME, SAM_CONFIGURATION, SamPlan
+from autosam.training import Budget, latest_checkpoint, make_trainer, resolve_device, train_fold
 
 log = logging.getLogger(__name__)
-BASELINE = ("nnUNetTrainer", "nnUNetPlans", "2d")
+BASELINE_PLANS = "nnUNetPlans"
 REPORT_FOLDER = "autosam_report"
 
 
 @dataclass
 class RunOptions:
-    folds: list[int]
+    folds: list[int] | None = None  # None: every fold of the dataset's folds file (five when there is none)
     epochs: int | None = None
     iterations: int | None = None
+    equal_budget: bool = False
     device: str | None = None
     gpu_memory: float | None = None
     ensembles: bool = True
-    with_3d: bool = False
+    no_3d: bool = False
     replan: bool = False
+    seed: int | None = None  # None: the plan's
 
 
 def fold_done(output: Path) -> bool:
     return (output / "checkpoint_final.pth").is_file() and (output / "validation" / "summary.json").is_file()
 
 
-def train_once(dataset: str, fold: int, trainer_cls, plans: str, configuration: str, options: RunOptions,
-               device, label: str) -> bool:
-    """Train one fold unless done; returns whether any training ran."""
+def model_folder(dataset: str, trainer: str, plans: str, configuration: str) -> Path:
+    """nnU-Net's results folder of one trained configuration (its own naming)."""
     from nnunetv2.utilities.file_path_utilities import get_output_folder
 
+    return Path(get_output_folder(dataset_name(dataset), trainer, plans, configuration))
+
+
+def train_once(dataset: str, fold: int, trainer_cls, plans: str, configuration: str, budget: Budget,
+               device, label: str, seed: int, save_probabilities: bool) -> bool:
+    """Train one fold unless done; returns whether any training ran."""
     # decided before building a trainer: nnU-Net's constructor already writes a new log file
-    if fold_done(Path(get_output_folder(dataset_name(dataset), trainer_cls.__name__, plans, configuration, fold))):
+    if fold_done(model_folder(dataset, trainer_cls.__name__, plans, configuration) / f"fold_{fold}"):
         log.info("%s fold %d: done, skipped", label, fold)
         return False
-    trainer = make_trainer(dataset, fold, trainer_cls, plans, configuration, device)
-    output = Path(trainer.output_folder)
-    if options.epochs:
-        trainer.num_epochs = options.epochs
-    if options.iterations:
-        trainer.num_iterations_per_epoch = options.iterations
-        trainer.num_val_iterations_per_epoch = max(1, min(trainer.num_val_iterations_per_epoch, options.iterations // 5))
-    state = "continuing" if latest_checkpoint(output) else "training"
-    log.info("%s fold %d: %s (%d epochs x %d iterations)", label, fold, state, trainer.num_epochs,
-             trainer.num_iterations_per_epoch)
-    train_fold(trainer, continue_training=True, save_probabilities=options.ensembles)
+    trainer = make_trainer(dataset, fold, trainer_cls, plans, configuration, device, budget.batch_size)
+    budget.apply(trainer)
+    state = "continuing" if latest_checkpoint(Path(trainer.output_folder)) else "training"
+    log.info("%s fold %d: %s (%d epochs x %d iterations, batch %d, seed %d)", label, fold, state, trainer.num_epochs,
+             trainer.num_iterations_per_epoch, trainer.configuration_manager.batch_size, seed)
+    train_fold(trainer, continue_training=True, save_probabilities=save_probabilities, seed=seed)
     return True
+
+
+def budgets(options: RunOptions, plan: SamPlan, sam_batch: int) -> tuple[Budget, Budget, str]:
+    """(nnU-Net 2d's budget, SAM's budget, the policy in words)."""
+    if options.equal_budget or options.epochs or options.iterations:
+        epochs, iterations = options.epochs or plan.num_epochs, options.iterations or plan.iterations_per_epoch
+        return (Budget(epochs, iterations, sam_batch), Budget(epochs, iterations),
+                f"equal: every method {epochs} epochs × {iterations} iterations, nnU-Net 2d at SAM's batch "
+                f"{sam_batch}" + (" (--equal-budget)" if options.equal_budget else " (--epochs/--iterations)"))
+    return (Budget(), Budget(), "each method its own standard budget: nnU-Net's defaults, SAM's plan "
+                                "(--equal-budget makes them equal)")
 
 
 def find_best(dataset: str, folds: list[int], models: list[dict], ensembles: bool) -> dict:
@@ -66,59 +86,121 @@ def find_best(dataset: str, folds: list[int], models: list[dict], ensembles: boo
                                    overwrite=True, folds=tuple(folds), strict=False)
 
 
+def conditions(plan: SamPlan, baselines: list[str], skipped_3d: bool, comparison: dict, best: str,
+               groups: dict[str, str] | None, splits: list[dict] | None) -> list[str]:
+    """What a reader must know to judge the headline, said in the headline itself."""
+    start = ("trained from random weights (no checkpoint): this says nothing about pretrained SAM"
+             if plan.from_scratch else f"fine-tuned from {plan.base_checkpoint.name}")
+    lines = [f"SAM: {plan.setup.name} at {plan.image_size} px, {start}; planned for {plan.hardware}",
+             "baselines: " + ", ".join(baselines) + ("; nnU-Net's 3d_fullres was not trained (--no-3d), although "
+                                                     "the data are 3D" if skipped_3d else ""),
+             _seeds_text(comparison["training"]),
+             f"best configuration by nnU-Net's find_best_configuration: {best} — selected on the same "
+             "cross-validation folds it is scored on (optimistic)"]
+    return lines + grouping_warnings([c["case"] for c in comparison["cases"]], groups, splits)
+
+
+def grouping_warnings(cases: list[str], groups: dict[str, str] | None, splits: list[dict] | None) -> list[str]:
+    """Loud lines when the unit of analysis is probably wrong."""
+    from autosam.splits import straddling_patient
+    from autosam.validate import slices_per_patient
+
+    if not groups:
+        found = slices_per_patient(cases)
+        if found:
+            return [f"WARNING: the case names look like slices of {len(found[0])} patients, but no patient groups "
+                    "are recorded: slices are counted as independent, so CIs and p-values are optimistic; record them "
+                    f"with 'autosam split -d ID --group-pattern \'{found[1]}\'' and run again"]
+        return []
+    straddling = straddling_patient(splits or [], groups)
+    if straddling:
+        return [f"WARNING: patient {straddling[0]} has cases on both sides of fold {straddling[1]}: the folds leak "
+                "a patient between training and validation, so every number here is optimistic"]
+    return []
+
+
+def _seeds_text(training: dict) -> str:
+    """The seeds the folds actually recorded (folds trained earlier or outside autosam may have none)."""
+    seeds = {fold["seed"] for folds in training.values() for fold in folds}
+    if seeds == {None}:
+        return "no seed recorded: the folds were trained outside autosam or before it recorded seeds"
+    if None in seeds:
+        return f"seeds {sorted(s for s in seeds if s is not None)}; some folds recorded none (trained elsewhere)"
+    return f"seed {seeds.pop()} for every fold" if len(seeds) == 1 else f"seeds differ between folds: {sorted(seeds)}"
+
+
 def run(dataset: str, sam_options, options: RunOptions) -> Path:
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from autosam.evaluation.report import Method, compare, headline, write_report
+    from autosam.evaluation.comparison import Method, compare, read_splits
+    from autosam.evaluation.report import headline, write_report
     from autosam.hardware import detect_hardware
-    from autosam.preprocess import plan, preprocess
+    from autosam.preprocess import baseline_configurations, plan, preprocess
     from autosam.sam_plan import sam_plan_of
+    from autosam.splits import load_groups, resolve_folds
+    from autosam.validate import check_dataset
     from planners.explain import plan_summary
     from trainers.sam_trainer import nnUNetTrainerSAM
 
-    from autosam.validate import check_dataset
-
     folders = require_folders("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
-    check_dataset(folders["nnUNet_raw"], str(dataset), max(5, len(options.folds)))  # before any work
+    for warning in check_dataset(folders["nnUNet_raw"], str(dataset), max(5, len(options.folds or []))):
+        log.warning("%s", warning)  # checked once, before any work
     name = dataset_name(dataset)
-    plans_file = folders["nnUNet_preprocessed"] / name / f"{PLANS_NAME}.json"
+    preprocessed = folders["nnUNet_preprocessed"] / name
+    options.folds = resolve_folds(options.folds, folders["nnUNet_raw"] / name, preprocessed)
+    plans_file = preprocessed / f"{PLANS_NAME}.json"
     has_plan = plans_file.is_file() and SAM_CONFIGURATION in json.loads(plans_file.read_text())["configurations"]
     if has_plan and not options.replan:
         log.info("using the existing SAM plan in %s (re-plan with --replan)", plans_file)
     else:
         device = options.device if options.device in ("cpu", "cuda") else None
-        plan(dataset, sam_options, detect_hardware(options.gpu_memory, device))
-    preprocess(dataset, 1, ("2d", "3d_fullres") if options.with_3d else ("2d",))
+        plan(dataset, sam_options, detect_hardware(options.gpu_memory, device), validated=True)
+    plans = json.loads(plans_file.read_text())
+    configurations = baseline_configurations(dataset, not options.no_3d)
+    skipped_3d = options.no_3d and len(baseline_configurations(dataset)) > 1
+    preprocess(dataset, 1, configurations)
 
+    sam_configuration = PlansManager(plans).get_configuration(SAM_CONFIGURATION)
+    sam_plan = sam_plan_of(sam_configuration.configuration)
+    baseline_budget, sam_budget, policy = budgets(options, sam_plan, sam_configuration.batch_size)
+    seed = sam_plan.seed if options.seed is None else options.seed
     torch_device = resolve_device(options.device)
     configure_training_processes(torch_device.type)
-    baselines = [BASELINE] + ([("nnUNetTrainer", "nnUNetPlans", "3d_fullres")] if options.with_3d else [])
     for fold in options.folds:
-        for trainer, plans, configuration in baselines:
-            train_once(dataset, fold, nnUNetTrainer, plans, configuration, options, torch_device,
-                       f"nnU-Net {configuration}")
-        train_once(dataset, fold, nnUNetTrainerSAM, PLANS_NAME, SAM_CONFIGURATION, options, torch_device, "SAM")
+        for configuration in configurations:
+            # SAM's batch applies to the 2d baseline only: a 3d_fullres patch is a volume, not a slice
+            budget = (baseline_budget if configuration == "2d"
+                      else Budget(baseline_budget.epochs, baseline_budget.iterations))
+            train_once(dataset, fold, nnUNetTrainer, BASELINE_PLANS, configuration, budget, torch_device,
+                       f"nnU-Net {configuration}", seed, options.ensembles)
+        train_once(dataset, fold, nnUNetTrainerSAM, PLANS_NAME, SAM_CONFIGURATION, sam_budget, torch_device, "SAM",
+                   seed, options.ensembles)
 
-    results = folders["nnUNet_results"] / name
-    methods = [Method("nnU-Net", results / "__".join(BASELINE)),
-               Method("SAM", results / f"nnUNetTrainerSAM__{PLANS_NAME}__{SAM_CONFIGURATION}")]
-    groups_file = folders["nnUNet_preprocessed"] / name / "autosam_groups.json"
-    groups = json.loads(groups_file.read_text()) if groups_file.is_file() else None
-    gt = folders["nnUNet_preprocessed"] / name / "gt_segmentations"
-    comparison = compare(methods, options.folds, gt, groups)
-    configuration = json.loads(plans_file.read_text())["configurations"][SAM_CONFIGURATION]
-    summary = plan_summary(sam_plan_of(configuration), configuration["batch_size"],
-                           configuration["autosam_dataset_facts"])
-    models = [{"trainer": t, "plans": p, "configuration": c} for t, p, c in baselines] + [
+    baselines = [Method(f"nnU-Net {c}", model_folder(dataset, "nnUNetTrainer", BASELINE_PLANS, c))
+                 for c in configurations]
+    sam = Method("SAM", model_folder(dataset, "nnUNetTrainerSAM", PLANS_NAME, SAM_CONFIGURATION))
+    splits, groups = read_splits(preprocessed), load_groups(preprocessed)
+    comparison = compare(baselines, sam, options.folds, preprocessed / "gt_segmentations", groups, splits)
+    models = [{"trainer": "nnUNetTrainer", "plans": BASELINE_PLANS, "configuration": c} for c in configurations] + [
         {"trainer": "nnUNetTrainerSAM", "plans": PLANS_NAME, "configuration": SAM_CONFIGURATION}]
-    best = find_best(dataset, options.folds, models, options.ensembles)
-    report = write_report({**comparison, "best_configuration": _best_name(best)}, methods,
-                          results / REPORT_FOLDER, folders["nnUNet_raw"] / name / "imagesTr", gt, summary)
+    best = _best_name(find_best(dataset, options.folds, models, options.ensembles))
+    comparison["budget_policy"] = policy
+    comparison["conditions"] = conditions(sam_plan, [b.name for b in baselines], skipped_3d, comparison, best,
+                                          groups, splits)
+    summary = plan_summary(sam_plan, sam_configuration.batch_size,
+                           sam_configuration.configuration["autosam_dataset_facts"])
+    report = write_report({**comparison, "best_configuration": best}, baselines + [sam],
+                          results_folder(dataset) / REPORT_FOLDER, folders["nnUNet_raw"] / name / "imagesTr",
+                          preprocessed / "gt_segmentations", summary)
     for line in headline(comparison):
         print(line)
-    print(f"best configuration (nnU-Net's selection over both): {_best_name(best)}")
     print(f"report: {report}")
     return report
+
+
+def results_folder(dataset: str) -> Path:
+    return require_folders("nnUNet_results")["nnUNet_results"] / dataset_name(dataset)
 
 
 def _best_name(best: dict) -> str:

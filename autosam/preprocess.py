@@ -41,9 +41,10 @@ def _preprocessed_cases(folder: Path) -> int:
     return len(list(folder.glob("*.pkl"))) if folder.is_dir() else 0
 
 
-def plan(dataset: str, sam_options, hardware, num_processes: int = 1):
+def plan(dataset: str, sam_options, hardware, num_processes: int = 1, validated: bool = False):
     """nnU-Net's fingerprint and plans (``nnUNetPlans``), then autosam's (``autosamPlans``); returns the
-    planner, which holds the plans and the choice with its candidates."""
+    planner, which holds the plans and the choice with its candidates. ``validated``: the caller has already
+    checked the dataset."""
     from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
     from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprint_dataset
 
@@ -52,7 +53,7 @@ def plan(dataset: str, sam_options, hardware, num_processes: int = 1):
     from autosam.validate import check_dataset
 
     folders = require_folders("nnUNet_raw", "nnUNet_preprocessed")
-    for warning in check_dataset(folders["nnUNet_raw"], str(dataset)):
+    for warning in [] if validated else check_dataset(folders["nnUNet_raw"], str(dataset)):
         log.warning("%s", warning)
     name = dataset_name(dataset)
     dataset_id = int(name[7:10])
@@ -67,6 +68,17 @@ def plan(dataset: str, sam_options, hardware, num_processes: int = 1):
         planner = SAMPlanner(dataset_id, sam_options=sam_options, hardware=hardware)
         planner.plan_experiment()
     return planner
+
+
+def baseline_configurations(dataset: str, with_3d: bool = True) -> tuple[str, ...]:
+    """nnU-Net's configurations autosam trains as baselines: ``2d``, and ``3d_fullres`` where it planned one
+    (3D data) unless ``with_3d`` is off."""
+    from planners.sam_planner import BASELINE_PLANS
+
+    plans_file = require_folders("nnUNet_preprocessed")["nnUNet_preprocessed"] / dataset_name(dataset) / \
+        f"{BASELINE_PLANS}.json"
+    planned = json.loads(plans_file.read_text())["configurations"]
+    return ("2d",) + (("3d_fullres",) if with_3d and "3d_fullres" in planned else ())
 
 
 def preprocess(dataset: str, num_processes: int = 1, configurations: tuple[str, ...] = ("2d",)) -> None:

@@ -47,6 +47,7 @@ class SamPlan:
     iterations_per_epoch: int = 250
     val_iterations_per_epoch: int = 50
     gradient_checkpointing: bool = False
+    seed: int = 0  # the training seed when none is given (``--seed``); each fold records the one it used
     predicted_memory_gb: float | None = None
     hardware: str = ""
     reasons: dict[str, str] = field(default_factory=dict)

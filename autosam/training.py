@@ -10,15 +10,35 @@ import fcntl
 import json
 import logging
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from autosam.errors import AutosamError
 from autosam.nnunet_env import configure_training_processes, dataset_name, require_folders
-from autosam.sam_plan import PLANS_NAME, SAM_CONFIGURATION
+from autosam.sam_plan import PLANS_NAME, SAM_CONFIGURATION, sam_plan_of
+from autosam.seeding import seed_data_loaders, seed_everything
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Budget:
+    """A training budget; None keeps what the plan (SAM) or nnU-Net's trainer (baseline) says."""
+
+    epochs: int | None = None
+    iterations: int | None = None
+    batch_size: int | None = None
+
+    def apply(self, trainer) -> None:
+        """Epochs and iterations on a built trainer (the batch size goes into its plans, see ``make_trainer``)."""
+        if self.epochs:
+            trainer.num_epochs = self.epochs
+        if self.iterations:
+            trainer.num_iterations_per_epoch = self.iterations
+            trainer.num_val_iterations_per_epoch = max(1, min(trainer.num_val_iterations_per_epoch,
+                                                              self.iterations // 5))
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -43,16 +63,33 @@ def trainer_class(setup: str | None):
     return VARIANTS[name]
 
 
-def make_trainer(dataset: str, fold: int | str, trainer_cls, plans_name: str = PLANS_NAME,
-                 configuration: str = SAM_CONFIGURATION, device: torch.device = torch.device("cpu")):
-    folders = require_folders("nnUNet_preprocessed", "nnUNet_results")
-    base = folders["nnUNet_preprocessed"] / dataset_name(dataset)
-    plans_file = base / f"{plans_name}.json"
+def read_plans(dataset: str, plans_name: str = PLANS_NAME, configuration: str = SAM_CONFIGURATION) -> dict:
+    folders = require_folders("nnUNet_preprocessed")
+    plans_file = folders["nnUNet_preprocessed"] / dataset_name(dataset) / f"{plans_name}.json"
     if not plans_file.is_file():
         raise AutosamError(f"{plans_file}: not found; run 'autosam plan-and-preprocess -d {dataset}' first")
     plans = json.loads(plans_file.read_text())
     if configuration not in plans["configurations"]:
         raise AutosamError(f"{plans_file}: has no configuration '{configuration}'; re-run 'autosam plan-and-preprocess'")
+    return plans
+
+
+def planned_seed(dataset: str) -> int:
+    """The seed recorded in the SAM plan (``autosam plan --seed``)."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    configuration = PlansManager(read_plans(dataset)).get_configuration(SAM_CONFIGURATION).configuration
+    return sam_plan_of(configuration).seed
+
+
+def make_trainer(dataset: str, fold: int | str, trainer_cls, plans_name: str = PLANS_NAME,
+                 configuration: str = SAM_CONFIGURATION, device: torch.device = torch.device("cpu"),
+                 batch_size: int | None = None):
+    folders = require_folders("nnUNet_preprocessed", "nnUNet_results")
+    base = folders["nnUNet_preprocessed"] / dataset_name(dataset)
+    plans = read_plans(dataset, plans_name, configuration)
+    if batch_size:  # nnU-Net's trainer takes its batch size from the plans (and records them in the fold)
+        plans["configurations"][configuration]["batch_size"] = batch_size
     plans["continue_training"] = False  # nnU-Net's constructor pops this key
     dataset_json = json.loads((base / "dataset.json").read_text())
     return trainer_cls(plans=plans, configuration=configuration, fold=fold, dataset_json=dataset_json, device=device)
@@ -82,9 +119,16 @@ def fold_lock(output: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def train_fold(trainer, continue_training: bool = False, save_probabilities: bool = False) -> Path:
-    """Run (or continue) training and the final validation; returns the fold folder."""
+def train_fold(trainer, continue_training: bool = False, save_probabilities: bool = False,
+               seed: int = 0) -> Path:
+    """Run (or continue) training and the final validation; returns the fold folder.
+
+    ``seed`` seeds everything before the network is built; nnU-Net's ``debug.json`` records it
+    (``autosam_seed``) beside the budget, for the report."""
     output = Path(trainer.output_folder)
+    seed_everything(seed)
+    trainer.autosam_seed = seed
+    seed_data_loaders(trainer, seed)
     with fold_lock(output):
         _train_fold(trainer, output, continue_training, save_probabilities)
     return output
@@ -112,21 +156,29 @@ def _train_fold(trainer, output: Path, continue_training: bool, save_probabiliti
         trainer.perform_actual_validation(save_probabilities)
 
 
-def train(dataset: str, folds: list[str], setup: str | None = None, epochs: int | None = None,
-          iterations: int | None = None, device: str | None = None, continue_training: bool = False,
-          from_scratch: bool = False, save_probabilities: bool = False) -> list[Path]:
+def _check_folds(folds: list[int], dataset: str) -> None:
+    from autosam.splits import resolve_folds
+
+    folders = require_folders("nnUNet_raw", "nnUNet_preprocessed")
+    name = dataset_name(dataset)
+    resolve_folds(folds, folders["nnUNet_raw"] / name, folders["nnUNet_preprocessed"] / name)
+
+
+def train(dataset: str, folds: list[str], setup: str | None = None, budget: Budget = Budget(),
+          device: str | None = None, continue_training: bool = False, from_scratch: bool = False,
+          save_probabilities: bool = False, seed: int | None = None) -> list[Path]:
+    """``seed``: None takes the plan's."""
     torch_device = resolve_device(device)
     configure_training_processes(torch_device.type)
     cls = trainer_class(setup)
+    seed = planned_seed(dataset) if seed is None else seed
+    _check_folds([int(f) for f in folds if f != "all"], dataset)
     done = []
     for fold in folds:
-        trainer = make_trainer(dataset, fold if fold == "all" else int(fold), cls, device=torch_device)
+        trainer = make_trainer(dataset, fold if fold == "all" else int(fold), cls, device=torch_device,
+                               batch_size=budget.batch_size)
         if from_scratch and not trainer.from_scratch:
             trainer.from_scratch = True
-        if epochs:
-            trainer.num_epochs = epochs
-        if iterations:
-            trainer.num_iterations_per_epoch = iterations
-            trainer.num_val_iterations_per_epoch = max(1, min(trainer.num_val_iterations_per_epoch, iterations // 5))
-        done.append(train_fold(trainer, continue_training, save_probabilities))
+        budget.apply(trainer)
+        done.append(train_fold(trainer, continue_training, save_probabilities, seed))
     return done

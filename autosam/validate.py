@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,9 +282,59 @@ def dataset_folder(raw: Path, dataset: str) -> Path:
     return matches[0]
 
 
+# <stem><sep><letters><digits>, e.g. pat01_z05, brats13_p0001_z033, pancreas0001_s1124
+SLICE_NAME = re.compile(r"(?P<stem>.*\d.*)(?P<sep>[_-])(?P<prefix>[A-Za-z]*)\d+")
+
+
+def slices_per_patient(cases: list[str]) -> tuple[dict[str, list[str]], str] | None:
+    """Cases grouped by the stem their names share, and a --group-pattern deriving it; None unless every name
+    reads as a slice of a patient, with at least two patients and one of them holding two or more slices."""
+    matches = [SLICE_NAME.fullmatch(c) for c in cases]
+    if not cases or not all(matches):
+        return None
+    stems: dict[str, list[str]] = {}
+    for case, match in zip(cases, matches):
+        stems.setdefault(match["stem"], []).append(case)
+    if len(stems) < 2 or max(len(v) for v in stems.values()) < 2:
+        return None  # one stem is a dataset prefix (BraTS2021_00001), not a patient
+    shapes = {(m["sep"], m["prefix"]) for m in matches}
+    sep, prefix = next(iter(shapes))
+    pattern = f"(.*){re.escape(sep)}{prefix}\\d+" if len(shapes) == 1 else "(.*)[_-][A-Za-z]*\\d+"
+    return stems, pattern
+
+
+def _groups_recorded(dataset: str) -> bool:
+    from autosam.nnunet_env import require_folders
+    from autosam.splits import GROUPS_FILE
+
+    try:
+        preprocessed = require_folders("nnUNet_preprocessed")["nnUNet_preprocessed"]
+    except AutosamError:  # not set: nothing can have been recorded
+        return False
+    return (preprocessed / dataset / GROUPS_FILE).is_file()
+
+
+def _grouping_finding(folder: Path) -> Finding | None:
+    """Slices of one patient split across folds inflate the statistics; say how to record the patients."""
+    ending = json.loads((folder / "dataset.json").read_text())["file_ending"]
+    cases = sorted(p.name[: -len(ending)] for p in (folder / "labelsTr").iterdir()
+                   if p.name.endswith(ending) and not p.name.startswith("."))
+    found = slices_per_patient(cases)
+    if found is None or _groups_recorded(folder.name):
+        return None
+    stems, pattern = found
+    examples = next(v for v in stems.values() if len(v) >= 2)[:2]
+    return Finding("warning", str(folder / "imagesTr"), (
+        f"{len(cases)} cases look like slices of {len(stems)} patients (e.g. {examples[0]}, {examples[1]}) but no "
+        "patient groups are recorded (folds may split a patient, the report counts slices as patients); run "
+        f"autosam split -d {int(folder.name[7:10])} --group-pattern '{pattern}'"))
+
+
 def check_dataset(raw: Path, dataset: str, num_folds: int | None = None) -> list[Finding]:
     """Raise ``DatasetInvalid`` listing every error; return the warnings."""
-    findings = validate_dataset(dataset_folder(raw, dataset), num_folds)
+    folder = dataset_folder(raw, dataset)
+    findings = validate_dataset(folder, num_folds)
     if any(f.severity == "error" for f in findings):
         raise DatasetInvalid(findings)
-    return findings
+    grouping = _grouping_finding(folder)
+    return findings + ([grouping] if grouping else [])

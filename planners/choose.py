@@ -20,6 +20,7 @@ LARGE_DATA_SLICES = 1000  # R4
 VANILLA_ENCODER_MIN_SLICES = 500  # R7
 ITERATIONS_PER_EPOCH = 250  # nnU-Net's epoch
 PASSES, MIN_ITERATIONS, MAX_ITERATIONS = 200, 2500, 50000  # R15
+PEFT_LEARNING_RATE, FULL_ENCODER_LEARNING_RATE = 1e-3, 1e-4  # R13
 
 
 @dataclass
@@ -52,6 +53,15 @@ class Choice:
     overridden: list[str]
     warnings: list[str]
     candidates: list[Candidate] = field(default_factory=list)
+
+
+def learning_rate_for(setup: Setup) -> float:
+    """R13: the lower rate when every encoder weight trains."""
+    return FULL_ENCODER_LEARNING_RATE if setup.trains_whole_encoder else PEFT_LEARNING_RATE
+
+
+def learning_rate_reason(setup: Setup) -> str:
+    return f"{learning_rate_for(setup):g} for {setup.name} ({cite('R13')})"
 
 
 def default_image_size(facts: DatasetFacts, hardware: Hardware) -> tuple[int, str]:
@@ -122,12 +132,14 @@ def choose(facts: DatasetFacts, hardware: Hardware, num_classes: int, channels: 
     for size in sizes:
         candidates = [evaluate(s, size, shape, hardware) for s in pool if get_backbone(s.backbone).min_image_size <= size]
         for c in candidates:
-            full = c.setup.method == "vanilla" and c.setup.trains_encoder
+            full = c.setup.trains_whole_encoder
             if scratch_only and not full:
-                c.excluded = "R18: from scratch, only a vanilla encoder + decoder update learns features"
+                c.excluded = (f"{RULES['R18'].label}: from scratch, only a vanilla encoder + decoder update "
+                              "learns features")
             elif (full and not options.setup and not scratch_only
                     and facts.num_foreground_slices < VANILLA_ENCODER_MIN_SLICES):
-                c.excluded = f"R7: {facts.num_foreground_slices} labelled slices < {VANILLA_ENCODER_MIN_SLICES}"
+                c.excluded = (f"{RULES['R7'].label}: {facts.num_foreground_slices} labelled slices < "
+                              f"{VANILLA_ENCODER_MIN_SLICES}")
         viable = sorted((c for c in candidates if c.fits and not c.excluded), key=rank)
         if viable and (viable[0].setup.trains_encoder or size == sizes[-1]):
             break
@@ -174,9 +186,8 @@ def choose(facts: DatasetFacts, hardware: Hardware, num_classes: int, channels: 
         reasons["base_checkpoint"] = f"the official {setup.backbone} weights"
     reasons["normalisation"] = cite("R9")
 
-    full_encoder = setup.method == "vanilla" and setup.trains_encoder
-    learning_rate = 1e-4 if full_encoder else 1e-3
-    reasons["learning_rate"] = cite("R13")
+    learning_rate = learning_rate_for(setup)
+    reasons["learning_rate"] = learning_rate_reason(setup)
     reasons["warmup_iterations"] = cite("R14")
     total = min(MAX_ITERATIONS, max(MIN_ITERATIONS, PASSES * max(1, facts.num_foreground_slices) // batch))
     epochs, iterations = math.ceil(total / ITERATIONS_PER_EPOCH), ITERATIONS_PER_EPOCH
@@ -221,18 +232,18 @@ def _setup_reason(setup: Setup, facts: DatasetFacts, hardware: Hardware, ssl: bo
     """Why this set-up; ``_why_not`` says why each other candidate lost."""
     if user:
         return "set by the user (--setup)"
-    if setup.method == "vanilla" and setup.trains_encoder:
+    if setup.trains_whole_encoder:
         parts = [cite("R18")]
     else:
-        parts = [cite("R1") if setup.trains_encoder else cite("R6"), RULES["R2"].choice]
+        parts = [cite("R1") if setup.trains_encoder else cite("R6"), f"{RULES['R2'].choice}: {cite('R2')}"]
     if hardware.device == "cpu":
-        parts.append(f"{RULES['R5'].choice}: planning for a CPU")
+        parts.append(f"ViT-T: planning for a CPU ({cite('R5')})")
     elif setup.backbone == "vit_h":
-        parts.append(f"ViT-H: {facts.num_foreground_slices} labelled slices ({RULES['R4'].condition})")
+        parts.append(f"ViT-H: {facts.num_foreground_slices} labelled slices ({cite('R4')})")
     elif setup.backbone == "vit_b":
-        parts.append(f"{RULES['R3'].choice}: {RULES['R3'].evidence}" + ("; the SSL MRI weights are ViT-B" if ssl else ""))
+        parts.append(f"ViT-B: {cite('R3')}" + ("; the SSL MRI weights are ViT-B" if ssl else ""))
     else:
-        parts.append(f"ViT-T: a larger backbone does not fit ({RULES['R5'].evidence})")
+        parts.append(f"ViT-T: a larger backbone does not fit ({cite('R5')})")
     return "; ".join(parts)
 
 
@@ -244,11 +255,12 @@ def _why_not(c: Candidate, best: Candidate, facts: DatasetFacts, hardware: Hardw
     if c.excluded:
         return c.excluded
     if c.setup.scope != best.setup.scope:
-        return "R6: decoder-only is a fallback when no encoder update fits"
+        return f"{RULES['R6'].label}: decoder-only is a fallback when no encoder update fits"
     if c.setup.method != best.setup.method:
-        return f"R2: {best.setup.method} is preferred to {c.setup.method}"
+        return f"{RULES['R2'].label}: {best.setup.method} is preferred to {c.setup.method}"
     if hardware.device == "cpu":
-        return "R5: on a CPU the smallest backbone keeps training time practical"
-    if c.setup.backbone == "vit_h":
-        return f"R4: ViT-H needs >= {LARGE_DATA_SLICES} labelled slices (has {facts.num_foreground_slices})"
-    return f"R3: {best.setup.backbone} is preferred; {RULES['R3'].evidence}"
+        return f"{RULES['R5'].label}: on a CPU the smallest backbone keeps training time practical"
+    if "vit_h" in (c.setup.backbone, best.setup.backbone):
+        return (f"{RULES['R4'].label}: ViT-H from {LARGE_DATA_SLICES} labelled slices "
+                f"(has {facts.num_foreground_slices})")
+    return f"{RULES['R3'].label}: {best.setup.backbone} is preferred; {RULES['R3'].evidence}"

@@ -1,8 +1,9 @@
-"""The planner's rules as data: what each decides, and the evidence it rests on.
+"""The planner's rules as data: what each decides, what the study found, and what autosam adds.
 
-``source`` says where a rule comes from: "study" (Gu et al., MELBA 2025: abstract, figures or code),
-"maintainer" (the study's authors on its issue tracker), "nnU-Net" (its conventions) or "autosam" (our own
-threshold or engineering choice where the study gives none).
+``study`` states what the study (Gu et al., MELBA 2025: its abstract's four findings, its README, or the
+finetune-SAM code) found or did, or that it gives no number; ``autosam`` states the threshold or engineering
+choice autosam adds on top. A rule's ``source`` is its weakest part: "autosam" as soon as autosam adds
+anything, else "study", or "maintainer" where the evidence is the study's authors on its issue tracker.
 """
 
 from __future__ import annotations
@@ -15,56 +16,91 @@ class Rule:
     id: str
     condition: str
     choice: str
-    evidence: str
-    source: str
+    study: str
+    autosam: str = ""
+    study_source: str = "study"  # "maintainer": an author's comment on finetune-SAM's issue tracker
+
+    @property
+    def source(self) -> str:
+        return "autosam" if self.autosam else self.study_source
+
+    @property
+    def label(self) -> str:
+        return f"{self.id} ({self.source})"
+
+    @property
+    def evidence(self) -> str:
+        return f"{self.study}; autosam's own: {self.autosam}" if self.autosam else self.study
 
 
 RULES = {
     r.id: r
     for r in (
         Rule("R1", "any labelled dataset", "parameter-efficient tuning of image encoder + mask decoder",
-             "PEFT on both encoder and decoder beats the other strategies (finding 2)", "study"),
+             "parameter-efficient tuning (adapter or LoRA) of encoder and decoder beats the other strategies "
+             "(finding 2)"),
         Rule("R2", "choosing the method", "LoRA first, Adapter second, vanilla last",
-             "the study's best model used LoRA; LoRA merges back into plain SAM weights; vanilla updates every "
-             "weight of the scope", "study"),
-        Rule("R3", "choosing the backbone", "ViT-B", "the architecture has a small effect because data are "
-             "limited (finding 3); ViT-B is the mid-size default", "study"),
+             "adapter or LoRA on encoder and decoder beats vanilla tuning (finding 2); the study does not rank "
+             "LoRA above adapters, and its best model is self-supervised pretraining + parameter-efficient tuning "
+             "of encoder and decoder (README)",
+             "LoRA before Adapter, because LoRA merges back into plain SAM weights"),
+        Rule("R3", "choosing the backbone", "ViT-B",
+             "the architecture has a small impact on performance (finding 3); ViT-B is finetune-SAM's default "
+             "backbone"),
         Rule("R4", "at least 1,000 labelled foreground slices and ViT-H fits with batch >= 2", "ViT-H",
-             "ViT-H only pays off with more data; the 1,000-slice threshold is ours", "autosam"),
+             "the architecture has a small impact on performance (finding 3); the study gives no data threshold "
+             "for ViT-H",
+             "the 1,000-slice threshold, a bet that the largest encoder can use plenty of data"),
         Rule("R5", "planning for a CPU, or ViT-B does not fit", "ViT-T (MobileSAM)",
-             "backbone size matters little (finding 3); ViT-T is 10x cheaper per image", "study"),
+             "the architecture has a small impact on performance (finding 3); ViT-T (MobileSAM's TinyViT, "
+             "~6M encoder weights against ViT-B's ~90M) is one of the study's backbones",
+             "falling back to ViT-T on a CPU or when ViT-B does not fit"),
         Rule("R6", "no encoder update fits, even with LoRA and gradient checkpointing", "mask decoder only, "
-             "with a warning", "decoder-only is almost always worse and needs ~100+ cases "
-             "(finetune-SAM issue #8)", "maintainer"),
+             "with a warning",
+             "parameter-efficient tuning of encoder and decoder beats the other strategies (finding 2); an author: "
+             "decoder-only is almost always worse and needs ~100+ cases (finetune-SAM issue #8)",
+             study_source="maintainer"),
         Rule("R7", "fewer than 500 labelled foreground slices", "no vanilla encoder update",
-             "updating all ~90M+ encoder weights on little data overfits; threshold ours", "autosam"),
+             "parameter-efficient tuning of encoder and decoder beats vanilla tuning (finding 2); the study gives "
+             "no data threshold",
+             "the 500-slice threshold below which full encoder updates are ruled out"),
         Rule("R8", "MR data and the study's self-supervised MRI weights present", "start from them (ViT-B)",
-             "continued self-supervised pretraining improves results (finding 4)", "study"),
+             "further self-supervised training improves performance (finding 4); the released MRI weights beat "
+             "the original SAM (abstract); the README's best model starts from self-supervised weights"),
         Rule("R9", "the base weights", "MedSAM: per-image [0, 1] input; SAM, MobileSAM, SSL: ImageNet statistics",
-             "each checkpoint's own training input", "study"),
+             "finetune-SAM's README: per-image min-max for MedSAM weights, ImageNet mean/std otherwise"),
         Rule("R10", "choosing the image size", "the median slice's longer side, rounded up to a multiple of 64, "
-             "within 256-1024; 256 on a CPU", "SAM works at its native size or below; rounding and the CPU cap "
-             "are ours", "autosam"),
+             "within 256-1024; 256 on a CPU",
+             "finetune-SAM resizes every slice to 1024 x 1024",
+             "smaller sizes from the median slice, the rounding and the CPU cap"),
         Rule("R11", "choosing the batch size", "the largest that fits, from 2 up to 8",
-             "the study trained with batch 2-4; 8 caps the step cost", "autosam"),
+             "finetune-SAM's default batch is 4; the study gives no rule for choosing it",
+             "the largest that fits in 2-8, 8 capping the step cost"),
         Rule("R12", "the set-up fits batch 2 only with gradient checkpointing", "gradient checkpointing on",
-             "recomputing encoder blocks in backward trades ~35% time for most of their activations", "autosam"),
+             "the study uses none (its authors split the image encoder across two GPUs, finetune-SAM issue #5)",
+             "recomputing encoder blocks in backward trades ~35% time for most of their activations"),
         Rule("R13", "the learning rate", "AdamW 1e-3, weight decay 0.1; 1e-4 when every encoder weight trains",
-             "finetune-SAM's defaults; the lower rate for full encoder updates is ours", "study"),
+             "finetune-SAM's defaults are AdamW, learning rate 1e-3 and weight decay 0.1 for every set-up; the "
+             "study gives no per-set-up rate",
+             "1e-4 when every encoder weight trains"),
         Rule("R14", "the schedule", "200 warm-up iterations (at most 10% of the budget), then poly decay 0.9",
-             "finetune-SAM's warm-up; poly as in nnU-Net", "study"),
+             "finetune-SAM's warm-up option: 200 iterations, then poly decay 0.9",
+             "the warm-up is capped at 10% of a short budget"),
         Rule("R15", "the training budget", "200 passes over the labelled slices, 2,500-50,000 iterations, "
-             "in nnU-Net epochs of 250 iterations", "the study trained 200 epochs; the clamp is ours", "autosam"),
+             "in nnU-Net epochs of 250 iterations",
+             "finetune-SAM trains up to 200 epochs with early stopping",
+             "the 2,500-50,000 clamp and nnU-Net's 250-iteration epochs"),
         Rule("R16", "always", "nnU-Net stays a candidate: 'autosam run' trains it on the same folds",
-             "fine-tuned SAM is only slightly better than earlier methods (finding 1)", "study"),
+             "fine-tuned SAM is only slightly better than previous segmentation methods (finding 1)"),
         Rule("R17", "deciding whether a set-up fits", "predicted peak <= 90% of the memory",
-             "headroom for the data loader and other processes; ours", "autosam"),
+             "the study gives no memory rule",
+             "10% headroom for the data loader and other processes"),
         Rule("R18", "training from scratch (no pretrained weights)", "vanilla image encoder + mask decoder",
-             "adapters and LoRA freeze the base weights, and a frozen random encoder extracts no useful features",
-             "autosam"),
+             "the study always starts from pretrained weights",
+             "adapters and LoRA freeze the base weights, and a frozen random encoder extracts no useful features"),
     )
 }
 
 
 def cite(*ids: str) -> str:
-    return "; ".join(f"{i}: {RULES[i].evidence}" for i in ids)
+    return "; ".join(f"{RULES[i].label}: {RULES[i].evidence}" for i in ids)

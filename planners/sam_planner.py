@@ -20,6 +20,7 @@ from autosam.fingerprint import dataset_facts
 from autosam.hardware import Hardware, detect_hardware
 from autosam.sam.checkpoints import CATALOGUE, find_checkpoint
 from autosam.sam.setups import Setup
+from autosam.seeding import DEFAULT_SEED
 from autosam.sam_plan import PLANS_NAME, SAM_CONFIGURATION, BaseCheckpoint, SamPlan
 from planners.choose import choose
 
@@ -40,6 +41,7 @@ class SamOptions:
     iterations_per_epoch: int | None = None
     lora_rank: int | None = None
     unlabelled_dir: str | None = None
+    seed: int | None = None
 
 
 def base_checkpoint_for(setup: Setup, name: str | None, checkpoint_dir: str | None = None
@@ -96,6 +98,7 @@ class SAMPlanner(ExperimentPlanner):
             iterations_per_epoch=choice.iterations_per_epoch,
             val_iterations_per_epoch=max(1, min(50, choice.iterations_per_epoch // 5)),
             gradient_checkpointing=choice.gradient_checkpointing,
+            seed=DEFAULT_SEED if options.seed is None else options.seed,
             predicted_memory_gb=round(choice.predicted_memory_gb, 2), hardware=self.hardware.description,
             reasons=choice.reasons, overridden=choice.overridden, warnings=missing + choice.warnings,
             candidates=[c.to_dict() for c in choice.candidates],

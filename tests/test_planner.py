@@ -1,8 +1,9 @@
-"""The planner's choices: monotonic in memory, the study's rules, a reason for every field, a right estimate."""
+"""The planner's choices: monotonic in memory, the rules and whose evidence each is, a reason for every field."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -14,7 +15,10 @@ from autosam.sam.costs import meta_network
 from autosam.sam.memory import estimate_training_memory, measured_training_peak, saved_activation_bytes
 from autosam.sam.model import build_network
 from autosam.sam.setups import Setup, all_setups
+from autosam.sam_plan import SamPlan
 from planners.choose import choose, evaluate
+from planners.explain import plan_summary, plan_text
+from planners.rules import RULES
 from planners.sam_planner import SamOptions
 from tests.conftest import case_ids, copy_subset, shared_dataset
 
@@ -46,7 +50,37 @@ def test_more_memory_never_gives_a_smaller_backbone_or_image() -> None:
         if previous is not None:
             assert current[0] >= previous[0] and current[1] >= previous[1], (gb, choice.setup.name)
         previous = current
-    assert choice.setup.name == "vit_h_encdec_lora"  # large data, 80 GB: the study's best model
+    assert choice.setup.name == "vit_h_encdec_lora"  # large data, 80 GB: autosam's R2 and R4
+
+
+def test_rules_tag_autosam_wherever_it_adds_to_the_study() -> None:
+    for rule_id in ("R2", "R4", "R13"):
+        assert RULES[rule_id].source == "autosam", rule_id
+    assert "does not rank LoRA above adapters" in RULES["R2"].study
+    assert "small impact" in RULES["R4"].study and "1,000" in RULES["R4"].autosam
+    assert "1e-3" in RULES["R13"].study and "1e-4" in RULES["R13"].autosam
+    for rule in RULES.values():
+        assert rule.study, rule.id  # what the study found, or that it gives no number
+        if rule.source == "study":
+            assert re.search(r"\(finding [1-4]\)|finetune-SAM|README", rule.study), rule.id
+        elif rule.source == "maintainer":
+            assert "issue #" in rule.study, rule.id
+
+
+def test_plan_text_shows_whose_evidence_each_reason_is() -> None:
+    facts = _facts()
+    choice = _choose(facts, _gpu(80))
+    plan = SamPlan(choice.setup, choice.image_size, "imagenet", None, choice.learning_rate,
+                   num_epochs=choice.num_epochs, predicted_memory_gb=choice.predicted_memory_gb,
+                   reasons=choice.reasons, candidates=[c.to_dict() for c in choice.candidates])
+    text = plan_text(plan_summary(plan, choice.batch_size, facts.to_dict()), explain=True)
+    assert "R2 (autosam): adapter or LoRA on encoder and decoder beats vanilla tuning (finding 2)" in text
+    assert "autosam's own: LoRA before Adapter" in text
+    assert "R4 (autosam): the architecture has a small impact on performance (finding 3)" in text
+    assert "R13 (autosam): finetune-SAM's defaults are AdamW, learning rate 1e-3" in text
+    assert "R1 (study): parameter-efficient tuning" in text
+    assert "R2 (autosam): lora is preferred to adapter" in text  # --explain's candidate table
+    assert not any("R3" in c.why_not for c in choice.candidates)  # ViT-H won by R4, not by R3's ViT-B default
 
 
 def test_decoder_only_when_no_encoder_update_fits() -> None:

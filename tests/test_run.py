@@ -17,15 +17,27 @@ from autosam.demo import DEMO_DATA, DEMO_DATASET
 from tests.conftest import case_ids, copy_subset
 
 RUN = ["run", "-d", "901", "--folds", "0", "1", "--epochs", "1", "--iterations", "2", "--device", "cpu",
-       "--setup", "test_vit_encdec_lora", "--image-size", "64", "--from-scratch"]
+       "--setup", "test_vit_encdec_lora", "--image-size", "64", "--from-scratch", "--equal-budget"]
+
+
+def _as_slices(raw_dataset: Path, cases: list[str]) -> None:
+    """Rename cases to slices of patients, two per patient: p00_z000, p00_z001, p01_z002, ..."""
+    for i, case in enumerate(cases):
+        name = f"p{i // 2:02d}_z{i:03d}"
+        (raw_dataset / "imagesTr" / f"{case}_0000.png").rename(raw_dataset / "imagesTr" / f"{name}_0000.png")
+        (raw_dataset / "labelsTr" / f"{case}.png").rename(raw_dataset / "labelsTr" / f"{name}.png")
 
 
 def _fold_files(results: Path) -> dict[Path, float]:
     return {p: p.stat().st_mtime for p in results.rglob("checkpoint_final.pth")}
 
 
-def test_run_compares_both_methods_on_the_same_cases(nnunet_folders, capsys) -> None:
-    copy_subset(DEMO_DATA, nnunet_folders["nnUNet_raw"], case_ids(DEMO_DATA)[:20])
+def test_run_compares_both_methods_on_the_same_cases_per_patient(nnunet_folders, capsys) -> None:
+    cases = case_ids(DEMO_DATA)[:20]
+    _as_slices(copy_subset(DEMO_DATA, nnunet_folders["nnUNet_raw"], cases), cases)
+    assert main(["validate", "-d", "901"]) == 0
+    assert "look like slices of 10 patients" in capsys.readouterr().out
+    assert main(["split", "-d", "901", "--group-pattern", r"(.*)_z\d+"]) == 0
     assert main(RUN) == 0
     results = nnunet_folders["nnUNet_results"] / DEMO_DATASET
     for folder in ("nnUNetTrainer__nnUNetPlans__2d", "nnUNetTrainerSAM__autosamPlans__2d_sam"):
@@ -39,18 +51,64 @@ def test_run_compares_both_methods_on_the_same_cases(nnunet_folders, capsys) -> 
     splits = json.loads((nnunet_folders["nnUNet_preprocessed"] / DEMO_DATASET / "splits_final.json").read_text())
     validated = sorted(splits[0]["val"] + splits[1]["val"])
     assert sorted(c["case"] for c in comparison["cases"]) == validated
-    assert all(set(c["metrics"]) == {"nnU-Net", "SAM"} for c in comparison["cases"])
-    paired = comparison["paired"]["lesion"]["dice"]
+    assert all(set(c["metrics"]) == {"nnU-Net 2d", "SAM"} for c in comparison["cases"])
+    paired = comparison["paired"]["nnU-Net 2d"]["lesion"]["dice"]
     assert math.isfinite(paired["p_value"]) and all(math.isfinite(v) for v in paired["ci95"])
-    for method in ("nnU-Net", "SAM"):
+    assert paired["p_holm"] >= paired["p_value"]
+    for method in ("nnU-Net 2d", "SAM"):
         assert all(math.isfinite(v) for v in comparison["summary"][method]["lesion"]["dice"]["ci95"])
+    # each method's budget as it trained, read back from its folds: --equal-budget gives nnU-Net SAM's batch
+    sam_batch = json.loads((nnunet_folders["nnUNet_preprocessed"] / DEMO_DATASET / "autosamPlans.json").read_text())[
+        "configurations"]["2d_sam"]["batch_size"]
+    for method in ("SAM", "nnU-Net 2d"):
+        budget = comparison["training"][method][0]
+        assert (budget["epochs"], budget["iterations_per_epoch"], budget["batch_size"], budget["seed"],
+                budget["images_seen"], budget["device"]) == (1, 2, sam_batch, 0, 2 * sam_batch, "cpu")
+    report_text = (report / "report.md").read_text()
+    assert "every method the same 2 optimiser steps per fold; every method the same" in report_text
+    assert "scored on (optimistic)" in report_text and "trained from random weights" in report_text
+    assert comparison["unit"] == "patient" and comparison["n_units"] == 4 and comparison["n_cases"] == 8
+    assert paired["n"] == 4 and "unit of analysis: patient (n = 4 patients, 8 cases)" in report_text
+    assert "the smallest p the signed-rank test can give is 0.125" in report_text  # 2 / 2**4
     assert "data:image/png;base64," in (report / "report.html").read_text()
-    assert "report:" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "report:" in out and "budget of SAM: 1 epochs × 2 iterations" in out
 
     before = _fold_files(results)
     assert main(RUN) == 0  # everything is done: no fold trains again
     assert _fold_files(results) == before
     assert len(list(results.rglob("training_log_*.txt"))) == 4
+
+
+def test_budget_policies_set_each_trainer(nnunet_folders) -> None:
+    """Default: nnU-Net's own 1000 x 250 at its batch and SAM's plan; equal: SAM's steps and batch for both."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from autosam.pipeline import RunOptions, budgets
+    from autosam.sam_plan import sam_plan_of
+    from autosam.training import make_trainer
+    from trainers.sam_trainer import nnUNetTrainerSAM
+
+    copy_subset(DEMO_DATA, nnunet_folders["nnUNet_raw"], case_ids(DEMO_DATA)[:10])
+    assert main(["plan-and-preprocess", "-d", "901", "--setup", "test_vit_encdec_lora", "--image-size", "64",
+                 "--from-scratch", "--batch-size", "3", "--epochs", "7", "--iterations", "11"]) == 0
+    preprocessed = nnunet_folders["nnUNet_preprocessed"] / DEMO_DATASET
+    plan = sam_plan_of(json.loads((preprocessed / "autosamPlans.json").read_text())["configurations"]["2d_sam"])
+    nnunet_batch = json.loads((preprocessed / "nnUNetPlans.json").read_text())["configurations"]["2d"]["batch_size"]
+    assert nnunet_batch != 3
+
+    def built(budget, cls, plans, configuration):
+        trainer = make_trainer("901", 0, cls, plans, configuration, batch_size=budget.batch_size)
+        budget.apply(trainer)
+        return trainer.num_epochs, trainer.num_iterations_per_epoch, trainer.configuration_manager.batch_size
+
+    baseline, sam, policy = budgets(RunOptions(), plan, 3)
+    assert built(baseline, nnUNetTrainer, "nnUNetPlans", "2d") == (1000, 250, nnunet_batch)
+    assert built(sam, nnUNetTrainerSAM, "autosamPlans", "2d_sam") == (7, 11, 3) and "standard" in policy
+    for options in (RunOptions(equal_budget=True), RunOptions(epochs=7)):
+        baseline, sam, policy = budgets(options, plan, 3)
+        assert built(baseline, nnUNetTrainer, "nnUNetPlans", "2d") == (7, 11, 3) and policy.startswith("equal")
+        assert built(sam, nnUNetTrainerSAM, "autosamPlans", "2d_sam") == (7, 11, 3)
 
 
 def test_demo_data_ship_in_the_wheel_and_read_with_nnunet(tmp_path: Path) -> None:

@@ -1,62 +1,168 @@
-"""Paired statistics on constructed inputs with known answers."""
+"""The verdict's statistics and conventions on constructed inputs with known answers."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
+import pytest
 from scipy.stats import wilcoxon
 
+from autosam.evaluation.comparison import analyse
+from autosam.evaluation.conventions import FOREGROUND_MEAN, worst_distance
 from autosam.evaluation.metrics import case_metrics
-from autosam.evaluation.stats import bootstrap_ci, describe, paired_comparison
+from autosam.evaluation.stats import bootstrap_ci, describe, holm, paired_comparison, smallest_p, unit_values
 
-CASES = [f"c{i}" for i in range(12)]
+LABELS = {"background": 0, "lesion": 1}
+
+
+def _square(size: int = 20, start: int = 5, stop: int = 15, shift: int = 0) -> np.ndarray:
+    mask = np.zeros((1, size, size), int)
+    mask[0, start:stop, start + shift:stop + shift] = 1
+    return mask
+
+
+def _case(name: str, reference: np.ndarray, predictions: dict[str, np.ndarray], group: str | None = None,
+          labels: dict[str, int] = LABELS) -> dict:
+    return {"case": name, "group": group, "metrics": {m: case_metrics(reference, p, labels, (999, 1.0, 1.0))
+                                                      for m, p in predictions.items()}}
 
 
 def test_identical_inputs_give_zero_difference_and_p_1() -> None:
-    values = list(np.linspace(0.5, 0.9, 12))
-    result = paired_comparison(CASES, values, values)
+    values = {f"c{i}": v for i, v in enumerate(np.linspace(0.5, 0.9, 12))}
+    result = paired_comparison(values, values)
     assert result["mean_difference"] == 0 and result["p_value"] == 1.0 and result["ci95"] == [0.0, 0.0]
 
 
 def test_a_consistent_improvement_is_positive_and_significant() -> None:
     rng = np.random.default_rng(0)
-    a = list(rng.uniform(0.5, 0.8, 12))
-    b = [x + 0.05 + 0.01 * i for i, x in enumerate(a)]  # always better
-    result = paired_comparison(CASES, a, b)
-    assert result["mean_difference"] > 0 and result["ci95"][0] > 0
-    assert math.isclose(result["p_value"], wilcoxon(b, a).pvalue) and result["p_value"] < 0.001
-    worse = paired_comparison(CASES, b, a)
+    a = {f"c{i}": x for i, x in enumerate(rng.uniform(0.5, 0.8, 12))}
+    b = {k: x + 0.05 + 0.01 * i for i, (k, x) in enumerate(a.items())}  # always better
+    result = paired_comparison(a, b)
+    assert result["mean_difference"] > 0 and result["ci95"][0] > 0 and result["median_difference"] > 0
+    assert math.isclose(result["p_value"], wilcoxon(list(b.values()), list(a.values())).pvalue)
+    worse = paired_comparison(b, a)
     assert worse["mean_difference"] < 0 and worse["ci95"][1] < 0
 
 
-def test_groups_are_averaged_before_testing() -> None:
-    groups = {c: f"p{i // 3}" for i, c in enumerate(CASES)}  # 4 patients, 3 slices each
-    a, b = [0.5] * 12, [0.6] * 6 + [0.4] * 6
-    result = paired_comparison(CASES, a, b, groups)
-    assert result["n"] == 4 and result["unit"] == "patient" and math.isclose(result["mean_difference"], 0.0,
-                                                                             abs_tol=1e-12)
+def test_bootstrap_interval_is_bca_around_the_mean_and_reproducible() -> None:
+    values = np.random.default_rng(1).exponential(size=40)  # skewed: BCa and percentile intervals differ
+    low, high, method = bootstrap_ci(values)
+    assert low < values.mean() < high and method == "BCa" and bootstrap_ci(values) == (low, high, method)
+    assert bootstrap_ci([0.7, 0.7, 0.7]) == (0.7, 0.7, "constant") and math.isnan(bootstrap_ci([0.5])[0])
+    assert describe([0.2, 0.4, 0.6])["median"] == 0.4
 
 
-def test_nan_pairs_are_left_out_and_ci_contains_mean() -> None:
-    result = paired_comparison(CASES[:3], [0.5, math.nan, 0.7], [0.6, 0.8, math.nan])
-    assert result["n"] == 1
-    stats = describe([0.2, 0.4, 0.6, math.nan])
-    assert stats["n"] == 3 and math.isclose(stats["mean"], 0.4)
-    low, high = bootstrap_ci(np.array([0.2, 0.4, 0.6]))
-    assert low <= 0.4 <= high
+def test_holm_adjusts_across_the_family_and_skips_untested() -> None:
+    adjusted = holm([0.01, 0.04, math.nan, 0.03])
+    assert adjusted[0] == pytest.approx(0.03) and adjusted[1] == pytest.approx(0.06)
+    assert adjusted[3] == pytest.approx(0.06) and math.isnan(adjusted[2])
+
+
+def test_units_average_a_patients_cases_first() -> None:
+    groups = {f"c{i}": f"p{i // 3}" for i in range(12)}  # 4 patients, 3 slices each
+    a = unit_values(list(groups), [0.5] * 12, groups)
+    b = unit_values(list(groups), [0.6] * 6 + [0.4] * 6, groups)
+    result = paired_comparison(a, b)
+    assert result["n"] == 4 and math.isclose(result["mean_difference"], 0.0, abs_tol=1e-12)
 
 
 def test_metrics_on_known_masks() -> None:
-    reference = np.zeros((1, 20, 20), int)
-    reference[0, 5:15, 5:15] = 1
-    shifted = np.roll(reference, 2, axis=2)
-    perfect = case_metrics(reference, reference, {"background": 0, "lesion": 1}, (999, 1.0, 1.0))["lesion"]
-    assert perfect["dice"] == 1.0 and perfect["hd95"] == 0.0 and perfect["nsd"] == 1.0
-    moved = case_metrics(reference, shifted, {"background": 0, "lesion": 1}, (999, 1.0, 1.0))["lesion"]
+    reference, shifted = _square(), _square(shift=2)
+    perfect = case_metrics(reference, reference, LABELS, (999, 1.0, 1.0))["lesion"]
+    assert perfect["dice"] == 1.0 and perfect["hd95"] == 0.0 and perfect["nsd"] == 1.0 and perfect["empty"] is None
+    moved = case_metrics(reference, shifted, LABELS, (999, 1.0, 1.0))["lesion"]
     assert math.isclose(moved["dice"], 80 / 100, abs_tol=1e-6) and math.isclose(moved["hd95"], 2.0)
     assert moved["nsd"] == 1.0  # a 2-pixel shift is within the 2-pixel tolerance
-    coarse = case_metrics(reference, shifted, {"background": 0, "lesion": 1}, (999, 2.0, 2.0))["lesion"]
+    coarse = case_metrics(reference, shifted, LABELS, (999, 2.0, 2.0))["lesion"]
     assert math.isclose(coarse["hd95"], 4.0) and coarse["nsd"] < 1  # distances follow the spacing
-    empty = case_metrics(reference * 0, reference * 0, {"background": 0, "lesion": 1}, (1, 1, 1))["lesion"]
-    assert math.isnan(empty["dice"])
+
+
+def test_misses_and_false_positives_score_the_worst_distance() -> None:
+    reference, nothing = _square(), _square() * 0
+    diagonal = worst_distance((20, 20), (2.0, 0.5))
+    assert math.isclose(diagonal, math.hypot(40, 10))
+    missed = case_metrics(reference, nothing, LABELS, (999, 2.0, 0.5))["lesion"]
+    assert missed == {"dice": 0.0, "nsd": 0.0, "hd95": diagonal, "empty": "prediction"}
+    false_positive = case_metrics(nothing, reference, LABELS, (999, 2.0, 0.5))["lesion"]
+    assert false_positive == {"dice": 0.0, "nsd": 0.0, "hd95": diagonal, "empty": "reference"}
+    both = case_metrics(nothing, nothing, LABELS, (999, 2.0, 0.5))["lesion"]
+    assert both["empty"] == "both" and both["dice"] == 1.0 and both["hd95"] == 0.0
+
+
+def _empty_reference_study(b_false_positives: bool) -> dict:
+    """10 cases with a lesion both methods find equally well, 6 without: B paints a lesion there or not."""
+    cases = [_case(f"t{i}", _square(), {"A": _square(shift=1), "B": _square(shift=1)}) for i in range(10)]
+    for i in range(6):
+        b = _square(start=2, stop=6) if b_false_positives else _square() * 0
+        cases.append(_case(f"e{i}", _square() * 0, {"A": _square() * 0, "B": b}))
+    return analyse(cases, ["lesion"], ["A"], "B")
+
+
+def test_false_positives_on_empty_references_reach_the_difference_and_the_test() -> None:
+    clean, noisy = _empty_reference_study(False), _empty_reference_study(True)
+    assert clean["paired"]["A"]["lesion"]["dice"]["n"] == 16  # the case set follows the references alone
+    assert clean["paired"]["A"]["lesion"]["dice"]["p_value"] == 1.0
+    test = noisy["paired"]["A"]["lesion"]["dice"]
+    assert test["n"] == 16 and math.isclose(test["mean_difference"], -6 / 16)
+    assert test["ci95"][1] < 0
+    # 6 non-zero differences of one sign: the exact test cannot go below 2 / 2**6, tied scores or not
+    assert smallest_p(6) == 2 / 64 <= test["p_value"] < 0.05
+    assert noisy["summary"]["A"]["lesion"]["dice"]["n"] == noisy["summary"]["B"]["lesion"]["dice"]["n"] == 16
+    assert noisy["paired"]["A"]["lesion"]["hd95"]["mean_difference"] > 0  # B's distances grow as well
+    counts = noisy["counts"]["lesion"]
+    assert counts["false_positive_on_empty_reference"] == {"A": 0, "B": 6} and counts["empty_reference"] == 6
+
+
+def test_a_method_is_scored_the_same_whichever_other_methods_were_trained() -> None:
+    cases = [_case(f"e{i}", _square() * 0, {"A": _square() * 0, "C": _square(start=2, stop=6), "B": _square() * 0})
+             for i in range(4)] + [_case(f"t{i}", _square(), {"A": _square(shift=i % 3), "C": _square(),
+                                                              "B": _square(shift=1)}) for i in range(6)]
+    alone, beside = analyse(cases, ["lesion"], ["A"], "B"), analyse(cases, ["lesion"], ["A", "C"], "B")
+    assert alone["summary"]["B"] == beside["summary"]["B"] and alone["summary"]["A"] == beside["summary"]["A"]
+    assert alone["paired"]["A"]["lesion"]["dice"]["mean_difference"] == \
+        beside["paired"]["A"]["lesion"]["dice"]["mean_difference"]
+
+
+def test_the_median_and_the_test_treat_zero_differences_alike() -> None:
+    a = {f"u{i}": 0.5 for i in range(16)}
+    b = {**a, **{f"u{i}": 0.0 for i in range(6)}}  # 10 ties, 6 losses
+    result = paired_comparison(a, b)
+    assert result["median_difference"] == 0.0
+    assert result["p_value"] > 0.02  # zeros split between the signs; the normal approximation gave 0.014
+
+
+def test_a_missed_object_counts_against_the_method_in_every_metric() -> None:
+    cases = [_case(f"c{i}", _square(), {"A": _square(), "B": _square() if i % 2 else _square() * 0})
+             for i in range(8)]
+    result = analyse(cases, ["lesion"], ["A"], "B")
+    assert result["counts"]["lesion"]["missed_object"] == {"A": 0, "B": 4}
+    assert result["summary"]["B"]["lesion"]["dice"]["mean"] == 0.5
+    assert result["summary"]["B"]["lesion"]["hd95"]["mean"] == pytest.approx(worst_distance((20, 20), (1, 1)) / 2)
+
+
+def test_patient_groups_make_the_unit_and_n_and_the_strongest_baseline_is_named() -> None:
+    cases = [_case(f"p{i // 4}_z{i}", _square(), {"A": _square(shift=1), "C": _square(shift=3), "B": _square()},
+                   group=f"p{i // 4}") for i in range(12)]
+    groups = {c["case"]: c["group"] for c in cases}
+    result = analyse(cases, ["lesion"], ["C", "A"], "B", groups)
+    assert result["unit"] == "patient" and result["n_units"] == 3 and result["n_cases"] == 12
+    assert result["paired"]["A"]["lesion"]["dice"]["n"] == 3 and result["strongest_baseline"] == "A"
+    assert "per patient (n = 3 patients from 12 cases" in result["conventions"][0]
+    per_case = analyse(cases, ["lesion"], ["C", "A"], "B")
+    assert per_case["unit"] == "case" and per_case["paired"]["A"]["lesion"]["dice"]["n"] == 12
+    family = [t["p_holm"] for b in result["paired"].values() for row in b.values() for t in row.values()]
+    assert len(family) == 6 and all(math.isfinite(p) or math.isnan(p) for p in family)
+
+
+def test_several_labels_add_a_foreground_mean_over_the_labels_each_case_counts() -> None:
+    labels = {"background": 0, "a": 1, "b": 2}
+    reference = _square() + 2 * _square(start=16, stop=19)  # label 1 in the middle, label 2 in a corner
+    only_a = np.where(reference == 2, 0, reference)
+    cases = [_case(f"c{i}", reference, {"X": reference, "Y": only_a}, labels=labels) for i in range(5)]
+    result = analyse(cases, ["a", "b"], ["X"], "Y")
+    assert result["rows"] == ["a", "b", FOREGROUND_MEAN] and result["primary_row"] == FOREGROUND_MEAN
+    assert result["summary"]["Y"][FOREGROUND_MEAN]["dice"]["mean"] == pytest.approx(
+        (result["summary"]["Y"]["a"]["dice"]["mean"] + result["summary"]["Y"]["b"]["dice"]["mean"]) / 2)
+    assert result["summary"]["Y"]["b"]["dice"]["mean"] == 0.0 and result["counts"]["b"]["missed_object"]["Y"] == 5
+    assert analyse(cases, ["a"], ["X"], "Y")["rows"] == ["a"]

@@ -8,6 +8,8 @@ that hold only the fine-tuned tensors plus the identity of the base weights, wri
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
@@ -15,7 +17,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from autosam.errors import AutosamError, CheckpointError
 from autosam.files import atomic_torch_save
-from autosam.sam.checkpoints import FROM_SCRATCH, BaseIdentity, load_base_checkpoint
+from autosam.sam.checkpoints import CATALOGUE, FROM_SCRATCH, BaseIdentity, load_base_checkpoint
 from autosam.sam.network import SamSegmenter
 from autosam.sam.registry import build_sam, get_backbone
 from autosam.sam.setups import Setup, apply_setup
@@ -56,18 +58,28 @@ class nnUNetTrainerSAM(nnUNetTrainer):
         # Fine-tuned checkpoints are small: keep the latest every epoch (a crash loses at most one), except
         # when every encoder weight trains and a checkpoint carries the whole model and its optimiser state.
         setup = self.sam_plan.setup
-        self.save_every = 10 if setup.method == "vanilla" and setup.trains_encoder else 1
+        self.save_every = 10 if setup.trains_whole_encoder else 1
 
     @classmethod
     def plan_for(cls, configuration_manager: ConfigurationManager) -> SamPlan:
+        """The planned set-up, or the variant's with its own learning rate and, on another backbone, that
+        backbone's official weights (looked up next to the planned ones) and their normalisation."""
         plan = sam_plan_of(configuration_manager.configuration)
         if cls.setup_override:
+            from planners.choose import learning_rate_for, learning_rate_reason
+
             setup = Setup.parse(cls.setup_override, lora_rank=plan.setup.lora_rank, lora_alpha=plan.setup.lora_alpha)
             if setup.backbone != plan.setup.backbone and plan.base_checkpoint is not None:
                 from planners.sam_planner import base_checkpoint_for
 
-                plan.base_checkpoint, _ = base_checkpoint_for(setup, get_backbone(setup.backbone).checkpoint)
+                planned = plan.base_checkpoint.path
+                name = get_backbone(setup.backbone).checkpoint
+                plan.base_checkpoint, _ = base_checkpoint_for(setup, name, planned and str(Path(planned).parent))
+                plan.normalisation = CATALOGUE[name].normalisation
             plan.setup = setup
+            plan.learning_rate = learning_rate_for(setup)
+            plan.reasons["setup"] = f"fixed by the trainer {cls.__name__}"
+            plan.reasons["learning_rate"] = learning_rate_reason(setup)
         return plan
 
     @classmethod

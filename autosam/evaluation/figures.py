@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import math
 from pathlib import Path
 
 import matplotlib
@@ -12,7 +11,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-COLOURS = {"nnU-Net": "#4c72b0", "SAM": "#dd8452"}
+BASELINE_COLOURS = ("#4c72b0", "#55a868", "#8172b3")  # nnU-Net configurations
+CHALLENGER_COLOUR = "#dd8452"
+
+
+def colour(method: str, methods: list[str]) -> str:
+    """Orange for SAM, blues/greens for the baselines, stable whatever their number."""
+    if method.startswith("SAM"):
+        return CHALLENGER_COLOUR
+    baselines = [m for m in methods if not m.startswith("SAM")]
+    return BASELINE_COLOURS[baselines.index(method) % len(BASELINE_COLOURS)] if method in baselines else "grey"
 
 
 def _own_style(draw):
@@ -28,37 +36,36 @@ def _own_style(draw):
 
 
 @_own_style
-def paired_plot(cases: list[dict], label: str, methods: list[str], path: Path) -> None:
+def paired_plot(a: dict[str, float], b: dict[str, float], methods: list[str], ylabel: str, title: str,
+                path: Path) -> None:
+    """``a``, ``b``: unit -> value of the two methods; one line per unit both have."""
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    a, b = methods
-    for case in cases:
-        x, y = case["metrics"][a][label]["dice"], case["metrics"][b][label]["dice"]
-        if not (math.isnan(x) or math.isnan(y)):
-            ax.plot([0, 1], [x, y], color="grey", alpha=0.4, lw=0.8)
-            ax.scatter([0, 1], [x, y], c=[COLOURS.get(a, "C0"), COLOURS.get(b, "C1")], s=10, zorder=3)
+    for unit in sorted(set(a) & set(b)):
+        ax.plot([0, 1], [a[unit], b[unit]], color="grey", alpha=0.4, lw=0.8)
+        ax.scatter([0, 1], [a[unit], b[unit]], c=[colour(m, methods) for m in methods], s=10, zorder=3)
     ax.set_xticks([0, 1], methods)
     ax.set_xlim(-0.3, 1.3)
     ax.set_ylim(-0.02, 1.02)
-    ax.set_ylabel(f"Dice ({label})")
-    ax.set_title("Per case, same folds")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
 @_own_style
-def box_plots(cases: list[dict], labels: list[str], methods: list[str], path: Path) -> None:
-    fig, axes = plt.subplots(1, len(labels), figsize=(3.2 * len(labels) + 0.5, 4), squeeze=False)
-    for ax, label in zip(axes[0], labels):
-        data = [[c["metrics"][m][label]["dice"] for c in cases if not math.isnan(c["metrics"][m][label]["dice"])]
-                for m in methods]
-        parts = ax.boxplot(data, patch_artist=True, widths=0.6)
-        ax.set_xticks(range(1, len(methods) + 1), methods)
+def box_plots(rows: dict[str, dict[str, list[float]]], ylabel: str, path: Path) -> None:
+    """``rows``: label -> method -> values; one panel per label."""
+    fig, axes = plt.subplots(1, len(rows), figsize=(3.2 * len(rows) + 0.5, 4), squeeze=False)
+    for ax, (label, data) in zip(axes[0], rows.items()):
+        methods = list(data)
+        parts = ax.boxplot([data[m] for m in methods], patch_artist=True, widths=0.6)
+        ax.set_xticks(range(1, len(methods) + 1), methods, rotation=15)
         for patch, method in zip(parts["boxes"], methods):
-            patch.set_facecolor(COLOURS.get(method, "C0"))
+            patch.set_facecolor(colour(method, methods))
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(label)
-        ax.set_ylabel("Dice")
+        ax.set_ylabel(ylabel)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -70,7 +77,7 @@ def training_curves(logs: dict[str, list[dict]], path: Path) -> None:
     fig, (loss_ax, dice_ax) = plt.subplots(1, 2, figsize=(9, 3.6))
     for method, folds in logs.items():
         for k, log in enumerate(folds):
-            style = {"color": COLOURS.get(method, "C0"), "alpha": 0.8, "label": method if k == 0 else None}
+            style = {"color": colour(method, list(logs)), "alpha": 0.8, "label": method if k == 0 else None}
             loss_ax.plot(log["train_losses"], **style)
             loss_ax.plot(log["val_losses"], ls="--", color=style["color"], alpha=0.5)
             dice_ax.plot(log["ema_fg_dice"], **style)

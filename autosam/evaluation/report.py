@@ -5,25 +5,14 @@ from __future__ import annotations
 import base64
 import html
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
 
-from autosam.errors import AutosamError
 from autosam.evaluation import figures
-from autosam.evaluation.collect import reader_for, validation_metrics
-from autosam.evaluation.stats import describe, paired_comparison
+from autosam.evaluation.collect import reader_for, training_log
+from autosam.evaluation.comparison import Method
+from autosam.evaluation.conventions import ALPHA, METRICS
 from autosam.files import atomic_write_json
-
-METRICS = ("dice", "nsd", "hd95")
-
-
-@dataclass
-class Method:
-    name: str  # "nnU-Net", "SAM"
-    model_folder: Path
 
 
 def _clean(value):
@@ -37,52 +26,13 @@ def _clean(value):
     return value
 
 
-# nnU-Net's own checkpoints log numpy scalars; allow exactly those types in the weights-only unpickler.
-_NUMPY_LOG_TYPES = [np._core.multiarray.scalar, np.dtype, type(np.dtype("float64")), type(np.dtype("float32")),
-                    type(np.dtype("int64"))]
-
-
-def training_log(model_folder: Path, fold: int) -> dict:
-    checkpoint = model_folder / f"fold_{fold}" / "checkpoint_final.pth"
-    with torch.serialization.safe_globals(_NUMPY_LOG_TYPES):
-        return torch.load(checkpoint, map_location="cpu", weights_only=True)["logging"]
-
-
-def training_seconds(log: dict) -> float:
-    return float(sum(e - s for s, e in zip(log["epoch_start_timestamps"], log["epoch_end_timestamps"])))
-
-
-def compare(methods: list[Method], folds: list[int], gt_folder: Path, groups: dict[str, str] | None = None) -> dict:
-    per_method = {m.name: validation_metrics(m.model_folder, folds, gt_folder) for m in methods}
-    names = [m.name for m in methods]
-    shared = sorted(set.intersection(*(set(v) for v in per_method.values())))
-    if not shared:
-        raise AutosamError("the methods share no validated case; were they trained on the same folds?")
-    _, dataset_json = reader_for(methods[0].model_folder)
-    labels = [k for k, v in dataset_json["labels"].items() if isinstance(v, int) and v != 0]
-    cases = [{"case": c, "fold": per_method[names[0]][c]["fold"], "group": (groups or {}).get(c),
-              "metrics": {n: per_method[n][c]["metrics"] for n in names}} for c in shared]
-    summary = {n: {label: {metric: describe([c["metrics"][n][label][metric] for c in cases]) for metric in METRICS}
-                   for label in labels} for n in names}
-    baseline, challenger = names
-    paired = {label: {metric: paired_comparison(shared, [c["metrics"][baseline][label][metric] for c in cases],
-                                                [c["metrics"][challenger][label][metric] for c in cases], groups)
-                      for metric in METRICS} for label in labels}
-    training = {}
-    for m in methods:
-        logs = [training_log(m.model_folder, f) for f in folds]
-        training[m.name] = {"seconds_per_fold": [round(training_seconds(log), 1) for log in logs],
-                            "epochs": [len(log["train_losses"]) for log in logs]}
-    return {"dataset": dataset_json.get("name", ""), "folds": folds, "labels": labels, "methods":
-            {m.name: str(m.model_folder) for m in methods}, "difference": f"{challenger} - {baseline}",
-            "cases": cases, "summary": summary, "paired": paired, "training": training}
 
 
 def _overlay_rows(comparison: dict, methods: list[Method], raw_images: Path, gt_folder: Path) -> list[dict]:
     reader_class, dataset_json = reader_for(methods[0].model_folder)
     reader, ending = reader_class(), dataset_json["file_ending"]
-    label, challenger = comparison["labels"][0], methods[-1].name
-    scored = sorted((c for c in comparison["cases"] if not math.isnan(c["metrics"][challenger][label]["dice"])),
+    label, challenger = comparison["labels"][0], comparison["challenger"]
+    scored = sorted((c for c in comparison["cases"] if c["metrics"][challenger][label]["empty"] != "both"),
                     key=lambda c: c["metrics"][challenger][label]["dice"])
     if not scored:
         return []
@@ -99,42 +49,99 @@ def _overlay_rows(comparison: dict, methods: list[Method], raw_images: Path, gt_
     return rows
 
 
+def _ci(d: dict, signed: bool = False) -> str:
+    f = "+.3f" if signed else ".3f"
+    return f"[{format(d['ci95'][0], f)}, {format(d['ci95'][1], f)}]"
+
+
 def headline(comparison: dict) -> list[str]:
-    """One line per label: mean Dice of each method, the paired difference, its CI and p-value."""
-    lines = []
-    baseline, challenger = list(comparison["summary"])
-    for label in comparison["labels"]:
-        a, b = comparison["summary"][baseline][label]["dice"], comparison["summary"][challenger][label]["dice"]
-        p = comparison["paired"][label]["dice"]
-        lines.append(f"{label}: Dice {baseline} {a['mean']:.3f} [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}] vs "
-                     f"{challenger} {b['mean']:.3f} [{b['ci95'][0]:.3f}, {b['ci95'][1]:.3f}]; difference "
-                     f"{p['mean_difference']:+.3f} [{p['ci95'][0]:+.3f}, {p['ci95'][1]:+.3f}], Wilcoxon "
-                     f"p = {p['p_value']:.3g} (n = {p['n']} {p['unit']}s)")
+    """The verdict: what was compared and under which conditions first, then the numbers per label row."""
+    challenger, baseline = comparison["challenger"], comparison["strongest_baseline"]
+    others = [b for b in comparison["baselines"] if b != baseline]
+    unit = comparison["unit"]
+    lines = [f"{challenger} vs {baseline}" + (f" (the strongest baseline by mean Dice; also trained: "
+                                              f"{', '.join(others)})" if others else "")
+             + f"; unit of analysis: {unit} (n = {comparison['n_units']} {unit}s, {comparison['n_cases']} cases)"]
+    lines += comparison.get("conditions", []) + budget_lines(comparison["training"],
+                                                             comparison.get("budget_policy"))
+    smallest = comparison["smallest_attainable_p"]
+    if smallest["holm"] > ALPHA:
+        lines.append(f"with n = {comparison['paired'][baseline][comparison['primary_row']]['dice']['n']} {unit}s "
+                     f"the smallest p the signed-rank test can give is {smallest['raw']:.3g} ({smallest['holm']:.3g} "
+                     f"after Holm): no difference can reach p < {ALPHA} here; read the confidence intervals")
+    for row in comparison["rows"]:
+        a, b = comparison["summary"][baseline][row]["dice"], comparison["summary"][challenger][row]["dice"]
+        p = comparison["paired"][baseline][row]["dice"]
+        lines.append(f"{row}: Dice {baseline} {a['mean']:.3f} {_ci(a)} vs {challenger} {b['mean']:.3f} {_ci(b)}; "
+                     f"difference {p['mean_difference']:+.3f} {_ci(p, True)} (median {p['median_difference']:+.3f}), "
+                     f"Wilcoxon p = {p['p_value']:.3g}, Holm p = {p['p_holm']:.3g} (n = {p['n']} {unit}s)")
     return lines
+
+
+def _per_fold(folds: list[dict], key: str) -> set:
+    return {f[key] for f in folds}
+
+
+def budget_lines(training: dict[str, list[dict]], requested: str | None) -> list[str]:
+    """What each method trained with, read back from its folds, and whether that matches the request."""
+    def same(key: str) -> bool:
+        values = [_per_fold(folds, key) for folds in training.values()]
+        return all(v == values[0] and len(v) == 1 and None not in v for v in values)
+
+    verdict = []
+    for key, what in (("optimizer_steps", "optimiser steps"), ("images_seen", "training patches")):
+        verdict.append(f"every method the same {next(iter(_per_fold(next(iter(training.values())), key))):,} "
+                       f"{what} per fold" if same(key) else f"{what} differ between methods")
+    lines = ["budgets: " + ("; ".join(verdict)) + (f" (requested: {requested})" if requested else "")]
+    if requested and requested.startswith("equal") and not (same("optimizer_steps") and same("images_seen")):
+        lines.append("note: folds kept from an earlier run trained with other budgets than requested (move their "
+                     "folders away to train them again under this policy)")
+    return lines + [f"budget of {n}: {_budget_text(t)}" for n, t in training.items()]
+
+
+def _budget_text(folds: list[dict]) -> str:
+    first = folds[0]
+    keys = ("epochs", "iterations_per_epoch", "batch_size")
+    if all(tuple(f[k] for k in keys) == tuple(first[k] for k in keys) for f in folds) and first["optimizer_steps"]:
+        text = (f"{first['epochs']} epochs × {first['iterations_per_epoch']} iterations × batch {first['batch_size']}"
+                f" = {first['optimizer_steps']:,} optimiser steps, {first['images_seen']:,} training patches per fold")
+    else:
+        text = "per fold: " + "; ".join(f"{f['epochs']} × {f['iterations_per_epoch']} × batch {f['batch_size']}"
+                                         for f in folds)
+    seconds = [f["seconds"] for f in folds]
+    seeds = ", ".join("not recorded" if s is None else str(s) for s in sorted(_per_fold(folds, "seed"), key=str))
+    devices = ", ".join(str(d) for d in sorted(_per_fold(folds, "device"), key=str))
+    return (f"{text}; training {min(seconds):.0f}-{max(seconds):.0f} s per fold ({sum(seconds):.0f} s in all) on "
+            f"{devices}; seed {seeds}")
 
 
 def _markdown(comparison: dict, plan: dict | None, images: dict[str, str]) -> str:
     names = list(comparison["summary"])
-    out = [f"# autosam comparison: {comparison['difference']}", "",
-           f"Folds {comparison['folds']}, {len(comparison['cases'])} validation cases, identical for both methods.",
-           "", "## Headline", ""] + [f"- {line}" for line in headline(comparison)] + ["", "## Per label", ""]
-    out.append("| label | metric | " + " | ".join(f"{n} mean ± std [95% CI]" for n in names)
-               + " | difference [95% CI] | p |")
-    out.append("|---|---|" + "---|" * (len(names) + 2))
-    for label in comparison["labels"]:
+    challenger = comparison["challenger"]
+    out = [f"# autosam comparison: {challenger} vs {', '.join(comparison['baselines'])}", "",
+           f"Folds {comparison['folds']}, {comparison['n_cases']} validation cases "
+           f"({comparison['n_units']} {comparison['unit']}s), identical for every method.", "",
+           "## Headline", ""] + [f"- {line}" for line in headline(comparison)]
+    out += ["", "## How the numbers are made", ""] + [f"- {line}" for line in comparison["conventions"]]
+    out += ["", "## Per label", "", "| label | metric | " + " | ".join(f"{n} mean ± std [95% CI]" for n in names)
+            + " | " + " | ".join(f"{challenger} − {b}: mean [95% CI], median, p, Holm p" for b in comparison["baselines"])
+            + " |", "|---|---|" + "---|" * (len(names) + len(comparison["baselines"]))]
+    for row in comparison["rows"]:
         for metric in METRICS:
-            cells = []
-            for n in names:
-                d = comparison["summary"][n][label][metric]
-                cells.append(f"{d['mean']:.3f} ± {d['std']:.3f} [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}]")
-            p = comparison["paired"][label][metric]
-            out.append(f"| {label} | {metric} | " + " | ".join(cells) + f" | {p['mean_difference']:+.3f} "
-                       f"[{p['ci95'][0]:+.3f}, {p['ci95'][1]:+.3f}] | {p['p_value']:.3g} |")
-    out += ["", "Dice and NSD (tolerance 2 mm, or 2 px for PNG): higher is better; HD95: lower is better. "
-            "Statistics are paired per " + comparison["paired"][comparison["labels"][0]]["dice"]["unit"]
-            + "; CIs are percentile bootstrap (10,000 resamples).", "", "## Training", ""]
-    for n, t in comparison["training"].items():
-        out.append(f"- {n}: {t['epochs']} epochs per fold, {t['seconds_per_fold']} s per fold")
+            cells = [f"{comparison['summary'][n][row][metric]['mean']:.3f} ± {comparison['summary'][n][row][metric]['std']:.3f} "
+                     f"{_ci(comparison['summary'][n][row][metric])}" for n in names]
+            for b in comparison["baselines"]:
+                p = comparison["paired"][b][row][metric]
+                cells.append(f"{p['mean_difference']:+.3f} {_ci(p, True)}, {p['median_difference']:+.3f}, "
+                             f"{p['p_value']:.3g}, {p['p_holm']:.3g}")
+            out.append(f"| {row} | {metric} | " + " | ".join(cells) + " |")
+    out += ["", "## Empty references and misses", "", "| label | cases | empty reference | "
+            + " | ".join(f"{n}: false positives on empty / missed objects" for n in names) + " |",
+            "|---|---|---|" + "---|" * len(names)]
+    for label, c in comparison["counts"].items():
+        out.append(f"| {label} | {c['cases']} | {c['empty_reference']} | "
+                   + " | ".join(f"{c['false_positive_on_empty_reference'][n]} / {c['missed_object'][n]}"
+                                for n in names) + " |")
     if plan:
         out += ["", "## The SAM plan", "", f"`{plan['setup']}` at {plan['image_size']} px, batch "
                 f"{plan['batch_size']}, predicted {plan['predicted_memory_gb']} GB on {plan['hardware']}", ""]
@@ -182,11 +189,14 @@ def write_report(comparison: dict, methods: list[Method], out: Path, raw_images:
                  plan: dict | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     names = [m.name for m in methods]
+    units = comparison["unit_values"]
+    baseline, challenger, primary = comparison["strongest_baseline"], comparison["challenger"], comparison["primary_row"]
     images = {}
-    label = comparison["labels"][0]
-    figures.paired_plot(comparison["cases"], label, names, out / "paired_dice.png")
-    images["Per-case Dice, paired"] = "paired_dice.png"
-    figures.box_plots(comparison["cases"], comparison["labels"], names, out / "dice_boxplots.png")
+    figures.paired_plot(units[baseline][primary]["dice"], units[challenger][primary]["dice"], [baseline, challenger],
+                        f"Dice ({primary})", f"Per {comparison['unit']}, same folds", out / "paired_dice.png")
+    images[f"Dice per {comparison['unit']}, paired ({challenger} vs {baseline})"] = "paired_dice.png"
+    figures.box_plots({row: {n: list(units[n][row]["dice"].values()) for n in names} for row in comparison["rows"]},
+                      f"Dice per {comparison['unit']}", out / "dice_boxplots.png")
     images["Dice per label"] = "dice_boxplots.png"
     logs = {m.name: [training_log(m.model_folder, f) for f in comparison["folds"]] for m in methods}
     figures.training_curves(logs, out / "training_curves.png")
@@ -201,4 +211,3 @@ def write_report(comparison: dict, methods: list[Method], out: Path, raw_images:
     (out / "report.md").write_text(markdown)
     (out / "report.html").write_text(_html(markdown, out))
     return out / "report.html"
-

@@ -52,6 +52,11 @@ class Setup:
     def trains_encoder(self) -> bool:
         return self.scope == "encdec"
 
+    @property
+    def trains_whole_encoder(self) -> bool:
+        """Every image-encoder weight updates (vanilla encoder + decoder)."""
+        return self.method == "vanilla" and self.trains_encoder
+
     @classmethod
     def parse(cls, name: str, **options) -> "Setup":
         parts = name.rsplit("_", 2)

@@ -1,0 +1,111 @@
+"""The comparison itself: every method scored on the same cases and units, SAM paired against each baseline."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from autosam.errors import AutosamError
+from autosam.evaluation import conventions
+from autosam.evaluation.collect import check_current_folds, fold_budget, reader_for, validation_metrics
+from autosam.evaluation.conventions import FOREGROUND_MEAN, METRICS
+from autosam.evaluation.stats import describe, holm, paired_comparison, smallest_p, unit_values
+
+
+@dataclass
+class Method:
+    name: str  # "nnU-Net 2d", "nnU-Net 3d_fullres", "SAM"
+    model_folder: Path
+
+
+def label_rows(labels: list[str]) -> list[str]:
+    """The labels compared, plus their per-case mean when there are several."""
+    return labels + ([FOREGROUND_MEAN] if len(labels) > 1 else [])
+
+
+def case_value(case: dict, method: str, row: str, metric: str, labels: list[str]) -> float:
+    """A case's score for one row: a label's, or the mean over the labels."""
+    if row != FOREGROUND_MEAN:
+        return case["metrics"][method][row][metric]
+    return float(np.mean([case["metrics"][method][label][metric] for label in labels]))
+
+
+def row_units(cases: list[dict], method: str, row: str, metric: str, labels: list[str],
+              groups: dict[str, str] | None) -> dict[str, float]:
+    return unit_values([c["case"] for c in cases], [case_value(c, method, row, metric, labels) for c in cases],
+                       groups)
+
+
+def empty_counts(cases: list[dict], labels: list[str], names: list[str]) -> dict:
+    """How many cases each rule of ``conventions`` touched, per label."""
+    out = {}
+    for label in labels:
+        out[label] = {
+            "cases": len(cases),
+            "empty_reference": sum(c["metrics"][names[0]][label]["empty"] in ("both", "reference") for c in cases),
+            "false_positive_on_empty_reference": {
+                m: sum(c["metrics"][m][label]["empty"] == "reference" for c in cases) for m in names},
+            "missed_object": {m: sum(c["metrics"][m][label]["empty"] == "prediction" for c in cases) for m in names},
+        }
+    return out
+
+
+def compare(baselines: list[Method], challenger: Method, folds: list[int], gt_folder: Path,
+            groups: dict[str, str] | None = None, splits: list[dict] | None = None) -> dict:
+    methods = baselines + [challenger]
+    names = [m.name for m in methods]
+    _, dataset_json = reader_for(challenger.model_folder)
+    if splits is not None:
+        for m in methods:
+            check_current_folds(m.model_folder, folds, splits, dataset_json["file_ending"])
+    per_method = {m.name: validation_metrics(m.model_folder, folds, gt_folder) for m in methods}
+    shared = sorted(set.intersection(*(set(v) for v in per_method.values())))
+    if not shared:
+        raise AutosamError("the methods share no validated case; were they trained on the same folds?")
+    labels = [k for k, v in dataset_json["labels"].items() if isinstance(v, int) and v != 0]
+    if groups is not None and any(c not in groups for c in shared):
+        missing = next(c for c in shared if c not in groups)
+        raise AutosamError(f"the patient groups name no patient for case {missing}; write them again with "
+                           "'autosam split' for every case")
+    cases = [{"case": c, "fold": per_method[names[0]][c]["fold"], "group": (groups or {}).get(c),
+              "metrics": {n: per_method[n][c]["metrics"] for n in names}} for c in shared]
+    return {"dataset": dataset_json.get("name", ""), "folds": folds,
+            "methods": {m.name: str(m.model_folder) for m in methods},
+            **analyse(cases, labels, [b.name for b in baselines], challenger.name, groups),
+            "training": {m.name: [fold_budget(m.model_folder, f) for f in folds] for m in methods}}
+
+
+def analyse(cases: list[dict], labels: list[str], baselines: list[str], challenger: str,
+            groups: dict[str, str] | None = None) -> dict:
+    """Summaries and paired tests of ``challenger`` against each baseline on identical cases and units.
+
+    ``cases``: {"case", "group", "metrics": {method: {label: case_metrics()'s scores}}}."""
+    names = baselines + [challenger]
+    rows = label_rows(labels)
+    units = {n: {row: {metric: row_units(cases, n, row, metric, labels, groups) for metric in METRICS}
+                 for row in rows} for n in names}
+    summary = {n: {row: {metric: describe(list(units[n][row][metric].values())) for metric in METRICS}
+                   for row in rows} for n in names}
+    paired = {b: {row: {metric: paired_comparison(units[b][row][metric], units[challenger][row][metric])
+                        for metric in METRICS} for row in rows} for b in baselines}
+    family = [paired[b][row][metric] for b in baselines for row in rows for metric in METRICS]
+    for test, adjusted in zip(family, holm([t["p_value"] for t in family])):
+        test["p_holm"] = adjusted
+    primary = rows[-1]  # the foreground mean when there are several labels, else the only label
+    strongest = max(baselines, key=lambda n: np.nan_to_num(summary[n][primary]["dice"]["mean"], nan=-1))
+    tested = sum(np.isfinite(t["p_value"]) for t in family)
+    smallest = smallest_p(paired[strongest][primary]["dice"]["n"])
+    unit, n_units = ("patient" if groups else "case"), len({(groups or {}).get(c["case"], c["case"]) for c in cases})
+    return {"labels": labels, "rows": rows, "primary_row": primary, "baselines": baselines, "challenger": challenger,
+            "strongest_baseline": strongest, "unit": unit, "n_cases": len(cases), "n_units": n_units,
+            "conventions": conventions.describe(unit, n_units, len(cases)),
+            "counts": empty_counts(cases, labels, names), "cases": cases, "unit_values": units, "summary": summary,
+            "paired": paired, "smallest_attainable_p": {"raw": smallest, "holm": min(1.0, smallest * max(1, tested))}}
+
+
+def read_splits(preprocessed_dataset: Path) -> list[dict] | None:
+    path = preprocessed_dataset / "splits_final.json"
+    return json.loads(path.read_text()) if path.is_file() else None

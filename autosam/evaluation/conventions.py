@@ -1,0 +1,66 @@
+"""The verdict's conventions in one place: how cases are scored, which count, and how they are aggregated.
+
+The report quotes ``describe()`` so that a reader of ``report.md`` alone can judge the numbers.
+
+Per case and label, for every method alike:
+- reference and prediction both empty: a correct "nothing here" (Dice 1, NSD 1, HD95 0); the case is left out
+  of that label's comparison only when *every* method predicts it empty (nothing to compare);
+- reference empty, prediction not (a false positive) and reference not empty, prediction empty (a missed
+  object): Dice 0, NSD 0, and HD95 = the image's diagonal in physical units, the largest distance possible;
+- otherwise MONAI's Dice, NSD (tolerance ``NSD_TOLERANCE``) and HD95.
+Every method is then summarised and tested on exactly the same cases, averaged per patient first when the
+patients are known (the unit of analysis), so slices of one patient count once.
+"""
+
+from __future__ import annotations
+
+import math
+
+NSD_TOLERANCE = 2.0  # mm (or pixels for PNG), the boundary tolerance of the normalised surface distance
+CONFIDENCE = 0.95
+BOOTSTRAP_RESAMPLES = 10_000
+BCA_MAX_N = 2000  # above this many units, percentile intervals (BCa's jackknife grows as n²)
+PERMUTATION_MAX_N = 50  # up to this many units the signed-rank p is exact (n <= 16) or from permutations
+PERMUTATIONS = 2**16
+ALPHA = 0.05
+STATS_SEED = 12345  # the bootstrap's own seed, so that a report is reproducible from its cases
+FOREGROUND_MEAN = "foreground mean"  # the per-case mean over labels, added when a dataset has several
+METRICS = ("dice", "nsd", "hd95")
+HIGHER_IS_BETTER = {"dice": True, "nsd": True, "hd95": False}
+
+
+def worst_distance(shape: tuple[int, ...], spacing: tuple[float, ...]) -> float:
+    """The image diagonal in physical units: HD95 of a missed object or of a false positive."""
+    return math.sqrt(sum((n * s) ** 2 for n, s in zip(shape, spacing)))
+
+
+def empty_scores(reference_empty: bool, prediction_empty: bool, diagonal: float) -> dict[str, float] | None:
+    """Scores fixed by the rules above, or None when both masks hold the label (measure it)."""
+    if reference_empty and prediction_empty:
+        return {"dice": 1.0, "nsd": 1.0, "hd95": 0.0}
+    if reference_empty or prediction_empty:
+        return {"dice": 0.0, "nsd": 0.0, "hd95": diagonal}
+    return None
+
+
+def describe(unit: str, n_units: int, n_cases: int) -> list[str]:
+    """The conventions in the report's words."""
+    per = (f"per patient (n = {n_units} patients from {n_cases} cases; a patient's cases are averaged first)"
+           if unit == "patient" else
+           f"per case (n = {n_cases}; no patient groups are known, so cases are treated as independent — "
+           "record patients with 'autosam split --groups' or '--group-pattern' if several cases share one)")
+    return [
+        f"Unit of analysis: {per}.",
+        "Every case counts for every label and method, so the case set depends on the references alone: a label "
+        "absent from both reference and prediction scores Dice 1, NSD 1, HD95 0; a false positive on an empty "
+        "reference and a missed object score Dice 0, NSD 0 and HD95 = the image diagonal.",
+        f"Statistics: each mean with a {CONFIDENCE:.0%} bootstrap CI ({BOOTSTRAP_RESAMPLES:,} resamples, "
+        f"scipy.stats.bootstrap, BCa; percentile where BCa is degenerate or above {BCA_MAX_N:,} units, as "
+        "comparison.json records per interval); the paired difference is the challenger minus the baseline: its "
+        "mean with a bootstrap CI, and its median beside the two-sided Wilcoxon signed-rank p (scipy; zero "
+        f"differences split between the signs; exact or {PERMUTATIONS:,} permutations up to "
+        f"{PERMUTATION_MAX_N} units); p-values are Holm-adjusted (statsmodels) across every baseline × label × "
+        "metric tested, raw and adjusted both shown.",
+        f"NSD tolerance {NSD_TOLERANCE:g} mm (pixels for PNG images); HD95 in mm (pixels for PNG); Dice and NSD: "
+        "higher is better, HD95: lower is better.",
+    ]

@@ -1,0 +1,75 @@
+"""One seed, one result: the same command with the same seed trains the same weights on a CPU."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import torch
+
+from autosam.cli import main
+from autosam.demo import DEMO_DATA, DEMO_DATASET
+from tests.conftest import case_ids, copy_subset
+
+TRAIN = ["train", "-d", "901", "-f", "0", "--device", "cpu", "--epochs", "1", "--iterations", "3"]
+
+
+def _train(folders, seed: int | None) -> tuple[dict, float, dict]:
+    """Train fold 0, return its weights, validation Dice and nnU-Net's debug record; then clear the results."""
+    assert main(TRAIN + ([] if seed is None else ["--seed", str(seed)])) == 0
+    model = folders["nnUNet_results"] / DEMO_DATASET / "nnUNetTrainerSAM__autosamPlans__2d_sam"
+    fold = model / "fold_0"
+    weights = torch.load(fold / "checkpoint_final.pth", weights_only=True)["network_weights"]
+    dice = json.loads((fold / "validation" / "summary.json").read_text())["foreground_mean"]["Dice"]
+    debug = json.loads((fold / "debug.json").read_text())
+    shutil.rmtree(model)
+    return weights, dice, debug
+
+
+def test_same_seed_same_weights_another_seed_other_weights(nnunet_folders) -> None:
+    copy_subset(DEMO_DATA, nnunet_folders["nnUNet_raw"], case_ids(DEMO_DATA)[:10])
+    assert main(["plan-and-preprocess", "-d", "901", "--setup", "test_vit_encdec_lora", "--image-size", "64",
+                 "--from-scratch", "--batch-size", "2", "--seed", "3"]) == 0
+    plans = json.loads((nnunet_folders["nnUNet_preprocessed"] / DEMO_DATASET / "autosamPlans.json").read_text())
+    assert plans["configurations"]["2d_sam"]["sam"]["seed"] == 3
+
+    first, first_dice, debug = _train(nnunet_folders, None)  # the plan's seed
+    assert debug["autosam_seed"] == "3"
+    torch.manual_seed(12345)  # whatever state the process is in, the seed decides
+    again, again_dice, _ = _train(nnunet_folders, 3)
+    other, _, other_debug = _train(nnunet_folders, 4)
+    assert other_debug["autosam_seed"] == "4"
+    assert first.keys() == again.keys()
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert abs(first_dice - again_dice) <= 1e-3
+    assert any(not torch.equal(first[k], other[k]) for k in first)
+
+
+def test_augmentation_workers_draw_from_the_seed(nnunet_folders, monkeypatch) -> None:
+    """With worker processes (nnUNet_n_proc_DA > 0, as on a GPU machine) nnU-Net starts them with fresh
+    entropy; the seed must reach them, so the same seed gives the same first augmented batch."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from autosam.seeding import seed_data_loaders, seed_everything
+    from autosam.training import make_trainer
+
+    copy_subset(DEMO_DATA, nnunet_folders["nnUNet_raw"], case_ids(DEMO_DATA)[:10])
+    assert main(["plan-and-preprocess", "-d", "901", "--setup", "test_vit_encdec_lora", "--image-size", "64",
+                 "--from-scratch"]) == 0
+    monkeypatch.setenv("nnUNet_n_proc_DA", "1")  # one worker: batches arrive in a fixed order
+
+    def first_batch(seed: int):
+        trainer = make_trainer("901", 0, nnUNetTrainer, "nnUNetPlans", "2d")
+        trainer.initialize()
+        seed_everything(seed)
+        seed_data_loaders(trainer, seed)
+        train, val = trainer.get_dataloaders()
+        try:
+            assert train.seeds == [seed + 1000]  # a multi-process augmenter, seeded
+            return next(train)["data"].clone()
+        finally:
+            train._finish()
+            val._finish()
+
+    first, again, other = first_batch(5), first_batch(5), first_batch(6)
+    assert torch.equal(first, again) and not torch.equal(first, other)
