@@ -10,7 +10,7 @@ import numpy as np
 
 from autosam.errors import AutosamError
 from autosam.files import atomic_write_json
-from autosam.nnunet_env import configure_training_processes, dataset_name, require_folders
+from autosam.nnunet_env import configure_training_processes, dataset_name, model_folder, require_folders
 from autosam.sam.setups import Setup, all_setups
 from autosam.sam_plan import PLANS_NAME, SAM_CONFIGURATION
 
@@ -20,24 +20,32 @@ SELECTION_NOTE = ("The best set-up is chosen on the same cross-validation folds 
                   "Dice is optimistic; confirm it on held-out data.")
 
 
-def cv_dice(model_folder: Path, folds: list[int]) -> float:
-    """Mean over folds of nnU-Net's foreground-mean validation Dice."""
-    values = [json.loads((model_folder / f"fold_{f}" / "validation" / "summary.json").read_text())
-              ["foreground_mean"]["Dice"] for f in folds]
-    return float(np.mean(values))
+def cv_dice(model_folder: Path, folds: list[int], gt_folder: Path, groups: dict[str, str] | None) -> float:
+    """Mean cross-validation Dice under the report's conventions (``evaluation.conventions``): every case
+    counts, the foreground mean over labels, averaged per patient when the patients are known."""
+    from autosam.evaluation.collect import reader_for, validation_metrics
+    from autosam.evaluation.comparison import label_rows, row_units
+
+    _, dataset_json = reader_for(model_folder)
+    labels = [k for k, v in dataset_json["labels"].items() if isinstance(v, int) and v != 0]
+    cases = [{"case": case, "metrics": {"set-up": scored["metrics"]}}
+             for case, scored in validation_metrics(model_folder, folds, gt_folder).items()]
+    return float(np.mean(list(row_units(cases, "set-up", label_rows(labels)[-1], "dice", labels, groups).values())))
 
 
 def ablate(dataset: str, setups: list[str], options) -> Path:
     """``options``: a ``pipeline.RunOptions`` (folds, budget, device). The dataset must be planned."""
     from autosam.evaluation.figures import ablation_heatmap
     from autosam.pipeline import train_once
-    from autosam.splits import resolve_folds
+    from autosam.splits import load_groups, resolve_folds
     from autosam.training import Budget, planned_seed, resolve_device
     from trainers.variants import VARIANTS
 
     folders = require_folders("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
     name = dataset_name(dataset)
-    options.folds = resolve_folds(options.folds, folders["nnUNet_raw"] / name, folders["nnUNet_preprocessed"] / name)
+    preprocessed = folders["nnUNet_preprocessed"] / name
+    options.folds = resolve_folds(options.folds, folders["nnUNet_raw"] / name, preprocessed)
+    groups = load_groups(preprocessed)
     plans_file = folders["nnUNet_preprocessed"] / name / f"{PLANS_NAME}.json"
     if not plans_file.is_file():
         raise AutosamError(f"{plans_file}: not found; run 'autosam plan-and-preprocess -d {dataset}' first")
@@ -56,7 +64,8 @@ def ablate(dataset: str, setups: list[str], options) -> Path:
         trainer = VARIANTS[f"nnUNetTrainerSAM_{setup}"]
         for fold in options.folds:
             train_once(dataset, fold, trainer, PLANS_NAME, SAM_CONFIGURATION, budget, device, setup, seed, False)
-        dice = cv_dice(results / f"{trainer.__name__}__{PLANS_NAME}__{SAM_CONFIGURATION}", options.folds)
+        dice = cv_dice(model_folder(dataset, trainer.__name__, PLANS_NAME, SAM_CONFIGURATION), options.folds,
+                       preprocessed / "gt_segmentations", groups)
         rows.append({"setup": setup, "cv_dice": dice})
         log.info("%s: CV Dice %.4f", setup, dice)
     best = max(rows, key=lambda r: r["cv_dice"])
@@ -69,6 +78,7 @@ def ablate(dataset: str, setups: list[str], options) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     ablation_heatmap(table, chosen, out / "ablation_heatmap.png")
     summary = {"folds": options.folds, "epochs": options.epochs, "iterations": options.iterations, "seed": seed,
+               "unit": "patient" if groups else "case",
                "selection": SELECTION_NOTE, "rows": rows,
                "best": best["setup"], "planner_pick": chosen,
                "planner_gap_to_best": None if picked is None else round(best["cv_dice"] - picked["cv_dice"], 4)}
@@ -76,7 +86,9 @@ def ablate(dataset: str, setups: list[str], options) -> Path:
     lines = ["| set-up | CV Dice |", "|---|---|"] + [
         f"| {r['setup']}{' (planner)' if r['setup'] == chosen else ''}{' (best)' if r is best else ''} | "
         f"{r['cv_dice']:.4f} |" for r in sorted(rows, key=lambda r: -r["cv_dice"])]
-    (out / "ablation.md").write_text("\n".join(lines) + f"\n\nSeed {seed}. {SELECTION_NOTE}\n\n"
+    (out / "ablation.md").write_text("\n".join(lines) + f"\n\nCV Dice: the foreground mean, averaged per "
+                                     f"{summary['unit']} (the comparison report's conventions). Seed {seed}. "
+                                     f"{SELECTION_NOTE}\n\n"
                                      "![heat map](ablation_heatmap.png)\n")
     print("\n".join(lines))
     print(SELECTION_NOTE)

@@ -91,10 +91,11 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from autosam.prediction import predict
+    from autosam.prediction import predict, resolve_model
 
-    trainer = f"nnUNetTrainerSAM_{args.setup}" if args.setup else "nnUNetTrainerSAM"
-    predict(args.dataset, args.input, args.output, args.folds, trainer=trainer, device=args.device,
+    model, why = resolve_model(args.dataset, args.setup)
+    print(f"model: {model.name}: {why}")
+    predict(args.dataset, args.input, args.output, args.folds, model, device=args.device,
             checkpoint=args.checkpoint_name, mirroring=not args.disable_tta)
     print(f"predictions written to {args.output}")
 
@@ -243,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     budget_flags(p)
     p.set_defaults(func=cmd_train)
 
-    p = verbs.add_parser("predict", help="segment new images with a trained SAM configuration")
+    p = verbs.add_parser("predict", help="segment new images with the trained model: --setup, else the one "
+                         "find_best_configuration chose after 'run', else the only trained SAM model")
     dataset_flag(p)
     p.add_argument("-i", "--input", type=Path, required=True, help="folder of <case>_0000<ending> images")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")

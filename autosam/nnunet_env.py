@@ -34,7 +34,7 @@ def configure_training_processes(device: str) -> None:
         # On a few cores, augmentation workers steal the cores the model needs (0 = in the main process).
         os.environ.setdefault("nnUNet_n_proc_DA", "0" if cpus <= 4 else str(cpus // 4))
         torch.set_num_threads(max(1, cpus - int(os.environ["nnUNet_n_proc_DA"])))
-        os.environ["nnUNet_compile"] = "false"
+        os.environ.setdefault("nnUNet_compile", "false")  # compiling costs more than it saves on a CPU
 
 
 def require_folders(*names: str) -> dict[str, Path]:
@@ -60,3 +60,11 @@ def dataset_name(dataset: str | int) -> str:
         return maybe_convert_to_dataset_name(str(dataset))
     except (RuntimeError, ValueError) as e:
         raise AutosamError(f"dataset {dataset}: {str(e).splitlines()[0]}") from None
+
+
+def model_folder(dataset: str | int, trainer: str, plans: str, configuration: str) -> Path:
+    """nnU-Net's results folder of one trained configuration, named by nnU-Net's own helper."""
+    from nnunetv2.utilities.file_path_utilities import get_output_folder
+
+    require_folders("nnUNet_results")
+    return Path(get_output_folder(dataset_name(dataset), trainer, plans, configuration))

@@ -18,7 +18,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from autosam.nnunet_env import configure_training_processes, dataset_name, require_folders
+from autosam.errors import AutosamError
+from autosam.nnunet_env import configure_training_processes, dataset_name, model_folder, require_folders
 from autosam.sam_plan import PLANS_NAME, SAM_CONFIGURATION, SamPlan
 from autosam.training import Budget, latest_checkpoint, make_trainer, resolve_device, train_fold
 
@@ -41,15 +42,32 @@ class RunOptions:
     seed: int | None = None  # None: the plan's
 
 
+def refuse_conflicting_flags(sam_options, plans_file: Path) -> None:
+    """A flag that contradicts the existing plan is an error, never silently ignored."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from autosam.sam_plan import sam_plan_of
+
+    configuration = PlansManager(json.loads(plans_file.read_text())).get_configuration(SAM_CONFIGURATION)
+    plan = sam_plan_of(configuration.configuration, str(plans_file))
+    base = plan.base_checkpoint
+    same_base = base is not None and sam_options.checkpoint is not None and (
+        sam_options.checkpoint in (base.name, base.file) or str(Path(sam_options.checkpoint).resolve()) == base.path)
+    given = {"--setup": (sam_options.setup, plan.setup.name), "--image-size": (sam_options.image_size, plan.image_size),
+             "--batch-size": (sam_options.batch_size, configuration.batch_size),
+             "--lora-rank": (sam_options.lora_rank, plan.setup.lora_rank),
+             "--from-scratch": (sam_options.from_scratch or None, plan.from_scratch),
+             "--checkpoint": (sam_options.checkpoint,
+                              sam_options.checkpoint if same_base else base and base.name)}
+    for flag, (wanted, planned) in given.items():
+        if wanted is not None and wanted != planned:
+            shown = "" if isinstance(wanted, bool) else f" {wanted}"
+            raise AutosamError(f"{plans_file}: {flag}{shown} contradicts the existing plan ({flag.lstrip('-')}: "
+                               f"{planned}); pass --replan to plan again, or drop the flag")
+
+
 def fold_done(output: Path) -> bool:
     return (output / "checkpoint_final.pth").is_file() and (output / "validation" / "summary.json").is_file()
-
-
-def model_folder(dataset: str, trainer: str, plans: str, configuration: str) -> Path:
-    """nnU-Net's results folder of one trained configuration (its own naming)."""
-    from nnunetv2.utilities.file_path_utilities import get_output_folder
-
-    return Path(get_output_folder(dataset_name(dataset), trainer, plans, configuration))
 
 
 def train_once(dataset: str, fold: int, trainer_cls, plans: str, configuration: str, budget: Budget,
@@ -152,6 +170,7 @@ def run(dataset: str, sam_options, options: RunOptions) -> Path:
     plans_file = preprocessed / f"{PLANS_NAME}.json"
     has_plan = plans_file.is_file() and SAM_CONFIGURATION in json.loads(plans_file.read_text())["configurations"]
     if has_plan and not options.replan:
+        refuse_conflicting_flags(sam_options, plans_file)
         log.info("using the existing SAM plan in %s (re-plan with --replan)", plans_file)
     else:
         device = options.device if options.device in ("cpu", "cuda") else None

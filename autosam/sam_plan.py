@@ -33,6 +33,21 @@ class BaseCheckpoint:
         return find_checkpoint(self.name if self.name in CATALOGUE else (self.path or self.file))
 
 
+@dataclass(frozen=True)
+class BaseLoader:
+    """Loads a plan's base weights into a network on first need (``SamSegmenter.base_loader``); a plain
+    object rather than a closure, so the network can be copied and pickled."""
+
+    checkpoint: BaseCheckpoint
+    backbone: str
+
+    def __call__(self, network):
+        from autosam.sam.checkpoints import load_base_checkpoint
+
+        return load_base_checkpoint(network.sam, self.backbone, self.checkpoint.locate(),
+                                    expected_sha256=self.checkpoint.sha256)
+
+
 @dataclass
 class SamPlan:
     setup: Setup

@@ -36,12 +36,19 @@ def test_kill_then_continue_loses_nothing_but_the_current_epoch(nnunet_folders) 
     time.sleep(0.5)  # now inside a later epoch
     process.send_signal(signal.SIGKILL)
     process.wait()
-    saved = torch.load(fold / "checkpoint_latest.pth", weights_only=True)["current_epoch"]
+    killed = torch.load(fold / "checkpoint_latest.pth", weights_only=True)
+    saved = killed["current_epoch"]
     assert 1 <= saved < EPOCHS
 
     assert main(["train", "-d", "901", "-f", "0", "--device", "cpu", "--epochs", str(EPOCHS), "--continue"]) == 0
     final = torch.load(fold / "checkpoint_final.pth", weights_only=True)
     assert final["current_epoch"] == EPOCHS and len(final["logging"]["train_losses"]) == EPOCHS
+    # continued, not restarted: the saved epochs are kept as they were (a restart would train them again, at
+    # other times and with other losses) and the optimiser counts every step once
+    for key in ("train_losses", "epoch_start_timestamps"):
+        assert final["logging"][key][:saved] == killed["logging"][key][:saved]
+    steps = {int(state["step"]) for state in final["optimizer_state"]["state"].values()}
+    assert steps == {EPOCHS * 6}
     assert not list(fold.glob("*.tmp")) and not list(fold.glob(".*.tmp"))
     assert (fold / "validation" / "summary.json").is_file()
 

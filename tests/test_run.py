@@ -74,9 +74,27 @@ def test_run_compares_both_methods_on_the_same_cases_per_patient(nnunet_folders,
     out = capsys.readouterr().out
     assert "report:" in out and "budget of SAM: 1 epochs × 2 iterations" in out
 
+    # predict uses what nnU-Net's find_best_configuration chose, and says so
+    unseen, out = nnunet_folders["nnUNet_raw"].parent / "unseen", nnunet_folders["nnUNet_raw"].parent / "out"
+    unseen.mkdir()
+    shutil.copy(DEMO_DATA / "imagesTr" / "busi_mal010_0000.png", unseen / "new_0000.png")
+    chosen = json.loads((results / "inference_information.json").read_text())["best_model_or_ensemble"][
+        "selected_model_or_models"]
+    code = main(["predict", "-d", "901", "-i", str(unseen), "-o", str(out), "--device", "cpu", "--disable-tta"])
+    printed = capsys.readouterr()
+    if len(chosen) == 1:
+        assert code == 0 and (out / "new.png").is_file()
+        assert f"model: {chosen[0]['trainer']}__{chosen[0]['plans_identifier']}__{chosen[0]['configuration']}: " \
+               "the configuration nnU-Net's find_best_configuration chose" in printed.out
+    else:
+        assert code == 2 and "chose an ensemble" in printed.err
+
     before = _fold_files(results)
     assert main(RUN) == 0  # everything is done: no fold trains again
     assert _fold_files(results) == before
+    capsys.readouterr()
+    assert main(RUN[:-3] + ["128", "--from-scratch", "--equal-budget"]) == 2  # another image size than planned
+    assert "--image-size 128 contradicts the existing plan (image-size: 64); pass --replan" in capsys.readouterr().err
     assert len(list(results.rglob("training_log_*.txt"))) == 4
 
 
@@ -146,3 +164,14 @@ def test_ablate_trains_each_setup_on_the_same_folds(nnunet_folders, capsys) -> N
     assert summary["planner_pick"] == "vit_t_encdec_lora" and summary["planner_gap_to_best"] >= 0
     assert (out / "ablation_heatmap.png").is_file()
     assert "planner's pick vit_t_encdec_lora" in capsys.readouterr().out
+
+    # two trained set-ups: predict asks which, and --setup picks one
+    unseen, predicted = nnunet_folders["nnUNet_raw"].parent / "unseen", nnunet_folders["nnUNet_raw"].parent / "out"
+    unseen.mkdir()
+    shutil.copy(DEMO_DATA / "imagesTr" / "busi_mal010_0000.png", unseen / "new_0000.png")
+    predict = ["predict", "-d", "901", "-i", str(unseen), "-o", str(predicted), "--device", "cpu", "--disable-tta"]
+    assert main(predict) == 2
+    assert "several trained SAM models (vit_t_dec_lora, vit_t_encdec_lora); choose one with --setup" in \
+        capsys.readouterr().err
+    assert main(predict + ["--setup", "vit_t_dec_lora"]) == 0 and (predicted / "new.png").is_file()
+    assert "model: nnUNetTrainerSAM_vit_t_dec_lora__autosamPlans__2d_sam: the fixed set-up" in capsys.readouterr().out

@@ -106,3 +106,30 @@ def test_setup_names_round_trip_and_bad_names_are_refused() -> None:
     for bad in ("vit_b_lora", "vit_x_dec_lora", "vit_b_encoder_lora", "vit_b_dec_prefix"):
         with pytest.raises(AutosamError, match="set-up|backbone"):
             Setup.parse(bad)
+
+
+@pytest.mark.parametrize("name", ["test_vit_encdec_adapter", "test_tiny_vit_encdec_adapter", "test_vit_encdec_lora"])
+def test_copies_and_pickles_keep_their_own_adapters(name: str) -> None:
+    import copy
+    import pickle
+
+    network = SamSegmenter(build_sam(name.rsplit("_", 2)[0], 64, 3), 1)
+    apply_setup(network, Setup.parse(name))
+    network.enable_gradient_checkpointing()
+    with torch.no_grad():
+        for parameter in network.parameters():
+            if parameter.requires_grad:
+                parameter.normal_(0, 0.3)
+    network.eval()
+    x = torch.randn(3, 1, 64, 64)
+    expected = network(x)
+    assert torch.allclose(torch.cat([network(x[i:i + 1]) for i in range(3)]), expected, atol=1e-5)  # batch-safe
+    restored = pickle.loads(pickle.dumps(network))
+    assert torch.allclose(restored(x), expected, atol=1e-6)
+    clone = copy.deepcopy(network)
+    with torch.no_grad():
+        for parameter in clone.parameters():
+            if parameter.requires_grad:
+                parameter.zero_()
+    assert torch.allclose(network(x), expected)  # the original does not run the clone's weights...
+    assert not torch.allclose(clone(x), expected, atol=1e-3)  # ...and the clone runs its own

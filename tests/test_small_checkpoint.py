@@ -129,3 +129,33 @@ def test_merged_vit_b_loads_with_segment_anythings_registry(tmp_path: Path) -> N
         assert torch.allclose(stock.image_encoder.blocks[0](tokens), network.sam.image_encoder.blocks[0](tokens), atol=1e-5)
         assert not torch.allclose(stock.image_encoder.blocks[0].attn.qkv.weight,
                                   network.sam.image_encoder.blocks[0].attn.qkv.base_layer.weight)
+
+
+def test_lazy_loaders_refuse_a_swapped_base_file(base_checkpoint, tmp_path: Path) -> None:
+    """nnU-Net's predictor only calls load_state_dict: the fine-tuned tensors must carry their base's sha256."""
+    from autosam.sam.small_checkpoint import trainable_state
+    from autosam.sam.setups import apply_setup
+    from autosam.sam_plan import BaseCheckpoint, BaseLoader
+
+    setup = Setup.parse("test_vit_encdec_lora")
+    original, _ = base_checkpoint("test_vit", 64, 3, name="original.pth")
+    swapped, _ = base_checkpoint("test_vit", 64, 3, name="swapped.pth")  # same layout, other weights
+
+    def lazy_network(path: Path) -> SamSegmenter:
+        network = SamSegmenter(build_sam("test_vit", 64, 3), 1)
+        apply_setup(network, setup)
+        network.base_loader = BaseLoader(BaseCheckpoint(path.name, path.name, str(path), None), "test_vit")
+        return network
+
+    trained = lazy_network(original)
+    trained.ensure_base_loaded()
+    _train_a_step(trained)
+    state = trainable_state(trained)
+    assert state["base_sha256"].any()
+
+    restored = lazy_network(original)
+    restored.load_state_dict(state)
+    x = torch.randn(1, 1, 64, 64)
+    assert torch.equal(_predict(trained, x), _predict(restored, x))
+    with pytest.raises(CheckpointError, match="trained on base weights with sha256"):
+        lazy_network(swapped).load_state_dict(state)

@@ -17,12 +17,12 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from autosam.errors import AutosamError, CheckpointError
 from autosam.files import atomic_torch_save
-from autosam.sam.checkpoints import CATALOGUE, FROM_SCRATCH, BaseIdentity, load_base_checkpoint
+from autosam.sam.checkpoints import CATALOGUE, FROM_SCRATCH
 from autosam.sam.network import SamSegmenter
 from autosam.sam.registry import build_sam, get_backbone
 from autosam.sam.setups import Setup, apply_setup
 from autosam.sam.small_checkpoint import FORMAT_VERSION, small_state
-from autosam.sam_plan import SamPlan, sam_plan_of
+from autosam.sam_plan import BaseLoader, SamPlan, sam_plan_of
 from trainers.schedule import WarmupPolySchedule
 
 
@@ -93,12 +93,8 @@ class nnUNetTrainerSAM(nnUNetTrainer):
         apply_setup(network, plan.setup)
         if plan.gradient_checkpointing:
             network.enable_gradient_checkpointing()
-        base = plan.base_checkpoint
-        if base is not None:
-            def load_base(net: SamSegmenter) -> BaseIdentity:
-                return load_base_checkpoint(net.sam, plan.setup.backbone, base.locate(), expected_sha256=base.sha256)
-
-            network.base_loader = load_base
+        if plan.base_checkpoint is not None:
+            network.base_loader = BaseLoader(plan.base_checkpoint, plan.setup.backbone)
         return network
 
     def initialize(self) -> None:

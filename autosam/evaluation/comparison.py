@@ -66,10 +66,13 @@ def compare(baselines: list[Method], challenger: Method, folds: list[int], gt_fo
     if not shared:
         raise AutosamError("the methods share no validated case; were they trained on the same folds?")
     labels = [k for k, v in dataset_json["labels"].items() if isinstance(v, int) and v != 0]
+    if not labels:
+        raise AutosamError(f"{challenger.model_folder / 'dataset.json'}: the labels are regions (lists of ids); the "
+                           "comparison scores integer labels only")
     if groups is not None and any(c not in groups for c in shared):
         missing = next(c for c in shared if c not in groups)
-        raise AutosamError(f"the patient groups name no patient for case {missing}; write them again with "
-                           "'autosam split' for every case")
+        raise AutosamError(f"the patient groups (autosam_groups.json) name no patient for case {missing}; write "
+                           "them again with 'autosam split' for every case")
     cases = [{"case": c, "fold": per_method[names[0]][c]["fold"], "group": (groups or {}).get(c),
               "metrics": {n: per_method[n][c]["metrics"] for n in names}} for c in shared]
     return {"dataset": dataset_json.get("name", ""), "folds": folds,

@@ -2,7 +2,8 @@
 
 An adapter (dim -> dim/4 -> dim, GELU, residual) is registered as a child of the block it serves and
 applied to a sub-module's output through a forward hook, so the base weights keep their official names
-and an adapted model still loads an official checkpoint. The up-projection starts at zero: an adapted
+and an adapted model still loads an official checkpoint. The hook is the adapter's own bound method, so a
+deep copy of the model calls its own adapters and the model pickles. The up-projection starts at zero: an adapted
 model computes exactly the base model's function until training moves it.
 """
 
@@ -27,13 +28,17 @@ class Adapter(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.up(self.act(self.down(x)))
 
+    def adapt_output(self, _module: nn.Module, _inputs, output: torch.Tensor) -> torch.Tensor:
+        """Forward hook of the adapted sub-module."""
+        return self(output)
+
 
 def attach_adapter(owner: nn.Module, name: str, target: nn.Module, dim: int) -> Adapter:
     """Register ``owner.<name>`` = Adapter(dim) and apply it to every output of ``target``."""
     reference = next(target.parameters())  # same device/dtype as the block (meta included)
     adapter = Adapter(dim).to(device=reference.device, dtype=reference.dtype)
     owner.add_module(name, adapter)
-    target.register_forward_hook(lambda _module, _inputs, output: adapter(output))
+    target.register_forward_hook(adapter.adapt_output)
     return adapter
 
 

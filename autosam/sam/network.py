@@ -44,8 +44,11 @@ class SamSegmenter(nn.Module):
         self.setup = None  # the applied fine-tuning set-up (setups.apply_setup)
         # Loads the frozen base weights on demand, so a state dict holding only the fine-tuned tensors
         # (small checkpoints) can be loaded by code that knows nothing about them, e.g. nnU-Net's predictor.
-        self.base_loader: Callable[[SamSegmenter], object] | None = None
+        self.base_loader: Callable[[SamSegmenter], object] | None = None  # e.g. sam_plan.BaseLoader
         self.base_identity = None
+        # sha256 of the base weights, saved with the fine-tuned tensors: any loader of them (resume, nnU-Net's
+        # predictor, export) is refused a base file other than the one they were trained on. Zeros: unknown.
+        self.register_buffer("base_sha256", torch.zeros(32, dtype=torch.uint8))
         self.channel_mixer: nn.Conv2d | None = None
         if input_channels not in (1, 3):
             device = next(sam.parameters()).device
@@ -81,20 +84,22 @@ class SamSegmenter(nn.Module):
                 embeddings = self.sam.image_encoder(x)
         prompts = self.sam.prompt_encoder
         sparse, dense = prompts(points=None, boxes=None, masks=None)
-        # Prompt tensors have batch 1 and broadcast against the image batch inside the decoder.
-        logits, _ = self.sam.mask_decoder.predict_masks(
-            image_embeddings=embeddings,
+        # One image per decoder call, as segment-anything's own predictor does: its decoder repeats the image
+        # embedding once per prompt, so a batch of images with a batch of prompts is not its contract.
+        logits = torch.cat([self.sam.mask_decoder.predict_masks(
+            image_embeddings=embedding[None],
             image_pe=prompts.get_dense_pe(),
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
-        )
-        logits = F.interpolate(logits.float(), size=(height, width), mode="bilinear", align_corners=False)
-        return logits
+        )[0] for embedding in embeddings])
+        return F.interpolate(logits.float(), size=(height, width), mode="bilinear", align_corners=False)
 
     def ensure_base_loaded(self):
         """Load the base weights once (no-op without a loader, e.g. when training from scratch)."""
         if self.base_identity is None and self.base_loader is not None:
             self.base_identity = self.base_loader(self)
+            if self.base_identity.sha256:
+                self.base_sha256.copy_(torch.frombuffer(bytearray.fromhex(self.base_identity.sha256), dtype=torch.uint8))
         return self.base_identity
 
     def load_state_dict(self, state_dict: Mapping[str, torch.Tensor], strict: bool = True, assign: bool = False):
@@ -111,6 +116,14 @@ class SamSegmenter(nn.Module):
                 "set-up, class count or input channel count"
             )
         self.ensure_base_loaded()
+        saved = state_dict.get("base_sha256")
+        if saved is not None and saved.any() and self.base_sha256.any() and not torch.equal(saved.cpu(),
+                                                                                              self.base_sha256.cpu()):
+            name = self.base_identity.name if self.base_identity else "the base weights"
+            raise CheckpointError(
+                f"fine-tuned weights were trained on base weights with sha256 {bytes(saved.tolist()).hex()[:12]}..., "
+                f"but {name} has sha256 {bytes(self.base_sha256.tolist()).hex()[:12]}...; put the original base file "
+                "back (or plan again with this one and retrain)")
         return super().load_state_dict(state_dict, strict=False, assign=assign)
 
     def train(self, mode: bool = True) -> "SamSegmenter":

@@ -28,6 +28,7 @@ def trainable_state(network: SamSegmenter) -> dict[str, torch.Tensor]:
     trainable = {name for name, p in network.named_parameters() if p.requires_grad}
     owners = {name.rpartition(".")[0] for name in trainable}
     buffers = {name for name, _ in network.named_buffers() if name.rpartition(".")[0] in owners}
+    buffers.add("base_sha256")  # the identity of the base the tensors belong to
     return {k: v.detach().clone() for k, v in network.state_dict().items() if k in trainable | buffers}
 
 
