@@ -174,8 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-d", "--dataset", required=True, help="dataset id or name, e.g. 501 or Dataset501_BUSI")
 
     def budget_flags(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--epochs", type=int, help="training epochs")
-        p.add_argument("--iterations", type=int, help="training iterations per epoch")
+        p.add_argument("--epochs", type=int, help="training epochs (with 'run': for every method, equal budgets)")
+        p.add_argument("--iterations", type=int,
+                       help="training iterations per epoch (with 'run': for every method, equal budgets)")
         p.add_argument("--from-scratch", action="store_true",
                        help="no pretrained weights: random initialisation (far lower Dice; for tests)")
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from autosam.errors import AutosamError
 from autosam.nnunet_env import dataset_name, model_folder, require_folders
+from autosam.safe_load import load_fold_checkpoint
 from autosam.sam_plan import PLANS_NAME, SAM_CONFIGURATION
 from autosam.training import resolve_device
 
@@ -80,6 +81,8 @@ def predict(dataset: str, input_dir: Path, output_dir: Path, folds: list[str] | 
     missing = [f for f in use_folds if not (folder / f"fold_{f}" / checkpoint).is_file()]
     if not use_folds or missing:
         raise AutosamError(f"{folder}: no {checkpoint} for fold(s) {missing or 'any'}; train them first")
+    for fold in use_folds:  # nnU-Net's predictor loads them with weights_only=False: check them first
+        load_fold_checkpoint(folder / f"fold_{fold}" / checkpoint)
     torch_device = resolve_device(device)
     predictor = nnUNetPredictor(
         tile_step_size=0.5, use_gaussian=True, use_mirroring=mirroring,

@@ -17,6 +17,7 @@ import torch
 
 from autosam.errors import AutosamError
 from autosam.nnunet_env import configure_training_processes, dataset_name, require_folders
+from autosam.safe_load import load_fold_checkpoint
 from autosam.sam_plan import PLANS_NAME, SAM_CONFIGURATION, sam_plan_of
 from autosam.seeding import seed_data_loaders, seed_everything
 
@@ -142,6 +143,7 @@ def _train_fold(trainer, output: Path, continue_training: bool, save_probabiliti
             "(autosam never overwrites a trained fold)")
     if continue_training and checkpoint is not None:
         log.info("continuing from %s", checkpoint)
+        load_fold_checkpoint(checkpoint)  # refused here if it needs code: nnU-Net's own loader would run it
         trainer.load_checkpoint(str(checkpoint))
     if checkpoint is None or checkpoint.name != "checkpoint_final.pth":
         try:

@@ -10,7 +10,9 @@ from pathlib import Path
 # nnU-Net reads its pool size at import; one worker keeps the tests from spawning eight on a small machine.
 os.environ.setdefault("nnUNet_def_n_proc", "1")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import SimpleITK as sitk  # noqa: E402
 import torch  # noqa: E402
 
 from autosam.sam.registry import build_sam  # noqa: E402
@@ -38,6 +40,28 @@ def copy_subset(source: Path, raw_root: Path, cases: list[str], target_name: str
         shutil.copy(source / "labelsTr" / f"{case}{ending}", target / "labelsTr" / f"{case}{ending}")
     (target / "dataset.json").write_text(json.dumps({**meta, "numTraining": len(cases)}, indent=2))
     return target
+
+
+def make_volumes(raw: Path, name: str = "Dataset991_Volumes") -> Path:
+    """3D volumes in MetaImage (.mha): SimpleITK's NIfTI writer turns NaN into 0, MetaImage keeps it."""
+    folder = raw / name
+    for sub in ("imagesTr", "labelsTr"):
+        (folder / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        image = sitk.GetImageFromArray(rng.normal(size=(8, 16, 16)).astype(np.float32))
+        label_array = np.zeros((8, 16, 16), np.uint8)
+        label_array[2:6, 4:12, 4:12] = 1
+        label = sitk.GetImageFromArray(label_array)
+        for item in (image, label):
+            item.SetSpacing((0.8, 0.8, 3.0))
+            item.SetOrigin((10.0, -5.0, 2.0))
+        sitk.WriteImage(image, str(folder / "imagesTr" / f"vol{i}_0000.mha"))
+        sitk.WriteImage(label, str(folder / "labelsTr" / f"vol{i}.mha"))
+    meta = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "organ": 1}, "numTraining": 6,
+            "file_ending": ".mha"}
+    (folder / "dataset.json").write_text(json.dumps(meta))
+    return folder
 
 
 def case_ids(source: Path) -> list[str]:

@@ -15,31 +15,9 @@ from PIL import Image
 
 from autosam.cli import main
 from autosam.demo import DEMO_DATA
-from tests.conftest import case_ids, copy_subset
+from tests.conftest import case_ids, copy_subset, make_volumes
 
 PNG, NII = "Dataset990_BadPNG", "Dataset991_BadVolumes"
-
-
-def _make_volumes(raw: Path) -> Path:
-    """3D volumes in MetaImage (.mha): SimpleITK's NIfTI writer turns NaN into 0, MetaImage keeps it."""
-    folder = raw / NII
-    for sub in ("imagesTr", "labelsTr"):
-        (folder / sub).mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        image = sitk.GetImageFromArray(rng.normal(size=(8, 16, 16)).astype(np.float32))
-        label_array = np.zeros((8, 16, 16), np.uint8)
-        label_array[2:6, 4:12, 4:12] = 1
-        label = sitk.GetImageFromArray(label_array)
-        for item in (image, label):
-            item.SetSpacing((0.8, 0.8, 3.0))
-            item.SetOrigin((10.0, -5.0, 2.0))
-        sitk.WriteImage(image, str(folder / "imagesTr" / f"vol{i}_0000.mha"))
-        sitk.WriteImage(label, str(folder / "labelsTr" / f"vol{i}.mha"))
-    meta = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "organ": 1}, "numTraining": 6,
-            "file_ending": ".mha"}
-    (folder / "dataset.json").write_text(json.dumps(meta))
-    return folder
 
 
 def _edit_json(folder: Path, change: Callable[[dict], None]) -> Path:
@@ -173,7 +151,7 @@ def test_broken_dataset_gets_one_line_naming_the_file(case: str, nnunet_folders,
         folder = copy_subset(DEMO_DATA, raw, case_ids(DEMO_DATA)[:6], PNG)
         expected, dataset = PNG_CASES[case](folder), "990"
     else:
-        folder = _make_volumes(raw)
+        folder = make_volumes(raw, NII)
         expected, dataset = NII_CASES[case](folder), "991"
     before = _digest(raw)
     code = main(["run", "-d", dataset, "--device", "cpu"])
@@ -189,6 +167,6 @@ def test_broken_dataset_gets_one_line_naming_the_file(case: str, nnunet_folders,
 
 def test_valid_datasets_pass(nnunet_folders, capsys) -> None:
     copy_subset(DEMO_DATA, nnunet_folders["nnUNet_raw"], case_ids(DEMO_DATA)[:6], PNG)
-    _make_volumes(nnunet_folders["nnUNet_raw"])
+    make_volumes(nnunet_folders["nnUNet_raw"], NII)
     assert main(["validate", "-d", "990"]) == 0
     assert main(["validate", "-d", "991"]) == 0

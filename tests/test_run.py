@@ -14,7 +14,7 @@ import numpy as np
 
 from autosam.cli import main
 from autosam.demo import DEMO_DATA, DEMO_DATASET
-from tests.conftest import case_ids, copy_subset
+from tests.conftest import case_ids, copy_subset, make_volumes
 
 RUN = ["run", "-d", "901", "--folds", "0", "1", "--epochs", "1", "--iterations", "2", "--device", "cpu",
        "--setup", "test_vit_encdec_lora", "--image-size", "64", "--from-scratch", "--equal-budget"]
@@ -96,6 +96,26 @@ def test_run_compares_both_methods_on_the_same_cases_per_patient(nnunet_folders,
     assert main(RUN[:-3] + ["128", "--from-scratch", "--equal-budget"]) == 2  # another image size than planned
     assert "--image-size 128 contradicts the existing plan (image-size: 64); pass --replan" in capsys.readouterr().err
     assert len(list(results.rglob("training_log_*.txt"))) == 4
+
+
+def test_3d_data_train_nnunets_3d_fullres_too_and_the_report_names_the_strongest(nnunet_folders, capsys) -> None:
+    make_volumes(nnunet_folders["nnUNet_raw"])
+    run = ["run", "-d", "991", "--folds", "0", "--epochs", "1", "--iterations", "2", "--device", "cpu", "--setup",
+           "test_vit_encdec_lora", "--image-size", "64", "--from-scratch", "--no-ensembles"]
+    assert main(run) == 0
+    report = nnunet_folders["nnUNet_results"] / "Dataset991_Volumes" / "autosam_report"
+    comparison = json.loads((report / "comparison.json").read_text())
+    assert comparison["baselines"] == ["nnU-Net 2d", "nnU-Net 3d_fullres"]
+    assert set(comparison["paired"]) == {"nnU-Net 2d", "nnU-Net 3d_fullres"}
+    strongest = comparison["strongest_baseline"]
+    means = {b: comparison["summary"][b]["organ"]["dice"]["mean"] for b in comparison["baselines"]}
+    assert means[strongest] == max(means.values())
+    assert f"SAM vs {strongest} (the strongest baseline by mean Dice; also trained:" in capsys.readouterr().out
+    family = [t for b in comparison["paired"].values() for row in b.values() for t in row.values()]
+    assert len(family) == 6 and all(t["p_holm"] >= t["p_value"] for t in family if t["p_value"] is not None)
+
+    assert main(run + ["--no-3d"]) == 0
+    assert "nnU-Net's 3d_fullres was not trained (--no-3d), although the data are 3D" in capsys.readouterr().out
 
 
 def test_budget_policies_set_each_trainer(nnunet_folders) -> None:

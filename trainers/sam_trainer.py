@@ -17,6 +17,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from autosam.errors import AutosamError, CheckpointError
 from autosam.files import atomic_torch_save
+from autosam.safe_load import load_fold_checkpoint
 from autosam.sam.checkpoints import CATALOGUE, FROM_SCRATCH
 from autosam.sam.network import SamSegmenter
 from autosam.sam.registry import build_sam, get_backbone
@@ -161,12 +162,7 @@ class nnUNetTrainerSAM(nnUNetTrainer):
             self.initialize()
         checkpoint = filename_or_checkpoint
         if isinstance(checkpoint, str):
-            try:
-                checkpoint = torch.load(checkpoint, map_location=self.device, weights_only=True)
-            except Exception as e:  # noqa: BLE001 - every unreadable file gets the same one-line answer
-                raise CheckpointError(
-                    f"checkpoint {filename_or_checkpoint}: cannot be read ({type(e).__name__}); it is truncated "
-                    "or corrupt: delete it to restart this fold, or restore it from a backup") from None
+            checkpoint = load_fold_checkpoint(checkpoint, map_location=self.device)
         self._check_identity(checkpoint.get("autosam"), str(filename_or_checkpoint))
         self.network.load_state_dict(checkpoint["network_weights"])
         self.my_init_kwargs = checkpoint["init_args"]

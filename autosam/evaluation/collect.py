@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-import torch
 from tqdm import tqdm
 
 from autosam.errors import AutosamError
 from autosam.evaluation.metrics import case_metrics
+from autosam.safe_load import load_fold_checkpoint
 
 
 def reader_for(model_folder: Path):
@@ -57,16 +56,8 @@ def validation_metrics(model_folder: Path, folds: list[int], gt_folder: Path) ->
     return results
 
 
-# nnU-Net's own checkpoints log numpy scalars; allow exactly those types in the weights-only unpickler.
-_NUMPY_CORE = getattr(np, "_core", None) or np.core  # numpy 2 renamed np.core
-_NUMPY_LOG_TYPES = [_NUMPY_CORE.multiarray.scalar, np.dtype, type(np.dtype("float64")), type(np.dtype("float32")),
-                    type(np.dtype("int64"))]
-
-
 def training_log(model_folder: Path, fold: int) -> dict:
-    checkpoint = model_folder / f"fold_{fold}" / "checkpoint_final.pth"
-    with torch.serialization.safe_globals(_NUMPY_LOG_TYPES):
-        return torch.load(checkpoint, map_location="cpu", weights_only=True)["logging"]
+    return load_fold_checkpoint(model_folder / f"fold_{fold}" / "checkpoint_final.pth")["logging"]
 
 
 def fold_budget(model_folder: Path, fold: int) -> dict:

@@ -6,6 +6,8 @@ image's physical units (mm for medical formats, pixels for PNG).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance, compute_surface_dice
@@ -41,10 +43,12 @@ def case_metrics(reference: np.ndarray, prediction: np.ndarray, labels: dict[str
             out[name] = {**fixed, "empty": empty}
             continue
         y, y_pred = _one_hot(ref), _one_hot(pred)
-        out[name] = {
-            "dice": float(compute_dice(y_pred, y, include_background=False)[0, 0]),
-            "nsd": float(compute_surface_dice(y_pred, y, [tolerance], spacing=spacing)[0, 0]),
-            "hd95": float(compute_hausdorff_distance(y_pred, y, percentile=95, spacing=spacing)[0, 0]),
-            "empty": None,
-        }
+        with warnings.catch_warnings():  # MONAI's own internal call to a deprecated argument, once per case
+            warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*", category=FutureWarning)
+            out[name] = {
+                "dice": float(compute_dice(y_pred, y, include_background=False)[0, 0]),
+                "nsd": float(compute_surface_dice(y_pred, y, [tolerance], spacing=spacing)[0, 0]),
+                "hd95": float(compute_hausdorff_distance(y_pred, y, percentile=95, spacing=spacing)[0, 0]),
+                "empty": None,
+            }
     return out

@@ -61,7 +61,8 @@ def headline(comparison: dict) -> list[str]:
     unit = comparison["unit"]
     lines = [f"{challenger} vs {baseline}" + (f" (the strongest baseline by mean Dice; also trained: "
                                               f"{', '.join(others)})" if others else "")
-             + f"; unit of analysis: {unit} (n = {comparison['n_units']} {unit}s, {comparison['n_cases']} cases)"]
+             + f"; unit of analysis: {unit} (n = {comparison['n_units']} {unit}s"
+             + (f", {comparison['n_cases']} cases)" if unit != "case" else ")")]
     lines += comparison.get("conditions", []) + budget_lines(comparison["training"],
                                                              comparison.get("budget_policy"))
     smallest = comparison["smallest_attainable_p"]
