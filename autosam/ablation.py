@@ -20,14 +20,18 @@ SELECTION_NOTE = ("The best set-up is chosen on the same cross-validation folds 
                   "Dice is optimistic; confirm it on held-out data.")
 
 
-def cv_dice(model_folder: Path, folds: list[int], gt_folder: Path, groups: dict[str, str] | None) -> float:
+def cv_dice(model_folder: Path, folds: list[int], gt_folder: Path, groups: dict[str, str] | None,
+            splits: list[dict] | None) -> float:
     """Mean cross-validation Dice under the report's conventions (``evaluation.conventions``): every case
     counts, the foreground mean over labels, averaged per patient when the patients are known."""
-    from autosam.evaluation.collect import reader_for, validation_metrics
+    from autosam.evaluation.collect import check_current_folds, reader_for, validation_metrics
     from autosam.evaluation.comparison import label_rows, row_units
+    from autosam.evaluation.conventions import scored_labels
 
     _, dataset_json = reader_for(model_folder)
-    labels = [k for k, v in dataset_json["labels"].items() if isinstance(v, int) and v != 0]
+    if splits is not None:
+        check_current_folds(model_folder, folds, splits, dataset_json["file_ending"])
+    labels = list(scored_labels(dataset_json["labels"]))
     cases = [{"case": case, "metrics": {"set-up": scored["metrics"]}}
              for case, scored in validation_metrics(model_folder, folds, gt_folder).items()]
     return float(np.mean(list(row_units(cases, "set-up", label_rows(labels)[-1], "dice", labels, groups).values())))
@@ -37,6 +41,7 @@ def ablate(dataset: str, setups: list[str], options) -> Path:
     """``options``: a ``pipeline.RunOptions`` (folds, budget, device). The dataset must be planned."""
     from autosam.evaluation.figures import ablation_heatmap
     from autosam.pipeline import train_once
+    from autosam.evaluation.comparison import read_splits
     from autosam.splits import load_groups, resolve_folds
     from autosam.training import Budget, planned_seed, resolve_device
     from trainers.variants import VARIANTS
@@ -45,7 +50,7 @@ def ablate(dataset: str, setups: list[str], options) -> Path:
     name = dataset_name(dataset)
     preprocessed = folders["nnUNet_preprocessed"] / name
     options.folds = resolve_folds(options.folds, folders["nnUNet_raw"] / name, preprocessed)
-    groups = load_groups(preprocessed)
+    groups, splits = load_groups(preprocessed), read_splits(preprocessed)
     plans_file = folders["nnUNet_preprocessed"] / name / f"{PLANS_NAME}.json"
     if not plans_file.is_file():
         raise AutosamError(f"{plans_file}: not found; run 'autosam plan-and-preprocess -d {dataset}' first")
@@ -65,7 +70,7 @@ def ablate(dataset: str, setups: list[str], options) -> Path:
         for fold in options.folds:
             train_once(dataset, fold, trainer, PLANS_NAME, SAM_CONFIGURATION, budget, device, setup, seed, False)
         dice = cv_dice(model_folder(dataset, trainer.__name__, PLANS_NAME, SAM_CONFIGURATION), options.folds,
-                       preprocessed / "gt_segmentations", groups)
+                       preprocessed / "gt_segmentations", groups, splits)
         rows.append({"setup": setup, "cv_dice": dice})
         log.info("%s: CV Dice %.4f", setup, dice)
     best = max(rows, key=lambda r: r["cv_dice"])

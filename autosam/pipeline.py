@@ -25,6 +25,7 @@ from autosam.training import Budget, latest_checkpoint, make_trainer, resolve_de
 
 log = logging.getLogger(__name__)
 BASELINE_PLANS = "nnUNetPlans"
+NNUNET_EPOCHS, NNUNET_ITERATIONS = 1000, 250  # nnU-Net's trainer defaults
 REPORT_FOLDER = "autosam_report"
 
 
@@ -104,21 +105,42 @@ def find_best(dataset: str, folds: list[int], models: list[dict], ensembles: boo
                                    overwrite=True, folds=tuple(folds), strict=False)
 
 
+def trained_sam(sam_folder: Path, folds: list[int]) -> set[tuple[str, int, str]]:
+    """(set-up, image size, base weights) of each trained SAM fold, from its own checkpoint."""
+    from autosam.safe_load import load_fold_checkpoint
+
+    identities = set()
+    for fold in folds:
+        record = load_fold_checkpoint(sam_folder / f"fold_{fold}" / "checkpoint_final.pth").get("autosam", {})
+        identities.add((record["setup"]["name"], record["image_size"], record["base"]["name"]))
+    return identities
+
+
 def conditions(plan: SamPlan, baselines: list[str], skipped_3d: bool, comparison: dict, best: str,
-               groups: dict[str, str] | None, splits: list[dict] | None) -> list[str]:
-    """What a reader must know to judge the headline, said in the headline itself."""
+               groups: dict[str, str] | None, splits: list[dict] | None,
+               trained: set[tuple[str, int, str]]) -> list[str]:
+    """What a reader must know to judge the headline, said in the headline itself. ``trained``: what the SAM
+    folds were trained as (finished folds are kept when the plan changes)."""
+    planned = (plan.setup.name, plan.image_size, plan.base_checkpoint.name if plan.base_checkpoint else "from-scratch")
+    setup, size, base = sorted(trained)[0] if len(trained) == 1 else planned
     start = ("trained from random weights (no checkpoint): this says nothing about pretrained SAM"
-             if plan.from_scratch else f"fine-tuned from {plan.base_checkpoint.name}")
-    lines = [f"SAM: {plan.setup.name} at {plan.image_size} px, {start}; planned for {plan.hardware}",
-             "baselines: " + ", ".join(baselines) + ("; nnU-Net's 3d_fullres was not trained (--no-3d), although "
-                                                     "the data are 3D" if skipped_3d else ""),
-             _seeds_text(comparison["training"]),
-             f"best configuration by nnU-Net's find_best_configuration: {best} — selected on the same "
-             "cross-validation folds it is scored on (optimistic)"]
-    return lines + grouping_warnings([c["case"] for c in comparison["cases"]], groups, splits)
+             if base == "from-scratch" else f"fine-tuned from {base}")
+    lines = [f"SAM: {setup} at {size} px, {start}; planned for {plan.hardware}"]
+    if trained != {planned}:
+        as_trained = ", ".join(f"{t[0]} at {t[1]} px from {t[2]}" for t in sorted(trained))
+        lines.append(f"WARNING: the SAM folds were trained as {as_trained}, but the plan now says {planned[0]} at "
+                     f"{planned[1]} px from {planned[2]}: finished folds are kept; move the SAM results folder away "
+                     "to train the current plan")
+    lines += ["baselines: " + ", ".join(baselines) + ("; nnU-Net's 3d_fullres was not trained (--no-3d), although "
+                                                      "the data are 3D" if skipped_3d else ""),
+              _seeds_text(comparison["training"]),
+              f"best configuration by nnU-Net's find_best_configuration: {best} — selected on the same "
+              "cross-validation folds it is scored on (optimistic)"]
+    return lines + grouping_warnings(comparison["dataset"], [c["case"] for c in comparison["cases"]], groups, splits)
 
 
-def grouping_warnings(cases: list[str], groups: dict[str, str] | None, splits: list[dict] | None) -> list[str]:
+def grouping_warnings(dataset: str, cases: list[str], groups: dict[str, str] | None,
+                      splits: list[dict] | None) -> list[str]:
     """Loud lines when the unit of analysis is probably wrong."""
     from autosam.splits import straddling_patient
     from autosam.validate import slices_per_patient
@@ -128,7 +150,7 @@ def grouping_warnings(cases: list[str], groups: dict[str, str] | None, splits: l
         if found:
             return [f"WARNING: the case names look like slices of {len(found[0])} patients, but no patient groups "
                     "are recorded: slices are counted as independent, so CIs and p-values are optimistic; record them "
-                    f"with 'autosam split -d ID --group-pattern \'{found[1]}\'' and run again"]
+                    f"with: autosam split -d {dataset[7:10]} --group-pattern '{found[1]}' (then run again)"]
         return []
     straddling = straddling_patient(splits or [], groups)
     if straddling:
@@ -198,15 +220,23 @@ def run(dataset: str, sam_options, options: RunOptions) -> Path:
 
     baselines = [Method(f"nnU-Net {c}", model_folder(dataset, "nnUNetTrainer", BASELINE_PLANS, c))
                  for c in configurations]
+    requested = {f"nnU-Net {c}": {"epochs": baseline_budget.epochs or NNUNET_EPOCHS,
+                                  "iterations_per_epoch": baseline_budget.iterations or NNUNET_ITERATIONS,
+                                  "batch_size": (baseline_budget.batch_size if c == "2d" else None)
+                                  or plans["configurations"][c].get("batch_size"), "seed": seed}
+                 for c in configurations}
+    requested["SAM"] = {"epochs": sam_budget.epochs or sam_plan.num_epochs,
+                        "iterations_per_epoch": sam_budget.iterations or sam_plan.iterations_per_epoch,
+                        "batch_size": sam_configuration.batch_size, "seed": seed}
     sam = Method("SAM", model_folder(dataset, "nnUNetTrainerSAM", PLANS_NAME, SAM_CONFIGURATION))
     splits, groups = read_splits(preprocessed), load_groups(preprocessed)
     comparison = compare(baselines, sam, options.folds, preprocessed / "gt_segmentations", groups, splits)
     models = [{"trainer": "nnUNetTrainer", "plans": BASELINE_PLANS, "configuration": c} for c in configurations] + [
         {"trainer": "nnUNetTrainerSAM", "plans": PLANS_NAME, "configuration": SAM_CONFIGURATION}]
     best = _best_name(find_best(dataset, options.folds, models, options.ensembles))
-    comparison["budget_policy"] = policy
+    comparison["budget_policy"], comparison["requested_budgets"] = policy, requested
     comparison["conditions"] = conditions(sam_plan, [b.name for b in baselines], skipped_3d, comparison, best,
-                                          groups, splits)
+                                          groups, splits, trained_sam(sam.model_folder, options.folds))
     summary = plan_summary(sam_plan, sam_configuration.batch_size,
                            sam_configuration.configuration["autosam_dataset_facts"])
     report = write_report({**comparison, "best_configuration": best}, baselines + [sam],

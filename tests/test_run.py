@@ -118,6 +118,27 @@ def test_3d_data_train_nnunets_3d_fullres_too_and_the_report_names_the_strongest
     assert "nnU-Net's 3d_fullres was not trained (--no-3d), although the data are 3D" in capsys.readouterr().out
 
 
+def test_budget_lines_compare_every_fold_with_what_the_run_asks() -> None:
+    from autosam.evaluation.report import budget_lines
+
+    def fold(epochs, batch, seed=0, iterations=20):
+        return {"epochs": epochs, "iterations_per_epoch": iterations, "batch_size": batch, "seed": seed,
+                "optimizer_steps": epochs * iterations, "images_seen": epochs * iterations * batch,
+                "seconds": 1.0, "device": "cpu"}
+
+    training = {"nnU-Net 2d": [fold(5, 2), fold(5, 2)], "SAM": [fold(5, 4), fold(5, 4)]}
+    asked = {"nnU-Net 2d": {"epochs": 1000, "iterations_per_epoch": 250, "batch_size": 2, "seed": 0},
+             "SAM": {"epochs": 5, "iterations_per_epoch": 20, "batch_size": 4, "seed": 0}}
+    lines = budget_lines(training, "standard", asked)
+    assert lines[0].startswith("budgets: every method the same 100 optimiser steps per fold; training patches differ")
+    notes = [line for line in lines if line.startswith("note:")]
+    assert len(notes) == 1 and notes[0].startswith("note: nnU-Net 2d: 2 fold(s) were trained with other settings")
+    assert "epochs 5, iterations_per_epoch 20" in notes[0]
+    unknown = {"nnU-Net 2d": [{**fold(5, 2), "iterations_per_epoch": None, "batch_size": None,
+                               "optimizer_steps": None, "images_seen": None}], "SAM": [fold(5, 4)]}
+    assert "optimiser steps unknown" in budget_lines(unknown, None, None)[0]  # and no crash on the missing numbers
+
+
 def test_budget_policies_set_each_trainer(nnunet_folders) -> None:
     """Default: nnU-Net's own 1000 x 250 at its batch and SAM's plan; equal: SAM's steps and batch for both."""
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer

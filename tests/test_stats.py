@@ -124,12 +124,32 @@ def test_a_method_is_scored_the_same_whichever_other_methods_were_trained() -> N
         beside["paired"]["A"]["lesion"]["dice"]["mean_difference"]
 
 
-def test_the_median_and_the_test_treat_zero_differences_alike() -> None:
+def test_tied_scores_never_give_a_p_below_what_the_exact_test_allows() -> None:
     a = {f"u{i}": 0.5 for i in range(16)}
     b = {**a, **{f"u{i}": 0.0 for i in range(6)}}  # 10 ties, 6 losses
     result = paired_comparison(a, b)
     assert result["median_difference"] == 0.0
-    assert result["p_value"] > 0.02  # zeros split between the signs; the normal approximation gave 0.014
+    assert result["p_value"] >= smallest_p(6)  # the normal approximation with ties gave 0.014 < 2 / 2**6
+
+
+def test_one_unit_is_described_but_not_tested() -> None:
+    cases = [_case(f"p0_z{i}", _square(), {"A": _square(shift=1), "B": _square()}, group="p0") for i in range(3)]
+    result = analyse(cases, ["lesion"], ["A"], "B", {c["case"]: "p0" for c in cases})
+    test = result["paired"]["A"]["lesion"]["dice"]
+    assert test["n"] == 1 and math.isnan(test["p_value"]) and math.isnan(test["p_holm"])
+    assert math.isnan(result["summary"]["B"]["lesion"]["dice"]["std"])
+
+
+def test_small_samples_get_t_intervals_and_an_ignore_label_is_not_scored() -> None:
+    values = [0.2, 0.5, 0.9, 0.4, 0.6]
+    low, high, method = bootstrap_ci(values)
+    assert method == "t" and low < min(values[1:3]) and high > 0.7
+    reference = _square()
+    reference[0, 0:3, 0:3] = 9  # an ignore region the prediction paints as lesion
+    painted = _square()
+    painted[0, 0:3, 0:3] = 1
+    scored = case_metrics(reference, painted, {"lesion": 1}, (999, 1.0, 1.0), ignore=9)["lesion"]
+    assert scored["dice"] == 1.0  # without the mask the painted ignore pixels would count as false positives
 
 
 def test_a_missed_object_counts_against_the_method_in_every_metric() -> None:
@@ -151,8 +171,8 @@ def test_patient_groups_make_the_unit_and_n_and_the_strongest_baseline_is_named(
     assert "per patient (n = 3 patients from 12 cases" in result["conventions"][0]
     per_case = analyse(cases, ["lesion"], ["C", "A"], "B")
     assert per_case["unit"] == "case" and per_case["paired"]["A"]["lesion"]["dice"]["n"] == 12
-    family = [t["p_holm"] for b in result["paired"].values() for row in b.values() for t in row.values()]
-    assert len(family) == 6 and all(math.isfinite(p) or math.isnan(p) for p in family)
+    family = [t for b in result["paired"].values() for row in b.values() for t in row.values()]
+    assert len(family) == 6 and all(t["p_holm"] >= t["p_value"] for t in family if math.isfinite(t["p_value"]))
 
 
 def test_several_labels_add_a_foreground_mean_over_the_labels_each_case_counts() -> None:

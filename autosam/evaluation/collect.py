@@ -9,6 +9,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from autosam.errors import AutosamError
+from autosam.evaluation.conventions import scored_labels
 from autosam.evaluation.metrics import case_metrics
 from autosam.safe_load import load_fold_checkpoint
 
@@ -42,7 +43,7 @@ def validation_metrics(model_folder: Path, folds: list[int], gt_folder: Path) ->
     """case id -> {"fold": k, "metrics": {label: {dice, nsd, hd95, empty}}} over the given folds."""
     reader_class, dataset_json = reader_for(model_folder)
     ending = dataset_json["file_ending"]
-    labels = {k: v for k, v in dataset_json["labels"].items() if isinstance(v, int)}
+    labels, ignore = scored_labels(dataset_json["labels"]), dataset_json["labels"].get("ignore")
     reader = reader_class()
     results = {}
     for fold in folds:
@@ -52,7 +53,7 @@ def validation_metrics(model_folder: Path, folds: list[int], gt_folder: Path) ->
             reference, properties = reader.read_seg(str(gt_folder / f"{case}{ending}"))
             predicted, _ = reader.read_seg(str(validation / f"{case}{ending}"))
             results[case] = {"fold": fold, "metrics": case_metrics(reference[0], predicted[0], labels,
-                                                                   tuple(properties["spacing"]))}
+                                                                   tuple(properties["spacing"]), ignore=ignore)}
     return results
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from autosam.errors import AutosamError
 from autosam.evaluation import conventions
 from autosam.evaluation.collect import check_current_folds, fold_budget, reader_for, validation_metrics
-from autosam.evaluation.conventions import FOREGROUND_MEAN, METRICS
+from autosam.evaluation.conventions import FOREGROUND_MEAN, METRICS, scored_labels
 from autosam.evaluation.stats import describe, holm, paired_comparison, smallest_p, unit_values
 
 
@@ -65,7 +65,7 @@ def compare(baselines: list[Method], challenger: Method, folds: list[int], gt_fo
     shared = sorted(set.intersection(*(set(v) for v in per_method.values())))
     if not shared:
         raise AutosamError("the methods share no validated case; were they trained on the same folds?")
-    labels = [k for k, v in dataset_json["labels"].items() if isinstance(v, int) and v != 0]
+    labels = list(scored_labels(dataset_json["labels"]))
     if not labels:
         raise AutosamError(f"{challenger.model_folder / 'dataset.json'}: the labels are regions (lists of ids); the "
                            "comparison scores integer labels only")
@@ -75,7 +75,7 @@ def compare(baselines: list[Method], challenger: Method, folds: list[int], gt_fo
                            "them again with 'autosam split' for every case")
     cases = [{"case": c, "fold": per_method[names[0]][c]["fold"], "group": (groups or {}).get(c),
               "metrics": {n: per_method[n][c]["metrics"] for n in names}} for c in shared]
-    return {"dataset": dataset_json.get("name", ""), "folds": folds,
+    return {"dataset": challenger.model_folder.parent.name, "folds": folds,
             "methods": {m.name: str(m.model_folder) for m in methods},
             **analyse(cases, labels, [b.name for b in baselines], challenger.name, groups),
             "training": {m.name: [fold_budget(m.model_folder, f) for f in folds] for m in methods}}

@@ -2,14 +2,15 @@
 
 The report quotes ``describe()`` so that a reader of ``report.md`` alone can judge the numbers.
 
-Per case and label, for every method alike:
-- reference and prediction both empty: a correct "nothing here" (Dice 1, NSD 1, HD95 0); the case is left out
-  of that label's comparison only when *every* method predicts it empty (nothing to compare);
+Every case counts for every label and every method, so the case set depends on the references alone (never
+on what a method predicted, nor on which other methods were trained). Per case and label:
+- reference and prediction both empty: a correct "nothing here" (Dice 1, NSD 1, HD95 0);
 - reference empty, prediction not (a false positive) and reference not empty, prediction empty (a missed
   object): Dice 0, NSD 0, and HD95 = the image's diagonal in physical units, the largest distance possible;
 - otherwise MONAI's Dice, NSD (tolerance ``NSD_TOLERANCE``) and HD95.
-Every method is then summarised and tested on exactly the same cases, averaged per patient first when the
-patients are known (the unit of analysis), so slices of one patient count once.
+Pixels of an ``ignore`` label are left out of every label. Every method is summarised and tested on exactly
+the same cases, averaged per patient first when the patients are known (the unit of analysis), so slices of
+one patient count once.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import math
 NSD_TOLERANCE = 2.0  # mm (or pixels for PNG), the boundary tolerance of the normalised surface distance
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 10_000
+T_INTERVAL_MAX_N = 20  # below this many units, Student's t intervals (bootstrap intervals are too narrow)
 BCA_MAX_N = 2000  # above this many units, percentile intervals (BCa's jackknife grows as n²)
 PERMUTATION_MAX_N = 50  # up to this many units the signed-rank p is exact (n <= 16) or from permutations
 PERMUTATIONS = 2**16
@@ -27,6 +29,11 @@ STATS_SEED = 12345  # the bootstrap's own seed, so that a report is reproducible
 FOREGROUND_MEAN = "foreground mean"  # the per-case mean over labels, added when a dataset has several
 METRICS = ("dice", "nsd", "hd95")
 HIGHER_IS_BETTER = {"dice": True, "nsd": True, "hd95": False}
+
+
+def scored_labels(labels: dict) -> dict[str, int]:
+    """The dataset.json labels that are scored: integer foreground labels, not ``ignore`` nor regions."""
+    return {k: v for k, v in labels.items() if isinstance(v, int) and v != 0 and k != "ignore"}
 
 
 def worst_distance(shape: tuple[int, ...], spacing: tuple[float, ...]) -> float:
@@ -54,13 +61,14 @@ def describe(unit: str, n_units: int, n_cases: int) -> list[str]:
         "Every case counts for every label and method, so the case set depends on the references alone: a label "
         "absent from both reference and prediction scores Dice 1, NSD 1, HD95 0; a false positive on an empty "
         "reference and a missed object score Dice 0, NSD 0 and HD95 = the image diagonal.",
-        f"Statistics: each mean with a {CONFIDENCE:.0%} bootstrap CI ({BOOTSTRAP_RESAMPLES:,} resamples, "
-        f"scipy.stats.bootstrap, BCa; percentile where BCa is degenerate or above {BCA_MAX_N:,} units, as "
-        "comparison.json records per interval); the paired difference is the challenger minus the baseline: its "
-        "mean with a bootstrap CI, and its median beside the two-sided Wilcoxon signed-rank p (scipy; zero "
-        f"differences split between the signs; exact or {PERMUTATIONS:,} permutations up to "
-        f"{PERMUTATION_MAX_N} units); p-values are Holm-adjusted (statsmodels) across every baseline × label × "
-        "metric tested, raw and adjusted both shown.",
+        f"Statistics: each mean with a {CONFIDENCE:.0%} CI: Student's t below {T_INTERVAL_MAX_N} units, else "
+        f"bootstrap ({BOOTSTRAP_RESAMPLES:,} resamples, scipy.stats.bootstrap, BCa; percentile where BCa is "
+        f"degenerate or above {BCA_MAX_N:,} units), as comparison.json records per interval; intervals are not "
+        "adjusted for multiple comparisons. The paired difference is the challenger minus the baseline: its mean "
+        "with such a CI, and its median beside the two-sided Wilcoxon signed-rank p (scipy; zero differences "
+        f"split between the signs; exact or {PERMUTATIONS:,} permutations up to {PERMUTATION_MAX_N} units; not "
+        "tested below two non-zero differences); p-values are Holm-adjusted (statsmodels) across every baseline "
+        "× label × metric tested, raw and adjusted both shown.",
         f"NSD tolerance {NSD_TOLERANCE:g} mm (pixels for PNG images); HD95 in mm (pixels for PNG); Dice and NSD: "
         "higher is better, HD95: lower is better.",
     ]

@@ -22,10 +22,15 @@ def _one_hot(mask: np.ndarray) -> torch.Tensor:
 
 
 def case_metrics(reference: np.ndarray, prediction: np.ndarray, labels: dict[str, int],
-                 spacing: tuple[float, ...], tolerance: float = NSD_TOLERANCE) -> dict[str, dict]:
-    """``reference``/``prediction``: integer label maps of the same shape; ``spacing`` per axis."""
+                 spacing: tuple[float, ...], tolerance: float = NSD_TOLERANCE,
+                 ignore: int | None = None) -> dict[str, dict]:
+    """``reference``/``prediction``: integer label maps of the same shape; ``spacing`` per axis; ``labels``:
+    the foreground labels to score; pixels labelled ``ignore`` in the reference count for none."""
     if reference.shape != prediction.shape:
         raise ValueError(f"reference {reference.shape} and prediction {prediction.shape} differ in shape")
+    if ignore is not None:
+        unscored = reference == ignore
+        reference, prediction = np.where(unscored, 0, reference), np.where(unscored, 0, prediction)
     keep = [i for i, n in enumerate(reference.shape) if n > 1]  # 2D images drop their singleton axis
     drop = tuple(i for i in range(reference.ndim) if i not in keep)
     reference, prediction = reference.squeeze(drop), prediction.squeeze(drop)

@@ -63,13 +63,14 @@ def headline(comparison: dict) -> list[str]:
                                               f"{', '.join(others)})" if others else "")
              + f"; unit of analysis: {unit} (n = {comparison['n_units']} {unit}s"
              + (f", {comparison['n_cases']} cases)" if unit != "case" else ")")]
-    lines += comparison.get("conditions", []) + budget_lines(comparison["training"],
-                                                             comparison.get("budget_policy"))
+    lines += comparison.get("conditions", []) + budget_lines(comparison["training"], comparison.get("budget_policy"),
+                                                             comparison.get("requested_budgets"))
     smallest = comparison["smallest_attainable_p"]
     if smallest["holm"] > ALPHA:
         lines.append(f"with n = {comparison['paired'][baseline][comparison['primary_row']]['dice']['n']} {unit}s "
                      f"the smallest p the signed-rank test can give is {smallest['raw']:.3g} ({smallest['holm']:.3g} "
-                     f"after Holm): no difference can reach p < {ALPHA} here; read the confidence intervals")
+                     f"after Holm): no Holm-adjusted p can reach {ALPHA} here; read the (unadjusted) confidence "
+                     "intervals")
     for row in comparison["rows"]:
         a, b = comparison["summary"][baseline][row]["dice"], comparison["summary"][challenger][row]["dice"]
         p = comparison["paired"][baseline][row]["dice"]
@@ -83,32 +84,48 @@ def _per_fold(folds: list[dict], key: str) -> set:
     return {f[key] for f in folds}
 
 
-def budget_lines(training: dict[str, list[dict]], requested: str | None) -> list[str]:
-    """What each method trained with, read back from its folds, and whether that matches the request."""
-    def same(key: str) -> bool:
-        values = [_per_fold(folds, key) for folds in training.values()]
-        return all(v == values[0] and len(v) == 1 and None not in v for v in values)
+def _number(value) -> str:
+    return "?" if value is None else f"{value:,}"
 
+
+BUDGET_KEYS = ("epochs", "iterations_per_epoch", "batch_size", "seed")
+
+
+def budget_lines(training: dict[str, list[dict]], policy: str | None, requested: dict[str, dict] | None) -> list[str]:
+    """What each method trained with, read back from its folds; whether the methods match; and every fold
+    whose record differs from what this run asked of it (finished folds are kept, never retrained)."""
     verdict = []
     for key, what in (("optimizer_steps", "optimiser steps"), ("images_seen", "training patches")):
-        verdict.append(f"every method the same {next(iter(_per_fold(next(iter(training.values())), key))):,} "
-                       f"{what} per fold" if same(key) else f"{what} differ between methods")
-    lines = ["budgets: " + ("; ".join(verdict)) + (f" (requested: {requested})" if requested else "")]
-    if requested and requested.startswith("equal") and not (same("optimizer_steps") and same("images_seen")):
-        lines.append("note: folds kept from an earlier run trained with other budgets than requested (move their "
-                     "folders away to train them again under this policy)")
+        values = [_per_fold(folds, key) for folds in training.values()]
+        if any(None in v for v in values):
+            verdict.append(f"{what} unknown for folds trained outside autosam")
+        elif all(v == values[0] and len(v) == 1 for v in values):
+            verdict.append(f"every method the same {_number(next(iter(values[0])))} {what} per fold")
+        else:
+            verdict.append(f"{what} differ between methods")
+    lines = ["budgets: " + "; ".join(verdict) + (f" (requested: {policy})" if policy else "")]
+    for name, folds in training.items():
+        want = (requested or {}).get(name, {})
+        off = [f for f in folds if any(f[k] is not None and k in want and f[k] != want[k] for k in BUDGET_KEYS)]
+        if off:
+            got = ", ".join(f"{k} {off[0][k]}" for k in BUDGET_KEYS
+                            if k in want and off[0][k] is not None and off[0][k] != want[k])
+            lines.append(f"note: {name}: {len(off)} fold(s) were trained with other settings than this run asks "
+                         f"({got}; asked: {', '.join(f'{k} {want[k]}' for k in BUDGET_KEYS if k in want)}); "
+                         "finished folds are kept, move them away to train them again")
     return lines + [f"budget of {n}: {_budget_text(t)}" for n, t in training.items()]
 
 
 def _budget_text(folds: list[dict]) -> str:
     first = folds[0]
     keys = ("epochs", "iterations_per_epoch", "batch_size")
-    if all(tuple(f[k] for k in keys) == tuple(first[k] for k in keys) for f in folds) and first["optimizer_steps"]:
-        text = (f"{first['epochs']} epochs × {first['iterations_per_epoch']} iterations × batch {first['batch_size']}"
-                f" = {first['optimizer_steps']:,} optimiser steps, {first['images_seen']:,} training patches per fold")
+    if all(tuple(f[k] for k in keys) == tuple(first[k] for k in keys) for f in folds):
+        text = (f"{first['epochs']} epochs × {_number(first['iterations_per_epoch'])} iterations × batch "
+                f"{_number(first['batch_size'])} = {_number(first['optimizer_steps'])} optimiser steps, "
+                f"{_number(first['images_seen'])} training patches per fold")
     else:
-        text = "per fold: " + "; ".join(f"{f['epochs']} × {f['iterations_per_epoch']} × batch {f['batch_size']}"
-                                         for f in folds)
+        text = "per fold: " + "; ".join(f"{f['epochs']} × {_number(f['iterations_per_epoch'])} × batch "
+                                         f"{_number(f['batch_size'])}" for f in folds)
     seconds = [f["seconds"] for f in folds]
     seeds = ", ".join("not recorded" if s is None else str(s) for s in sorted(_per_fold(folds, "seed"), key=str))
     devices = ", ".join(str(d) for d in sorted(_per_fold(folds, "device"), key=str))
@@ -145,7 +162,9 @@ def _markdown(comparison: dict, plan: dict | None, images: dict[str, str]) -> st
                                 for n in names) + " |")
     if plan:
         out += ["", "## The SAM plan", "", f"`{plan['setup']}` at {plan['image_size']} px, batch "
-                f"{plan['batch_size']}, predicted {plan['predicted_memory_gb']} GB on {plan['hardware']}", ""]
+                f"{plan['batch_size']}, predicted {plan['predicted_memory_gb']} GB on {plan['hardware']}. The "
+                "budgets above are what the folds trained with: a run's --epochs, --iterations or --equal-budget "
+                "replace the plan's epochs and iterations.", ""]
         out += [f"- **{k}**: {v}" for k, v in plan["reasons"].items()]
         out += [f"- warning: {w}" for w in plan.get("warnings", [])]
     out += ["", "## Figures", ""] + [f"![{title}]({name})" for title, name in images.items()]

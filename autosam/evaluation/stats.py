@@ -8,11 +8,11 @@ import warnings
 from collections import defaultdict
 
 import numpy as np
-from scipy.stats import PermutationMethod, bootstrap, wilcoxon
+from scipy.stats import PermutationMethod, bootstrap, t, wilcoxon
 from statsmodels.stats.multitest import multipletests
 
 from autosam.evaluation.conventions import (BCA_MAX_N, BOOTSTRAP_RESAMPLES, CONFIDENCE, PERMUTATION_MAX_N,
-                                           PERMUTATIONS, STATS_SEED)
+                                           PERMUTATIONS, STATS_SEED, T_INTERVAL_MAX_N)
 
 
 def unit_values(cases: list[str], values: list[float], groups: dict[str, str] | None) -> dict[str, float]:
@@ -24,14 +24,19 @@ def unit_values(cases: list[str], values: list[float], groups: dict[str, str] | 
 
 
 def bootstrap_ci(values) -> tuple[float, float, str]:
-    """(low, high, method): the BCa bootstrap CI of the mean; percentile where BCa is degenerate or above
-    ``BCA_MAX_N`` values (its jackknife costs n² and its correction vanishes); a point interval when every
-    value is equal; NaN below two values."""
+    """(low, high, method): the CI of the mean. Student's t below ``T_INTERVAL_MAX_N`` values, where bootstrap
+    intervals are too narrow; else BCa bootstrap, percentile where BCa is degenerate or above ``BCA_MAX_N``
+    values (its jackknife costs n² and its correction vanishes); a point interval when every value is equal;
+    NaN below two values."""
     values = np.asarray(values, dtype=float)
     if len(values) < 2:
         return math.nan, math.nan, "none"
     if np.all(values == values[0]):
         return float(values[0]), float(values[0]), "constant"
+    if len(values) < T_INTERVAL_MAX_N:
+        low, high = t.interval(CONFIDENCE, len(values) - 1, loc=values.mean(),
+                               scale=values.std(ddof=1) / math.sqrt(len(values)))
+        return float(low), float(high), "t"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # BCa warns on near-degenerate samples; the percentile fallback handles it
         for method in ("BCa", "percentile") if len(values) <= BCA_MAX_N else ("percentile",):
@@ -50,7 +55,7 @@ def describe(values) -> dict:
                 "ci_method": "none"}
     low, high, method = bootstrap_ci(values)
     return {"n": len(values), "mean": float(values.mean()),
-            "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0, "median": float(np.median(values)),
+            "std": float(values.std(ddof=1)) if len(values) > 1 else math.nan, "median": float(np.median(values)),
             "ci95": [low, high], "ci_method": method}
 
 
@@ -58,8 +63,8 @@ def signed_rank_p(differences: np.ndarray) -> float:
     """Two-sided Wilcoxon signed-rank p of paired differences, zeros split between the signs (so the test and
     the median difference treat ties alike); exact or permutation for small n, where the normal
     approximation is too optimistic with tied scores."""
-    if np.allclose(differences, 0):
-        return 1.0  # no difference at all; the test statistic is undefined
+    if np.count_nonzero(differences) < 2:
+        return 1.0 if np.allclose(differences, 0) else math.nan  # nothing to rank: not tested
     method = (PermutationMethod(n_resamples=PERMUTATIONS, rng=np.random.default_rng(STATS_SEED))
               if len(differences) <= PERMUTATION_MAX_N else "asymptotic")
     return float(wilcoxon(differences, zero_method="zsplit", method=method).pvalue)
