@@ -44,7 +44,7 @@ def ablate(dataset: str, setups: list[str], options) -> Path:
     from autosam.evaluation.comparison import read_splits
     from autosam.splits import load_groups, resolve_folds
     from autosam.training import Budget, planned_seed, resolve_device
-    from trainers.variants import VARIANTS
+    from autosam.training import trainer_class
 
     folders = require_folders("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
     name = dataset_name(dataset)
@@ -56,9 +56,7 @@ def ablate(dataset: str, setups: list[str], options) -> Path:
         raise AutosamError(f"{plans_file}: not found; run 'autosam plan-and-preprocess -d {dataset}' first")
     chosen = json.loads(plans_file.read_text())["configurations"][SAM_CONFIGURATION]["sam"]["setup"]["name"]
     names = [s.name for s in all_setups()] if setups == ["all"] else setups
-    for setup in names:
-        if f"nnUNetTrainerSAM_{setup}" not in VARIANTS:
-            raise AutosamError(f"--setups {setup}: not one of the 18 set-ups (see 'autosam setups')")
+    trainers = {setup: trainer_class(setup) for setup in names}  # refuses an unknown set-up before training
     device = resolve_device(options.device)
     seed = planned_seed(dataset) if options.seed is None else options.seed
     budget = Budget(options.epochs, options.iterations)
@@ -66,7 +64,7 @@ def ablate(dataset: str, setups: list[str], options) -> Path:
     results = folders["nnUNet_results"] / name
     rows = []
     for setup in names:
-        trainer = VARIANTS[f"nnUNetTrainerSAM_{setup}"]
+        trainer = trainers[setup]
         for fold in options.folds:
             train_once(dataset, fold, trainer, PLANS_NAME, SAM_CONFIGURATION, budget, device, setup, seed, False)
         dice = cv_dice(model_folder(dataset, trainer.__name__, PLANS_NAME, SAM_CONFIGURATION), options.folds,

@@ -44,7 +44,7 @@ def cmd_setups(args: argparse.Namespace) -> None:
 
 
 def _sam_options(args: argparse.Namespace):
-    from planners.sam_planner import SamOptions
+    from autosam.planners.sam_planner import SamOptions
 
     return SamOptions(
         setup=args.setup,
@@ -65,7 +65,7 @@ def cmd_plan(args: argparse.Namespace) -> None:
     from autosam.hardware import detect_hardware
     from autosam.preprocess import baseline_configurations, plan, preprocess
     from autosam.sam_plan import SAM_CONFIGURATION, sam_plan_of
-    from planners.explain import plan_summary, plan_text
+    from autosam.planners.explain import plan_summary, plan_text
 
     hardware = detect_hardware(args.gpu_memory, args.device)
     with contextlib.redirect_stdout(sys.stderr):  # nnU-Net's planning chatter; stdout carries the plan
@@ -91,13 +91,24 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from autosam.prediction import predict, resolve_model
+    from autosam.models import resolve_model
+    from autosam.prediction import predict
 
     model, why = resolve_model(args.dataset, args.setup)
     print(f"model: {model.name}: {why}")
     predict(args.dataset, args.input, args.output, args.folds, model, device=args.device,
             checkpoint=args.checkpoint_name, mirroring=not args.disable_tta)
     print(f"predictions written to {args.output}")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from autosam.export import export
+
+    exported = export(args.dataset, args.fold, args.output, args.setup, args.checkpoint_name)
+    print(f"SAM checkpoint: {exported.checkpoint} ({exported.loading})")
+    if exported.peft_folder:
+        print(f"LoRA in peft's format: {exported.peft_folder} (PeftModel.from_pretrained on the base checkpoint)")
+    print(f"how it was trained and what input it expects: {exported.checkpoint.with_suffix('.json')}")
 
 
 def cmd_validate(args: argparse.Namespace) -> None:
@@ -256,6 +267,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-name", default="checkpoint_final.pth")
     p.add_argument("--disable-tta", action="store_true", help="no mirroring test-time augmentation (faster)")
     p.set_defaults(func=cmd_predict)
+
+    p = verbs.add_parser("export", help="a trained SAM fold as a stock segment-anything checkpoint (LoRA merged), "
+                         "plus the LoRA in peft's format")
+    dataset_flag(p)
+    p.add_argument("-f", "--fold", required=True, help="the fold to export (a number, or 'all')")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the checkpoint file to write (.pth)")
+    p.add_argument("--setup", help="export the model trained with this fixed set-up (default: as predict chooses)")
+    p.add_argument("--checkpoint-name", default="checkpoint_final.pth")
+    p.set_defaults(func=cmd_export)
 
     p = verbs.add_parser("validate", help="check a raw dataset: every problem at once, with the fix")
     dataset_flag(p)

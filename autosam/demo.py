@@ -48,7 +48,7 @@ def _planned_from_scratch(plans_file: Path) -> bool:
 
 def run_demo(directory: Path, full: bool = False, device: str | None = None, seed: int | None = None) -> Path:
     from autosam.pipeline import RunOptions, run
-    from planners.sam_planner import SamOptions
+    from autosam.planners.sam_planner import SamOptions
 
     folders = prepare(directory)
     folder = os.environ.get(CHECKPOINT_DIR_ENV)

@@ -7,12 +7,14 @@ Values the user has set always win.
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 
 from autosam.errors import AutosamError
 
 FOLDER_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
-EXT_TRAINER_DIR = Path(__file__).resolve().parents[1] / "trainers" / "nnunet_ext"
+# The folder nnU-Net searches for our trainers (it imports every module in it, so it holds one shim only).
+EXT_TRAINER_DIR = Path(str(resources.files("autosam.trainers") / "nnunet_ext"))
 
 
 def configure_defaults() -> None:

@@ -180,8 +180,8 @@ def run(dataset: str, sam_options, options: RunOptions) -> Path:
     from autosam.sam_plan import sam_plan_of
     from autosam.splits import load_groups, resolve_folds
     from autosam.validate import check_dataset
-    from planners.explain import plan_summary
-    from trainers.sam_trainer import nnUNetTrainerSAM
+    from autosam.planners.explain import plan_summary
+    from autosam.trainers.sam_trainer import nnUNetTrainerSAM
 
     folders = require_folders("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
     for warning in check_dataset(folders["nnUNet_raw"], str(dataset), max(5, len(options.folds or []))):

@@ -48,7 +48,7 @@ def plan(dataset: str, sam_options, hardware, num_processes: int = 1, validated:
     from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
     from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprint_dataset
 
-    from planners.sam_planner import BASELINE_PLANS, SAMPlanner
+    from autosam.planners.sam_planner import BASELINE_PLANS, SAMPlanner
 
     from autosam.validate import check_dataset
 
@@ -73,7 +73,7 @@ def plan(dataset: str, sam_options, hardware, num_processes: int = 1, validated:
 def baseline_configurations(dataset: str, with_3d: bool = True) -> tuple[str, ...]:
     """nnU-Net's configurations autosam trains as baselines: ``2d``, and ``3d_fullres`` where it planned one
     (3D data) unless ``with_3d`` is off."""
-    from planners.sam_planner import BASELINE_PLANS
+    from autosam.planners.sam_planner import BASELINE_PLANS
 
     plans_file = require_folders("nnUNet_preprocessed")["nnUNet_preprocessed"] / dataset_name(dataset) / \
         f"{BASELINE_PLANS}.json"
@@ -86,7 +86,7 @@ def preprocess(dataset: str, num_processes: int = 1, configurations: tuple[str, 
     deletes the output folder first, which would pull the data from under a running training)."""
     from nnunetv2.experiment_planning.plan_and_preprocess_api import preprocess_dataset
 
-    from planners.sam_planner import BASELINE_PLANS
+    from autosam.planners.sam_planner import BASELINE_PLANS
 
     folders = require_folders("nnUNet_raw", "nnUNet_preprocessed")
     name = dataset_name(dataset)

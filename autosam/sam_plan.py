@@ -24,6 +24,11 @@ class BaseCheckpoint:
     path: str | None  # absolute path when the planner found the file
     sha256: str | None  # published hash, when there is one
 
+    @classmethod
+    def of_file(cls, path: str | Path) -> "BaseCheckpoint":
+        """A base file outside the catalogue, by path (its sha256 is computed when it loads)."""
+        return cls(Path(path).name, Path(path).name, str(path), None)
+
     def locate(self) -> Path:
         """The file: where the planner found it, else by name in --checkpoint-dir / $AUTOSAM_CHECKPOINT_DIR."""
         from autosam.sam.checkpoints import CATALOGUE, find_checkpoint

@@ -53,15 +53,10 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 def trainer_class(setup: str | None):
-    from trainers.sam_trainer import nnUNetTrainerSAM
-    from trainers.variants import VARIANTS
+    from autosam.models import Model
+    from autosam.trainers.variants import trainer_class as by_name
 
-    if setup is None:
-        return nnUNetTrainerSAM
-    name = f"nnUNetTrainerSAM_{setup}"
-    if name not in VARIANTS:
-        raise AutosamError(f"--setup {setup}: not one of the 18 set-ups (list them with 'autosam setups')")
-    return VARIANTS[name]
+    return by_name(Model.for_setup(setup).trainer)
 
 
 def read_plans(dataset: str, plans_name: str = PLANS_NAME, configuration: str = SAM_CONFIGURATION) -> dict:

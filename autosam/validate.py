@@ -10,7 +10,6 @@ import contextlib
 import io
 import json
 import re
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,20 +23,48 @@ GEOMETRY_TOLERANCE = 1e-3  # relative, as nnU-Net's check
 ANISOTROPY_WARNING = 3.0
 
 
+IMAGE_SAMPLE = 1_000_000  # voxels looked at to tell an image from a label map
+
+
 @dataclass(frozen=True)
 class Finding:
+    """A problem and its fix at the files it touches: one file as found, every file with the cause once grouped."""
+
     severity: str  # "error" or "warning"
     file: str
-    message: str  # says what is wrong and how to fix it
+    message: str  # what is wrong and the fix, in the same words for every file with this cause
+    detail: str = ""  # what differs from file to file, e.g. the values found in this one
+    more: tuple[tuple[str, str], ...] = ()  # (file, detail) of the other files with this cause
+
+    @property
+    def files(self) -> list[tuple[str, str]]:
+        return [(self.file, self.detail), *self.more]
+
+    def line(self, every_file: bool = False) -> str:
+        """The count of files, two of them (every one with ``every_file``), what is wrong and the fix."""
+        files = self.files
+        named = ", ".join(f"{f} ({d})" if d else f for f, d in (files if every_file else files[:2]))
+        if len(files) > 1:
+            named = f"{len(files)} files{', e.g.' if len(files) > 2 and not every_file else ':'} {named}"
+        return f"{self.severity}: {named}: {self.message}"
 
     def __str__(self) -> str:
-        return f"{self.severity}: {self.file}: {self.message}"
+        return self.line()
+
+
+def group(findings: list[Finding]) -> list[Finding]:
+    """One finding per cause (severity and message) holding every file it touches, in the order found."""
+    causes: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for f in findings:
+        causes.setdefault((f.severity, f.message), []).extend(f.files)
+    return [Finding(severity, files[0][0], message, files[0][1], tuple(files[1:]))
+            for (severity, message), files in ((k, list(dict.fromkeys(v))) for k, v in causes.items())]
 
 
 class DatasetInvalid(AutosamError):
-    def __init__(self, findings: list[Finding]) -> None:
-        self.findings = findings
-        super().__init__("\n".join(str(f) for f in findings if f.severity == "error"))
+    def __init__(self, findings: list[Finding], every_file: bool = False) -> None:
+        self.findings = group(findings)
+        super().__init__("\n".join(f.line(every_file) for f in self.findings if f.severity == "error"))
 
 
 def _load_dataset_json(folder: Path, out: list[Finding]) -> dict | None:
@@ -62,6 +89,12 @@ def _load_dataset_json(folder: Path, out: list[Finding]) -> dict | None:
         return None
     labels = meta["labels"]
     values = [v for v in labels.values()] if isinstance(labels, dict) else []
+    quoted = [(k, v) for k, v in labels.items() if isinstance(v, str)] if isinstance(labels, dict) else []
+    if quoted and all(v.strip().isdigit() for _, v in quoted):
+        (name, value), ids = quoted[0], ", ".join(f'"{v}"' for _, v in quoted)
+        out.append(Finding("error", str(path), f"{len(quoted)} label id(s) written as strings ({ids}); write them "
+                                               f'as numbers: "{name}": {int(value)}, not "{name}": "{value}"'))
+        return None
     if not isinstance(labels, dict) or labels.get("background") != 0:
         out.append(Finding("error", str(path), 'labels must map names to ids with "background": 0'))
         return None
@@ -86,6 +119,15 @@ def _load_dataset_json(folder: Path, out: list[Finding]) -> dict | None:
     return meta
 
 
+def _visible(folder: Path) -> list[Path]:
+    return [p for p in sorted(folder.iterdir()) if not p.name.startswith(".")]
+
+
+def _jpeg_label(ending: str) -> str:
+    return ("label map saved as JPEG, whose lossy compression adds stray label ids along every edge; re-export it "
+            f"from the original mask as {ending} (lossless)")
+
+
 def _cases(folder: Path, meta: dict, out: list[Finding]) -> tuple[dict[str, list[Path]], dict[str, Path]]:
     ending, channels = meta["file_ending"], len(meta.get("channel_names", meta.get("modality", {})))
     images: dict[str, list[Path]] = {}
@@ -94,9 +136,14 @@ def _cases(folder: Path, meta: dict, out: list[Finding]) -> tuple[dict[str, list
             out.append(Finding("error", str(folder / sub), "missing; put the training images and labels there"))
     if out:
         return {}, {}
-    for path in sorted((folder / "imagesTr").iterdir()):
-        if path.name.startswith("."):
-            continue
+    image_files, label_files = _visible(folder / "imagesTr"), _visible(folder / "labelsTr")
+    label_names = {p.name for p in label_files}
+    swapped = [p for p in image_files if p.name.endswith(ending) and f"{p.name[: -len(ending)]}_0000{ending}" in label_names]
+    if swapped:  # imagesTr/<case>.png next to labelsTr/<case>_0000.png: the folders were swapped
+        out.extend(Finding("error", str(p), "is named as a label and labelsTr holds its <case>_0000 image: imagesTr "
+                                            "and labelsTr look swapped; swap the two folders") for p in swapped)
+        return {}, {}
+    for path in image_files:
         if not path.name.endswith(ending):
             out.append(Finding("error", str(path), f"does not end in {ending} (dataset.json file_ending); convert it "
                                                    "or move it out: every file must have the same ending"))
@@ -107,25 +154,36 @@ def _cases(folder: Path, meta: dict, out: list[Finding]) -> tuple[dict[str, list
             continue
         images.setdefault(stem[:-5], []).append(path)
     labels = {}
-    for path in sorted((folder / "labelsTr").iterdir()):
-        if path.name.startswith("."):
+    for path in label_files:
+        if path.name.endswith(ending):
+            labels[path.name[: -len(ending)]] = path
             continue
-        if not path.name.endswith(ending):
+        if path.name.lower().endswith((".jpg", ".jpeg")):
+            out.append(Finding("error", str(path), _jpeg_label(ending)))
+        else:
             out.append(Finding("error", str(path), f"does not end in {ending}; labels must use the dataset's ending"))
-            continue
-        labels[path.name[: -len(ending)]] = path
-    folded = Counter(c.lower() for c in images)
-    for case, count in folded.items():
-        if count > 1:
-            out.append(Finding("error", str(folder / "imagesTr" / case), "case ids differ only in upper/lower case; "
-                                                                          "rename one (they collide on some systems)"))
+        labels[path.name.rsplit(".", 1)[0].removesuffix(".nii")] = path  # paired, so its image is not reported
+    folded: dict[str, list[str]] = {}
+    for case in images:
+        folded.setdefault(case.lower(), []).append(case)
+    for same in (cases for cases in folded.values() if len(cases) > 1):
+        out.extend(Finding("error", str(images[case][0]), "case id differs from another only in upper/lower case; "
+                                                          "rename one (they collide on some systems)") for case in same)
+    held = {p.name[-len(ending) - 4: -len(ending)] for paths in images.values() for p in paths}
     for case, paths in images.items():
-        expected = [f"{case}_{i:04d}{ending}" for i in range(channels)]
         have = {p.name for p in paths}
-        for name in expected:
-            if name not in have:
-                out.append(Finding("error", str(folder / "imagesTr" / name), f"missing: dataset.json declares "
-                                                                             f"{channels} channel(s)"))
+        for channel in (f"{i:04d}" for i in range(channels)):
+            name = f"{case}_{channel}{ending}"
+            if name in have:
+                continue
+            if channel in held:
+                fix = f"other cases have their _{channel} file; add this one or remove the case"
+            else:
+                present = len(held & {f"{i:04d}" for i in range(channels)})
+                fix = (f"no case has a _{channel} file; declare {present} channel(s) in channel_names or add the "
+                       f"_{channel} files")
+            out.append(Finding("error", str(folder / "imagesTr" / name), f"missing: dataset.json declares {channels} "
+                                                                         f"channel(s) and {fix}"))
         if case not in labels:
             out.append(Finding("error", str(folder / "imagesTr" / paths[0].name), "has no label file in labelsTr; "
                                                                                   "add it or remove the image"))
@@ -141,23 +199,33 @@ def _cases(folder: Path, meta: dict, out: list[Finding]) -> tuple[dict[str, list
     return images, labels
 
 
-def _png_mode(path: Path) -> str | None:
+def _natural_image(path: Path) -> tuple[str | None, str | None]:
+    """The format PIL finds in the file (whatever its name says) and the image mode."""
     from PIL import Image
 
     try:
         with Image.open(path) as image:
-            return image.mode
+            return image.format, image.mode
     except Exception:  # noqa: BLE001 - reported as unreadable by the reader below
-        return None
+        return None, None
+
+
+def _few_valued(data: np.ndarray, most: int) -> bool:
+    """Whether the image holds at most ``most`` integer values, as a label map does (judged on a sample)."""
+    values = np.unique(data.ravel()[:: max(1, data.size // IMAGE_SAMPLE)])
+    return len(values) <= most and bool(np.all(values == np.round(values)))
 
 
 def _check_case(case: str, images: list[Path], label: Path, meta: dict, reader, out: list[Finding]) -> dict | None:
     ending = meta["file_ending"]
     if ending in NATURAL_ENDINGS:
         for path in [*images, label]:
-            mode = _png_mode(path)
+            kind, mode = _natural_image(path)
             if mode == "RGBA" or mode == "LA":
                 out.append(Finding("error", str(path), "has an alpha channel; save it without transparency"))
+                return None
+            if path == label and kind == "JPEG":
+                out.append(Finding("error", str(path), _jpeg_label(ending)))
                 return None
             if path == label and mode in ("RGB", "P"):
                 out.append(Finding("error", str(path), "label map saved as colour; save one channel of integer ids"))
@@ -165,49 +233,62 @@ def _check_case(case: str, images: list[Path], label: Path, meta: dict, reader, 
     try:
         data, image_props = reader.read_images([str(p) for p in sorted(images)])
     except Exception as e:  # noqa: BLE001 - any reader failure means the file is unreadable
-        out.append(Finding("error", str(sorted(images)[0]), f"cannot be read ({type(e).__name__}); it is corrupt or "
-                                                            "not an image: re-export it"))
+        out.append(Finding("error", str(sorted(images)[0]), "cannot be read: it is corrupt or not an image; "
+                                                            "re-export it", type(e).__name__))
         return None
     try:
         seg, seg_props = reader.read_seg(str(label))
     except Exception as e:  # noqa: BLE001
-        out.append(Finding("error", str(label), f"cannot be read ({type(e).__name__}); re-export the label map"))
+        out.append(Finding("error", str(label), "cannot be read; re-export the label map", type(e).__name__))
         return None
     channels = len(meta.get("channel_names", meta.get("modality", {})))
     if data.shape[0] != channels:
-        out.append(Finding("error", str(images[0]), f"has {data.shape[0]} channels but dataset.json declares "
-                                                    f"{channels}; fix channel_names or the image"))
+        out.append(Finding("error", str(images[0]), f"has other than the {channels} channel(s) dataset.json "
+                                                    "declares; fix channel_names or the image (RGB counts 3)",
+                           f"{data.shape[0]} channels"))
         return None
     if data.shape[1:] != seg.shape[1:]:
-        out.append(Finding("error", str(label), f"shape {seg.shape[1:]} differs from its image {data.shape[1:]}; "
-                                                "resample the label onto the image grid"))
+        out.append(Finding("error", str(label), "label shape differs from its image; resample the label onto the "
+                                                "image grid", f"{seg.shape[1:]} vs {data.shape[1:]}"))
         return None
     geometry = _geometry_mismatch(image_props, seg_props)
     if geometry:
-        out.append(Finding("error", str(label), f"{geometry} differs from its image beyond tolerance; copy the "
-                                                "image's geometry into the label (same grid, same world position)"))
+        out.append(Finding("error", str(label), "geometry differs from its image beyond tolerance; copy the image's "
+                                                "geometry into the label (same grid, same world position)", geometry))
         return None
     if not np.isfinite(data).all():
         out.append(Finding("error", str(images[0]), "contains NaN or infinite intensities; replace them (e.g. by "
                                                     "the minimum) before training"))
         return None
-    if np.any(seg != np.round(seg)):
-        out.append(Finding("error", str(label), "holds non-integer label values; save integer ids"))
-        return None
     declared = {v for v in meta["labels"].values() if isinstance(v, int)}
-    found = set(np.unique(seg).astype(int).tolist())
     if meta["labels"].get("ignore") is not None:
         declared.add(meta["labels"]["ignore"])
-    undeclared = sorted(found - declared)
+    found = np.unique(seg)
+    integer = bool(np.all(found == np.round(found)))
+    undeclared = sorted(set(found.astype(int).tolist()) - declared) if integer else []
+    if (not integer or (undeclared and len(found) > len(declared))) and _few_valued(data, len(declared)):
+        out.append(Finding("error", str(label), "holds intensities while its image holds a few integer values: "
+                                                "imagesTr and labelsTr look swapped; swap the files of the two "
+                                                "folders (names stay <case>_0000 in imagesTr, <case> in labelsTr)"))
+        return None
+    if not integer:
+        out.append(Finding("error", str(label), "holds non-integer label values; save integer ids"))
+        return None
+    if undeclared == [255] and set(found.tolist()) <= {0, 255}:
+        out.append(Finding("error", str(label), "holds 255, not declared in dataset.json labels: a mask saved as "
+                                                "0/255; save it as 0/1 (divide by 255)"))
+        return None
     if undeclared:
-        out.append(Finding("error", str(label), f"holds label ids {undeclared} not declared in dataset.json; declare "
-                                                "them or fix the label map"))
+        ids = ", ".join(str(v) for v in sorted(declared))
+        out.append(Finding("error", str(label), f"holds label ids not declared in dataset.json labels ({ids}); "
+                                                "declare them or fix the label map", f"ids {undeclared}"))
         return None
     if float(data.max()) == float(data.min()):
         out.append(Finding("warning", str(images[0]), "is constant (one intensity everywhere)"))
     spacing = [s for s, n in zip(image_props.get("spacing", []), data.shape[1:]) if n > 1]
     if spacing and max(spacing) / min(spacing) > ANISOTROPY_WARNING:
-        out.append(Finding("warning", str(images[0]), f"spacing {list(image_props['spacing'])} is very anisotropic"))
+        out.append(Finding("warning", str(images[0]), f"spacing is very anisotropic (over {ANISOTROPY_WARNING:g}:1)",
+                           f"spacing {list(image_props['spacing'])}"))
     return {"foreground": bool((seg > 0).any()), "fraction": float((seg > 0).mean())}
 
 
@@ -248,7 +329,7 @@ def validate_dataset(folder: Path, num_folds: int | None = None) -> list[Finding
             reader = determine_reader_writer_from_dataset_json(meta, str(next(iter(images.values()))[0]))()
     except Exception as e:  # noqa: BLE001
         first = next(iter(images.values()))[0]
-        return out + [Finding("error", str(first), f"no nnU-Net reader opens it ({type(e).__name__}); convert it")]
+        return out + [Finding("error", str(first), "no nnU-Net reader opens it; convert it", type(e).__name__)]
     stats = {}
     for case in sorted(labels):
         if case in images:
@@ -330,11 +411,12 @@ def _grouping_finding(folder: Path) -> Finding | None:
         f"autosam split -d {int(folder.name[7:10])} --group-pattern '{pattern}'"))
 
 
-def check_dataset(raw: Path, dataset: str, num_folds: int | None = None) -> list[Finding]:
-    """Raise ``DatasetInvalid`` listing every error; return the warnings."""
+def check_dataset(raw: Path, dataset: str, num_folds: int | None = None, every_file: bool = False) -> list[Finding]:
+    """Raise ``DatasetInvalid`` listing every error, one line per cause naming two of its files (every one with
+    ``every_file``); return the warnings, one per cause."""
     folder = dataset_folder(raw, dataset)
-    findings = validate_dataset(folder, num_folds)
+    findings = group(validate_dataset(folder, num_folds))
     if any(f.severity == "error" for f in findings):
-        raise DatasetInvalid(findings)
+        raise DatasetInvalid(findings, every_file)
     grouping = _grouping_finding(folder)
     return findings + ([grouping] if grouping else [])

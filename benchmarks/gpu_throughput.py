@@ -43,7 +43,7 @@ def step_flops(setup: Setup, size: int, batch: int) -> int:
 
 def timed_steps(setup: Setup, size: int, batch: int, steps: int, warmup: int = 3) -> tuple[float, int]:
     """(seconds per step, peak bytes allocated) of real bf16 training steps on the GPU."""
-    network, _ = build_network(setup, size, NUM_CLASSES, 1)
+    network = build_network(setup, size, NUM_CLASSES, 1)
     network.cuda().train()
     optimizer = torch.optim.AdamW([p for p in network.parameters() if p.requires_grad], lr=1e-4, fused=True)
     loss = nnunet_loss()

@@ -53,7 +53,7 @@ def main() -> None:
     rows = []
     print(f"{'set-up':<28} {'size':>5} {'batch':>5} {'predicted MiB':>14} {'measured MiB':>13} {'ratio':>6}", flush=True)
     for setup, size in grid:
-        network, _ = build_network(setup, size, NUM_CLASSES, 1)
+        network = build_network(setup, size, NUM_CLASSES, 1)
         if args.device == "cuda":
             measured = measure_cuda(network, BATCH, (size, size))
         else:

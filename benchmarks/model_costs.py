@@ -38,7 +38,7 @@ def _median_seconds(fn, repeats: int) -> float:
 
 
 def measure(setup: Setup, size: int, repeats: int) -> dict:
-    network, _ = build_network(setup, size, NUM_CLASSES, 1)
+    network = build_network(setup, size, NUM_CLASSES, 1)
     x = torch.randn(1, 1, size, size)
     y = torch.randint(0, NUM_CLASSES, (1, size, size))
 

@@ -11,7 +11,7 @@ from autosam.hardware import Hardware
 from autosam.sam.memory import GIB, estimate_training_memory
 from autosam.sam.registry import IMAGE_SIZE_STEP, get_backbone
 from autosam.sam.setups import DEFAULT_LORA_RANK, Setup, all_setups
-from planners.rules import RULES, cite
+from autosam.planners.rules import RULES, cite
 
 MEMORY_HEADROOM = 0.9  # R17
 CPU_MEMORY_SHARE = 0.5  # a CPU run shares RAM with data loading and the system
@@ -104,7 +104,7 @@ def evaluate(setup: Setup, size: int, shape: dict, hardware: Hardware) -> Candid
 
 def choose(facts: DatasetFacts, hardware: Hardware, num_classes: int, channels: int, patch: tuple[int, int],
            options) -> Choice:
-    """``options``: a ``planners.sam_planner.SamOptions`` (user overrides)."""
+    """``options``: a ``autosam.planners.sam_planner.SamOptions`` (user overrides)."""
     shape = {"num_classes": num_classes, "channels": channels, "patch": tuple(patch)}
     reasons: dict[str, str] = {}
     overridden: list[str] = []

@@ -3,7 +3,7 @@
 The plans file (``autosamPlans``) holds nnU-Net's regular configurations and ``2d_sam``, which inherits
 ``2d`` and reuses the ``nnUNetPlans_2d`` preprocessed data: same spacing, normalisation, resampling and
 ``splits_final.json`` as the nnU-Net baseline, so a comparison differs only in the network and its training.
-The set-up and its numbers are chosen by ``planners.choose`` from the dataset's facts and the machine.
+The set-up and its numbers are chosen by ``autosam.planners.choose`` from the dataset's facts and the machine.
 nnU-Net's ``-pl`` flag only searches its own package; use the class from Python or ``autosam plan``.
 """
 
@@ -22,7 +22,7 @@ from autosam.sam.checkpoints import CATALOGUE, find_checkpoint
 from autosam.sam.setups import Setup
 from autosam.seeding import DEFAULT_SEED
 from autosam.sam_plan import PLANS_NAME, SAM_CONFIGURATION, BaseCheckpoint, SamPlan
-from planners.choose import choose
+from autosam.planners.choose import choose
 
 BASELINE_PLANS = "nnUNetPlans"
 

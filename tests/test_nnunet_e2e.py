@@ -87,7 +87,7 @@ def test_stock_nnunet_commands_run_our_trainer(busi) -> None:
 
 
 def test_continue_resumes_the_epoch_counter(busi, monkeypatch) -> None:
-    from trainers.sam_trainer import nnUNetTrainerSAM
+    from autosam.trainers.sam_trainer import nnUNetTrainerSAM
 
     _plan("501", "--checkpoint", str(busi["checkpoint"]))
     original = nnUNetTrainerSAM.on_epoch_end

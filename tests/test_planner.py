@@ -16,10 +16,10 @@ from autosam.sam.memory import estimate_training_memory, measured_training_peak,
 from autosam.sam.model import build_network
 from autosam.sam.setups import Setup, all_setups
 from autosam.sam_plan import SamPlan
-from planners.choose import choose, evaluate
-from planners.explain import plan_summary, plan_text
-from planners.rules import RULES
-from planners.sam_planner import SamOptions
+from autosam.planners.choose import choose, evaluate
+from autosam.planners.explain import plan_summary, plan_text
+from autosam.planners.rules import RULES
+from autosam.planners.sam_planner import SamOptions
 from tests.conftest import case_ids, copy_subset, shared_dataset
 
 SIZE_ORDER = ["vit_t", "vit_b", "vit_h"]
@@ -139,7 +139,7 @@ def test_activations_are_affine_in_batch() -> None:
 
 @pytest.mark.parametrize("setup", all_setups(("test_vit", "test_tiny_vit")), ids=lambda s: s.name)
 def test_estimate_matches_a_real_cpu_training_step(setup: Setup) -> None:
-    network, _ = build_network(setup, 128, 3, 1)
+    network = build_network(setup, 128, 3, 1)
     measured = measured_training_peak(network, 2, (128, 128))
     predicted = estimate_training_memory(setup, 128, 2, 3, 1, device="cpu").peak
     assert 0.85 <= predicted / measured <= 1.15, (predicted, measured)

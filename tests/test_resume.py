@@ -68,7 +68,7 @@ def test_a_second_process_on_the_same_fold_is_refused(tmp_path: Path) -> None:
 
 
 def test_out_of_memory_is_answered_with_what_to_change(nnunet_folders, monkeypatch, capsys) -> None:
-    from trainers.sam_trainer import nnUNetTrainerSAM
+    from autosam.trainers.sam_trainer import nnUNetTrainerSAM
 
     copy_subset(DEMO_DATA, nnunet_folders["nnUNet_raw"], case_ids(DEMO_DATA)[:6])
     assert main(["plan-and-preprocess", "-d", "901", "--setup", "test_vit_dec_lora", "--image-size", "64",

@@ -146,7 +146,7 @@ def test_budget_policies_set_each_trainer(nnunet_folders) -> None:
     from autosam.pipeline import RunOptions, budgets
     from autosam.sam_plan import sam_plan_of
     from autosam.training import make_trainer
-    from trainers.sam_trainer import nnUNetTrainerSAM
+    from autosam.trainers.sam_trainer import nnUNetTrainerSAM
 
     copy_subset(DEMO_DATA, nnunet_folders["nnUNet_raw"], case_ids(DEMO_DATA)[:10])
     assert main(["plan-and-preprocess", "-d", "901", "--setup", "test_vit_encdec_lora", "--image-size", "64",
@@ -190,7 +190,8 @@ def test_demo_data_ship_in_the_wheel_and_read_with_nnunet(tmp_path: Path) -> Non
     shipped = [n for n in names if n.startswith(f"autosam/demo_data/{DEMO_DATASET}/")]
     assert f"autosam/demo_data/{DEMO_DATASET}/dataset.json" in shipped
     assert sum(n.endswith(".png") for n in shipped) == 200
-    assert "trainers/nnunet_ext/autosam_trainers.py" in names
+    assert "autosam/trainers/nnunet_ext/autosam_trainers.py" in names and "autosam/planners/choose.py" in names
+    assert not [n for n in names if n.startswith(("trainers/", "planners/"))]  # no generic top-level packages
 
 
 def test_ablate_trains_each_setup_on_the_same_folds(nnunet_folders, capsys) -> None:

@@ -7,8 +7,9 @@ import torch
 
 from autosam.errors import AutosamError
 from autosam.sam.network import SamSegmenter
+from autosam.sam.model import build_network
 from autosam.sam.registry import build_sam
-from autosam.sam.setups import DECODER_HEAD, METHODS, SCOPES, Setup, all_setups, apply_setup
+from autosam.sam.setups import DECODER_HEAD, METHODS, SCOPES, Setup, all_setups
 
 # vit_t is the real MobileSAM encoder (small enough for the CPU at 256 px); the other two are test sizes.
 BACKBONE_SIZES = {"test_vit": 64, "test_tiny_vit": 64, "vit_t": 256}
@@ -16,9 +17,7 @@ SETUPS = all_setups(tuple(BACKBONE_SIZES))
 
 
 def _network(setup: Setup, channels: int = 1, num_classes: int = 3) -> SamSegmenter:
-    net = SamSegmenter(build_sam(setup.backbone, BACKBONE_SIZES[setup.backbone], num_classes), channels)
-    apply_setup(net, setup)
-    return net
+    return build_network(setup, BACKBONE_SIZES[setup.backbone], num_classes, channels)
 
 
 def _is_new_module(name: str) -> bool:
@@ -113,9 +112,7 @@ def test_copies_and_pickles_keep_their_own_adapters(name: str) -> None:
     import copy
     import pickle
 
-    network = SamSegmenter(build_sam(name.rsplit("_", 2)[0], 64, 3), 1)
-    apply_setup(network, Setup.parse(name))
-    network.enable_gradient_checkpointing()
+    network = build_network(Setup.parse(name), 64, 3, 1, gradient_checkpointing=True)
     with torch.no_grad():
         for parameter in network.parameters():
             if parameter.requires_grad:

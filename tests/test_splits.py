@@ -46,7 +46,7 @@ def test_split_command_and_identical_folds_for_nnunet_and_sam(nnunet_folders, tm
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
     from autosam.training import make_trainer
-    from trainers.sam_trainer import nnUNetTrainerSAM
+    from autosam.trainers.sam_trainer import nnUNetTrainerSAM
 
     source = shared_dataset("Dataset503_BraTS13FlairWT")
     cases = case_ids(source)

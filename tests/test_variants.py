@@ -14,8 +14,8 @@ from autosam.sam.checkpoints import CHECKPOINT_DIR_ENV
 from autosam.sam.setups import Setup, all_setups
 from autosam.sam_plan import BaseCheckpoint, SamPlan
 from tests.conftest import case_ids, copy_subset, shared_dataset
-from trainers.sam_trainer import nnUNetTrainerSAM
-from trainers.variants import VARIANTS
+from autosam.trainers.sam_trainer import nnUNetTrainerSAM
+from autosam.trainers.variants import VARIANTS
 
 
 def _configuration(setup: str, learning_rate: float, base: BaseCheckpoint | None = None,

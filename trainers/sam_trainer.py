@@ -15,16 +15,16 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
-from autosam.errors import AutosamError, CheckpointError
 from autosam.files import atomic_torch_save
 from autosam.safe_load import load_fold_checkpoint
 from autosam.sam.checkpoints import CATALOGUE, FROM_SCRATCH
+from autosam.sam.fold_checkpoint import check_identity, fine_tuned_weights, identity_of
+from autosam.sam.model import network_for_plan
 from autosam.sam.network import SamSegmenter
-from autosam.sam.registry import build_sam, get_backbone
-from autosam.sam.setups import Setup, apply_setup
-from autosam.sam.small_checkpoint import FORMAT_VERSION, small_state
-from autosam.sam_plan import BaseLoader, SamPlan, sam_plan_of
-from trainers.schedule import WarmupPolySchedule
+from autosam.sam.registry import get_backbone
+from autosam.sam.setups import Setup
+from autosam.sam_plan import SamPlan, sam_plan_of
+from autosam.trainers.schedule import WarmupPolySchedule
 
 
 def _plain(value):
@@ -41,7 +41,7 @@ def _plain(value):
 
 
 class nnUNetTrainerSAM(nnUNetTrainer):
-    """Trains the set-up named in the plans; subclasses in ``trainers.variants`` fix the set-up instead."""
+    """Trains the set-up named in the plans; subclasses in ``autosam.trainers.variants`` fix the set-up instead."""
 
     setup_override: str | None = None
 
@@ -67,11 +67,11 @@ class nnUNetTrainerSAM(nnUNetTrainer):
         backbone's official weights (looked up next to the planned ones) and their normalisation."""
         plan = sam_plan_of(configuration_manager.configuration)
         if cls.setup_override:
-            from planners.choose import learning_rate_for, learning_rate_reason
+            from autosam.planners.choose import learning_rate_for, learning_rate_reason
 
             setup = Setup.parse(cls.setup_override, lora_rank=plan.setup.lora_rank, lora_alpha=plan.setup.lora_alpha)
             if setup.backbone != plan.setup.backbone and plan.base_checkpoint is not None:
-                from planners.sam_planner import base_checkpoint_for
+                from autosam.planners.sam_planner import base_checkpoint_for
 
                 planned = plan.base_checkpoint.path
                 name = get_backbone(setup.backbone).checkpoint
@@ -88,15 +88,7 @@ class nnUNetTrainerSAM(nnUNetTrainer):
                                    num_input_channels: int, num_output_channels: int,
                                    enable_deep_supervision: bool = True) -> SamSegmenter:
         """The network with random weights; the base weights load on first need (``ensure_base_loaded``)."""
-        plan = cls.plan_for(configuration_manager)
-        sam = build_sam(plan.setup.backbone, plan.image_size, num_output_channels)
-        network = SamSegmenter(sam, num_input_channels, plan.normalisation)
-        apply_setup(network, plan.setup)
-        if plan.gradient_checkpointing:
-            network.enable_gradient_checkpointing()
-        if plan.base_checkpoint is not None:
-            network.base_loader = BaseLoader(plan.base_checkpoint, plan.setup.backbone)
-        return network
+        return network_for_plan(cls.plan_for(configuration_manager), num_output_channels, num_input_channels)
 
     def initialize(self) -> None:
         super().initialize()
@@ -142,10 +134,9 @@ class nnUNetTrainerSAM(nnUNetTrainer):
             self.print_to_log_file("No checkpoint written, checkpointing is disabled")
             return
         network = self.network.module if self.is_ddp else self.network
-        autosam_state = small_state(network, network.base_identity or FROM_SCRATCH)
         checkpoint = {
-            "network_weights": autosam_state.pop("weights"),
-            "autosam": autosam_state,
+            "network_weights": fine_tuned_weights(network),
+            "autosam": identity_of(network),
             "optimizer_state": self.optimizer.state_dict(),
             "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
             "logging": _plain(self.logger.get_checkpoint()),
@@ -163,7 +154,9 @@ class nnUNetTrainerSAM(nnUNetTrainer):
         checkpoint = filename_or_checkpoint
         if isinstance(checkpoint, str):
             checkpoint = load_fold_checkpoint(checkpoint, map_location=self.device)
-        self._check_identity(checkpoint.get("autosam"), str(filename_or_checkpoint))
+        network = self.network.module if self.is_ddp else self.network
+        source = filename_or_checkpoint if isinstance(filename_or_checkpoint, str) else "checkpoint"
+        check_identity(checkpoint.get("autosam"), identity_of(network), source)
         self.network.load_state_dict(checkpoint["network_weights"])
         self.my_init_kwargs = checkpoint["init_args"]
         self.current_epoch = checkpoint["current_epoch"]
@@ -174,20 +167,3 @@ class nnUNetTrainerSAM(nnUNetTrainer):
         self.optimizer.load_state_dict(checkpoint["optimizer_state"])
         if self.grad_scaler is not None and checkpoint["grad_scaler_state"] is not None:
             self.grad_scaler.load_state_dict(checkpoint["grad_scaler_state"])
-
-    def _check_identity(self, saved: dict | None, source: str) -> None:
-        if saved is None:
-            raise CheckpointError(f"checkpoint {source}: not written by an autosam trainer")
-        if saved.get("format_version") != FORMAT_VERSION:
-            raise CheckpointError(f"checkpoint {source}: format version {saved.get('format_version')} is not "
-                                  f"{FORMAT_VERSION}; use the autosam release that wrote it")
-        if saved["setup"]["name"] != self.sam_plan.setup.name:
-            raise CheckpointError(f"checkpoint {source}: trained with set-up {saved['setup']['name']}, "
-                                  f"but this trainer runs {self.sam_plan.setup.name}")
-        base, current = saved["base"], self.network.base_identity or FROM_SCRATCH
-        if base["sha256"] and current.sha256 and base["sha256"] != current.sha256:
-            raise CheckpointError(f"checkpoint {source}: fine-tuned from {base['name']} (sha256 "
-                                  f"{base['sha256'][:12]}...), not from {current.name}; plan with the same base")
-        if (base["name"] == FROM_SCRATCH.name) != self.from_scratch:
-            raise AutosamError(f"checkpoint {source}: was trained {'from scratch' if self.from_scratch else 'from pretrained weights'}"
-                               " differently from this run; pass --from-scratch the same way as before")

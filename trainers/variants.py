@@ -1,17 +1,97 @@
-"""The 18 fixed set-ups as trainers, ``nnUNetTrainerSAM_<backbone>_<scope>_<method>``, for ablations."""
+"""The 18 fixed set-ups as trainers, ``nnUNetTrainerSAM_<backbone>_<scope>_<method>``, for ablations.
+
+Each trains the set-up it names, at that set-up's learning rate, whatever set-up the plan chose.
+"""
 
 from __future__ import annotations
 
-from autosam.sam.setups import all_setups
-from trainers.sam_trainer import nnUNetTrainerSAM
+from autosam.errors import AutosamError
+from autosam.trainers.sam_trainer import nnUNetTrainerSAM
 
 
-def _variant(setup_name: str) -> type[nnUNetTrainerSAM]:
-    name = f"nnUNetTrainerSAM_{setup_name}"
-    return type(name, (nnUNetTrainerSAM,), {"setup_override": setup_name, "__module__": __name__,
-                                             "__doc__": f"nnUNetTrainerSAM fixed to the set-up {setup_name}."})
+
+class nnUNetTrainerSAM_vit_t_dec_vanilla(nnUNetTrainerSAM):
+    setup_override = "vit_t_dec_vanilla"
 
 
-VARIANTS = {cls.__name__: cls for cls in (_variant(s.name) for s in all_setups())}
-globals().update(VARIANTS)
-__all__ = list(VARIANTS)
+class nnUNetTrainerSAM_vit_t_dec_adapter(nnUNetTrainerSAM):
+    setup_override = "vit_t_dec_adapter"
+
+
+class nnUNetTrainerSAM_vit_t_dec_lora(nnUNetTrainerSAM):
+    setup_override = "vit_t_dec_lora"
+
+
+class nnUNetTrainerSAM_vit_t_encdec_vanilla(nnUNetTrainerSAM):
+    setup_override = "vit_t_encdec_vanilla"
+
+
+class nnUNetTrainerSAM_vit_t_encdec_adapter(nnUNetTrainerSAM):
+    setup_override = "vit_t_encdec_adapter"
+
+
+class nnUNetTrainerSAM_vit_t_encdec_lora(nnUNetTrainerSAM):
+    setup_override = "vit_t_encdec_lora"
+
+
+class nnUNetTrainerSAM_vit_b_dec_vanilla(nnUNetTrainerSAM):
+    setup_override = "vit_b_dec_vanilla"
+
+
+class nnUNetTrainerSAM_vit_b_dec_adapter(nnUNetTrainerSAM):
+    setup_override = "vit_b_dec_adapter"
+
+
+class nnUNetTrainerSAM_vit_b_dec_lora(nnUNetTrainerSAM):
+    setup_override = "vit_b_dec_lora"
+
+
+class nnUNetTrainerSAM_vit_b_encdec_vanilla(nnUNetTrainerSAM):
+    setup_override = "vit_b_encdec_vanilla"
+
+
+class nnUNetTrainerSAM_vit_b_encdec_adapter(nnUNetTrainerSAM):
+    setup_override = "vit_b_encdec_adapter"
+
+
+class nnUNetTrainerSAM_vit_b_encdec_lora(nnUNetTrainerSAM):
+    setup_override = "vit_b_encdec_lora"
+
+
+class nnUNetTrainerSAM_vit_h_dec_vanilla(nnUNetTrainerSAM):
+    setup_override = "vit_h_dec_vanilla"
+
+
+class nnUNetTrainerSAM_vit_h_dec_adapter(nnUNetTrainerSAM):
+    setup_override = "vit_h_dec_adapter"
+
+
+class nnUNetTrainerSAM_vit_h_dec_lora(nnUNetTrainerSAM):
+    setup_override = "vit_h_dec_lora"
+
+
+class nnUNetTrainerSAM_vit_h_encdec_vanilla(nnUNetTrainerSAM):
+    setup_override = "vit_h_encdec_vanilla"
+
+
+class nnUNetTrainerSAM_vit_h_encdec_adapter(nnUNetTrainerSAM):
+    setup_override = "vit_h_encdec_adapter"
+
+
+class nnUNetTrainerSAM_vit_h_encdec_lora(nnUNetTrainerSAM):
+    setup_override = "vit_h_encdec_lora"
+
+
+VARIANTS: dict[str, type[nnUNetTrainerSAM]] = {
+    cls.__name__: cls for cls in nnUNetTrainerSAM.__subclasses__() if cls.__module__ == __name__
+}
+
+
+def trainer_class(name: str) -> type[nnUNetTrainerSAM]:
+    """``nnUNetTrainerSAM`` or one of the 18 variants, by trainer name."""
+    if name == nnUNetTrainerSAM.__name__:
+        return nnUNetTrainerSAM
+    if name not in VARIANTS:
+        setup = name.removeprefix(nnUNetTrainerSAM.__name__ + "_")
+        raise AutosamError(f"--setup {setup}: not one of the 18 set-ups (list them with 'autosam setups')")
+    return VARIANTS[name]

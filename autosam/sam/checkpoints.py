@@ -8,6 +8,7 @@ checked key by key and shape by shape against the backbone before it touches the
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pickle
@@ -99,7 +100,15 @@ def catalogue_entry_for(path: Path) -> CatalogueEntry | None:
     return next((e for e in CATALOGUE.values() if e.filename == path.name), None)
 
 
-def sha256_of(path: Path, chunk: int = 1 << 24) -> str:
+def sha256_of(path: Path) -> str:
+    """The file's sha256, computed once per (file, size, modification time) in a process: prediction checks
+    the base before nnU-Net's predictor loads it, and a ViT-H file takes seconds to hash."""
+    stat = Path(path).stat()
+    return _sha256_cached(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256_cached(path: str, _size: int, _mtime_ns: int, chunk: int = 1 << 24) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -267,6 +276,15 @@ class BaseIdentity:
 
 
 FROM_SCRATCH = BaseIdentity("from-scratch", None)
+
+
+def check_base(trained_on: str | None, trained_sha256: str | None, base: BaseIdentity, source: str) -> None:
+    """Refuse fine-tuned tensors trained on other base weights than ``base`` (when both hashes are known)."""
+    if trained_sha256 and base.sha256 and trained_sha256 != base.sha256:
+        raise CheckpointError(
+            f"{source}: fine-tuned from {trained_on or 'base weights'} (sha256 {trained_sha256[:12]}...), but the "
+            f"base weights given are {base.name} (sha256 {base.sha256[:12]}...); put the original base file back, "
+            "or plan again with this one and retrain")
 
 
 def load_base_checkpoint(

@@ -6,14 +6,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from autosam.sam.network import SamSegmenter
-from autosam.sam.registry import build_sam_on_meta
-from autosam.sam.setups import Setup, apply_setup
+from autosam.sam.model import build_network
+from autosam.sam.setups import Setup
 
 
 def meta_network(setup: Setup, image_size: int, num_classes: int, input_channels: int = 1) -> SamSegmenter:
-    network = SamSegmenter(build_sam_on_meta(setup.backbone, image_size, num_classes), input_channels)
-    apply_setup(network, setup)
-    return network
+    return build_network(setup, image_size, num_classes, input_channels, on_meta=True)
 
 
 def forward_flops(network: SamSegmenter, batch: int = 1) -> int:

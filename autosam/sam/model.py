@@ -1,13 +1,11 @@
-"""One call from a set-up to a ready network: build, load the base weights, apply the set-up."""
+"""The one way a SAM network is built, for training, prediction, export, tests and benchmarks."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from autosam.sam.checkpoints import FROM_SCRATCH, BaseIdentity, load_base_checkpoint
 from autosam.sam.network import SamSegmenter
-from autosam.sam.registry import build_sam
+from autosam.sam.registry import build_sam, build_sam_on_meta
 from autosam.sam.setups import Setup, apply_setup
+from autosam.sam_plan import BaseCheckpoint, BaseLoader, SamPlan
 
 
 def build_network(
@@ -16,14 +14,27 @@ def build_network(
     num_classes: int,
     input_channels: int,
     normalisation: str = "imagenet",
-    base_checkpoint: Path | None = None,
-    verify_checkpoint: bool = True,
-) -> tuple[SamSegmenter, BaseIdentity]:
-    """``base_checkpoint=None`` means random initialisation (training from scratch)."""
-    sam = build_sam(setup.backbone, image_size, num_classes)
-    identity = FROM_SCRATCH
-    if base_checkpoint is not None:
-        identity = load_base_checkpoint(sam, setup.backbone, base_checkpoint, verify=verify_checkpoint)
+    base: BaseCheckpoint | None = None,
+    gradient_checkpointing: bool = False,
+    on_meta: bool = False,
+) -> SamSegmenter:
+    """segment-anything's classes -> promptless network -> set-up applied -> base weights attached.
+
+    The base weights load on first need (``network.ensure_base_loaded()``; training, ``load_state_dict``), so
+    nnU-Net can build the network for a fold whose fine-tuned tensors it then loads on top. ``base=None``
+    means random initialisation (training from scratch). ``on_meta``: no storage, for counting parameters,
+    FLOPs and memory of any backbone on any machine.
+    """
+    sam = (build_sam_on_meta if on_meta else build_sam)(setup.backbone, image_size, num_classes)
     network = SamSegmenter(sam, input_channels, normalisation)
     apply_setup(network, setup)
-    return network, identity
+    if gradient_checkpointing:
+        network.enable_gradient_checkpointing()
+    if base is not None:
+        network.base_loader = BaseLoader(base, setup.backbone)
+    return network
+
+
+def network_for_plan(plan: SamPlan, num_classes: int, input_channels: int) -> SamSegmenter:
+    return build_network(plan.setup, plan.image_size, num_classes, input_channels, plan.normalisation,
+                         plan.base_checkpoint, plan.gradient_checkpointing)

@@ -14,6 +14,7 @@ from torch.utils.checkpoint import checkpoint
 
 from autosam.errors import CheckpointError
 from autosam.sam.adapter import encoder_attention_blocks
+from autosam.sam.checkpoints import FROM_SCRATCH, check_base
 
 NORMALISATIONS = ("imagenet", "minmax")
 
@@ -117,13 +118,8 @@ class SamSegmenter(nn.Module):
             )
         self.ensure_base_loaded()
         saved = state_dict.get("base_sha256")
-        if saved is not None and saved.any() and self.base_sha256.any() and not torch.equal(saved.cpu(),
-                                                                                              self.base_sha256.cpu()):
-            name = self.base_identity.name if self.base_identity else "the base weights"
-            raise CheckpointError(
-                f"fine-tuned weights were trained on base weights with sha256 {bytes(saved.tolist()).hex()[:12]}..., "
-                f"but {name} has sha256 {bytes(self.base_sha256.tolist()).hex()[:12]}...; put the original base file "
-                "back (or plan again with this one and retrain)")
+        if saved is not None and saved.any():
+            check_base(None, bytes(saved.tolist()).hex(), self.base_identity or FROM_SCRATCH, "fine-tuned weights")
         return super().load_state_dict(state_dict, strict=False, assign=assign)
 
     def train(self, mode: bool = True) -> "SamSegmenter":

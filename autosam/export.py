@@ -1,0 +1,172 @@
+"""A fine-tuned fold out of autosam: a stock SAM checkpoint, and for LoRA the adapter in peft's own format.
+
+The checkpoint is a plain state dict in the official key layout (``image_encoder.*``, ``prompt_encoder.*``,
+``mask_decoder.*``) with LoRA folded into the base weights by peft's ``merge_and_unload``: segment-anything's
+own classes load it with nothing of autosam installed. For a LoRA set-up the folder next to it holds what
+``PeftModel.save_pretrained`` writes (``adapter_config.json``, ``adapter_model.safetensors``): the LoRA
+weights plus the retrained decoder head as peft ``modules_to_save``, to apply on the base checkpoint with
+``PeftModel.from_pretrained``. Adapters are extra modules that stock SAM cannot hold, so adapter set-ups
+(and models with more than 3 input channels, which carry an input projection) are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, get_peft_model
+
+from autosam.errors import AutosamError, CheckpointError
+from autosam.files import atomic_torch_save, atomic_write_json
+from autosam.models import Model, SamFold, resolve_model, trained_model_folder
+from autosam.sam.checkpoints import official_view
+from autosam.sam.lora import lora_targets
+from autosam.sam.network import SamSegmenter
+from autosam.sam.registry import build_sam
+from autosam.sam.setups import DECODER_HEAD
+
+log = logging.getLogger(__name__)
+
+STOCK_IMAGE_SIZE, STOCK_MASK_TOKENS = 1024, 4  # what segment-anything's and MobileSAM's registries build
+REGISTRIES = {"vit_b": "segment_anything", "vit_l": "segment_anything", "vit_h": "segment_anything",
+              "vit_t": "mobile_sam"}
+
+
+@dataclass
+class Exported:
+    checkpoint: Path
+    peft_folder: Path | None
+    loading: str  # how to load the checkpoint, in one sentence
+
+
+def _refuse_unexportable(network: SamSegmenter, source: str) -> None:
+    if network.setup.method == "adapter":
+        raise CheckpointError(f"{source}: set-up {network.setup.name} uses adapters, extra modules stock "
+                              "segment-anything cannot hold; export works for vanilla and LoRA set-ups")
+    if network.channel_mixer is not None:
+        raise CheckpointError(f"{source}: a {network.input_channels}-channel model carries an input projection stock "
+                              "segment-anything cannot hold; export works for 1- and 3-channel models")
+
+
+def _head_modules(network: SamSegmenter) -> list[str]:
+    """The decoder modules that train besides LoRA, by name in a stock SAM."""
+    decoder = network.sam.mask_decoder
+    names = [f"mask_decoder.{part}" for part in DECODER_HEAD if part != "output_hypernetworks_mlps"]
+    return names + [f"mask_decoder.output_hypernetworks_mlps.{i}" for i in range(len(decoder.output_hypernetworks_mlps))]
+
+
+def _stock_copy(network: SamSegmenter):
+    """segment-anything's Sam at the network's size and class count, holding its weights (LoRA not merged)."""
+    stock = build_sam(network.setup.backbone, network.image_size, network.num_classes)
+    own = network.sam.state_dict()
+    stock.load_state_dict({official: own[key] for official, key in official_view(network.sam).items()})
+    return stock
+
+
+def _lora_as_peft(network: SamSegmenter):
+    """The network's LoRA and decoder head as a peft model around a stock SAM."""
+    setup = network.setup
+    config = LoraConfig(r=setup.lora_rank, lora_alpha=setup.lora_alpha, lora_dropout=0.0, bias="none",
+                        target_modules=lora_targets(setup.trains_encoder), modules_to_save=_head_modules(network))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # peft warns that a custom model has no config
+        peft_model = get_peft_model(_stock_copy(network), config)
+    own = network.state_dict()
+    trained = {}
+    for name, _ in peft_model.named_parameters():
+        if "lora_" in name:  # base_model.model.<official>.lora_A.default.weight -> sam.<official>...
+            trained[name] = own["sam." + name.removeprefix("base_model.model.")]
+    missing = [n for n, p in peft_model.named_parameters() if p.requires_grad and n not in trained
+               and ".modules_to_save." not in n]
+    counts = (sum(p.numel() for p in peft_model.parameters() if p.requires_grad),
+              sum(p.numel() for p in network.parameters() if p.requires_grad))
+    if missing or counts[0] != counts[1]:
+        raise AutosamError(f"set-up {setup.name}: the peft model holds {counts[0]:,} trainable values, the fine-tuned "
+                           f"network {counts[1]:,}; export cannot represent this set-up")
+    peft_model.load_state_dict(trained, strict=False)
+    return peft_model
+
+
+def stock_loading(backbone: str, image_size: int, num_classes: int, checkpoint: Path) -> str:
+    """How to load an exported checkpoint with the stock libraries."""
+    registry = REGISTRIES.get(backbone)
+    if registry and image_size == STOCK_IMAGE_SIZE and num_classes == STOCK_MASK_TOKENS:
+        return f"loads unchanged with {registry}.sam_model_registry['{backbone}'](checkpoint='{checkpoint}')"
+    differs = []
+    if image_size != STOCK_IMAGE_SIZE:
+        differs.append(f"{image_size} px input (the registry builds {STOCK_IMAGE_SIZE}: image encoder "
+                       f"img_size={image_size}, prompt encoder embedding {image_size // 16}x{image_size // 16})")
+    if num_classes != STOCK_MASK_TOKENS:
+        differs.append(f"{num_classes} class tokens (the registry builds {STOCK_MASK_TOKENS}: mask decoder "
+                       f"num_multimask_outputs={num_classes - 1})")
+    if not registry:
+        differs.append(f"backbone {backbone}, which no stock registry builds")
+    return ("loads into segment-anything's own classes built with " + "; ".join(differs)
+            + f" (autosam.sam.registry.build_sam('{backbone}', {image_size}, {num_classes}) builds exactly that)")
+
+
+def export_network(network: SamSegmenter, output: Path, source: str = "model") -> Exported:
+    """Write ``network`` (fine-tuned, in eval mode) as a stock checkpoint, plus peft's files for LoRA."""
+    _refuse_unexportable(network, source)
+    output = Path(output)
+    peft_folder = None
+    if network.setup.method == "lora":
+        peft_model = _lora_as_peft(network)
+        peft_folder = output.with_name(output.stem + "_peft")
+        peft_model.save_pretrained(str(peft_folder))
+        state = peft_model.merge_and_unload().state_dict()
+    else:
+        state = _stock_copy(network).state_dict()
+    atomic_torch_save({k: v.detach().clone().contiguous() for k, v in state.items()}, output)
+    loading = stock_loading(network.setup.backbone, network.image_size, network.num_classes, output)
+    return Exported(output, peft_folder, loading)
+
+
+def _input_note(network: SamSegmenter) -> str:
+    channels = "1 channel repeated to 3" if network.input_channels == 1 else "3 channels"
+    scaling = (" min-max scaled to [0, 1] per image," if network.normalisation == "minmax" else "")
+    return (f"the case preprocessed by nnU-Net's plans (its intensity normalisation),{scaling} {channels}, resized "
+            f"bilinearly to {network.image_size} x {network.image_size}, fed to image_encoder directly (not "
+            "Sam.preprocess, whose pixel statistics the network never saw)")
+
+
+def export(dataset: str, fold: str, output: Path, setup: str | None = None,
+           checkpoint: str = "checkpoint_final.pth") -> Exported:
+    """``autosam export``: one trained SAM fold -> ``output`` (never overwriting a file)."""
+    model = Model.for_setup(setup) if setup else resolve_model(dataset)[0]
+    if not model.is_sam:
+        raise AutosamError(f"{model.name}: only SAM models export to a SAM checkpoint; pick one with --setup")
+    output = Path(output)
+    peft_folder = output.with_name(output.stem + "_peft")
+    for taken in (output, output.with_suffix(".json"), peft_folder):
+        if taken.exists():
+            raise AutosamError(f"{taken}: already exists; choose another -o (autosam never overwrites a file)")
+    sam_fold = SamFold(trained_model_folder(dataset, model), model.trainer, model.configuration, str(fold), checkpoint)
+    if not sam_fold.path.is_file():
+        raise AutosamError(f"{sam_fold.path}: not found; train fold {fold} first ('autosam train -d {dataset} -f {fold}')")
+    network = sam_fold.network()
+    exported = export_network(network, output, str(sam_fold.path))
+    saved = torch.load(sam_fold.path, map_location="cpu", weights_only=True)["autosam"]
+    dataset_json = json.loads((sam_fold.folder / "dataset.json").read_text())
+    atomic_write_json({
+        "exported_from": str(sam_fold.path),
+        "model": model.name,
+        "fold": str(fold),
+        "setup": saved["setup"],
+        "image_size": network.image_size,
+        "class_tokens": network.num_classes,
+        "labels": dataset_json.get("labels"),
+        "input_channels": network.input_channels,
+        "input": _input_note(network),
+        "decoding": "image_encoder(x) -> prompt_encoder(points=None, boxes=None, masks=None) -> "
+                    "mask_decoder.predict_masks(...)[0]: one logit map per class token at a quarter of the input "
+                    "size, upsampled bilinearly; argmax over the tokens gives the label map",
+        "base": saved["base"],
+        "peft_folder": str(exported.peft_folder) if exported.peft_folder else None,
+        "loading": exported.loading,
+    }, output.with_suffix(".json"))
+    return exported
