@@ -17,6 +17,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from autosam.files import atomic_torch_save
 from autosam.safe_load import load_fold_checkpoint
+from autosam.seeding import restore_rng_state, rng_state
 from autosam.sam.checkpoints import CATALOGUE, FROM_SCRATCH
 from autosam.sam.fold_checkpoint import check_identity, fine_tuned_weights, identity_of
 from autosam.sam.model import network_for_plan
@@ -60,6 +61,7 @@ class nnUNetTrainerSAM(nnUNetTrainer):
         # when every encoder weight trains and a checkpoint carries the whole model and its optimiser state.
         setup = self.sam_plan.setup
         self.save_every = 10 if setup.trains_whole_encoder else 1
+        self._rng_state_to_restore: dict | None = None
 
     @classmethod
     def plan_for(cls, configuration_manager: ConfigurationManager) -> SamPlan:
@@ -145,6 +147,7 @@ class nnUNetTrainerSAM(nnUNetTrainer):
             "init_args": _plain(self.my_init_kwargs),
             "trainer_name": self.__class__.__name__,
             "inference_allowed_mirroring_axes": _plain(self.inference_allowed_mirroring_axes),
+            "rng_state": rng_state(),  # saved at the epoch's end: what the next epoch starts from
         }
         atomic_torch_save(checkpoint, filename)
 
@@ -167,3 +170,11 @@ class nnUNetTrainerSAM(nnUNetTrainer):
         self.optimizer.load_state_dict(checkpoint["optimizer_state"])
         if self.grad_scaler is not None and checkpoint["grad_scaler_state"] is not None:
             self.grad_scaler.load_state_dict(checkpoint["grad_scaler_state"])
+        self._rng_state_to_restore = checkpoint.get("rng_state")
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        # after nnU-Net's loaders took their first batch, as in the run that wrote the checkpoint
+        if self._rng_state_to_restore is not None:
+            restore_rng_state(self._rng_state_to_restore)
+            self._rng_state_to_restore = None
