@@ -115,9 +115,9 @@ def cmd_validate(args: argparse.Namespace) -> None:
     from autosam.nnunet_env import require_folders
     from autosam.validate import check_dataset
 
-    warnings = check_dataset(require_folders("nnUNet_raw")["nnUNet_raw"], args.dataset)
+    warnings = check_dataset(require_folders("nnUNet_raw")["nnUNet_raw"], args.dataset, every_file=args.all)
     for warning in warnings:
-        print(warning)
+        print(warning.line(args.all))
     print(f"dataset {args.dataset}: no errors" + (f", {len(warnings)} warning(s)" if warnings else ""))
 
 
@@ -279,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("validate", help="check a raw dataset: every problem at once, with the fix")
     dataset_flag(p)
+    p.add_argument("--all", action="store_true", help="name every file of each problem, not two examples")
     p.set_defaults(func=cmd_validate)
 
     p = verbs.add_parser("split", help="patient-grouped folds (splits_final.json) and each case's patient")

@@ -22,7 +22,7 @@ from peft import LoraConfig, get_peft_model
 
 from autosam.errors import AutosamError, CheckpointError
 from autosam.files import atomic_torch_save, atomic_write_json
-from autosam.models import Model, SamFold, resolve_model, trained_model_folder
+from autosam.models import SamFold, resolve_model, trained_model_folder
 from autosam.sam.checkpoints import official_view
 from autosam.sam.lora import lora_targets
 from autosam.sam.network import SamSegmenter
@@ -137,9 +137,11 @@ def _input_note(network: SamSegmenter) -> str:
 def export(dataset: str, fold: str, output: Path, setup: str | None = None,
            checkpoint: str = "checkpoint_final.pth") -> Exported:
     """``autosam export``: one trained SAM fold -> ``output`` (never overwriting a file)."""
-    model = Model.for_setup(setup) if setup else resolve_model(dataset)[0]
-    if not model.is_sam:
-        raise AutosamError(f"{model.name}: only SAM models export to a SAM checkpoint; pick one with --setup")
+    choice = resolve_model(dataset, setup)
+    model = choice.models[0]
+    if len(choice.models) > 1 or not model.is_sam:
+        raise AutosamError(f"{choice.name} ({choice.why}): only one SAM model exports to a SAM checkpoint; "
+                           "pick it with --setup")
     output = Path(output)
     peft_folder = output.with_name(output.stem + "_peft")
     for taken in (output, output.with_suffix(".json"), peft_folder):

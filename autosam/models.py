@@ -43,22 +43,36 @@ def _trained(folder: Path) -> bool:
     return any((fold / "checkpoint_final.pth").is_file() for fold in folder.glob("fold_*"))
 
 
-def resolve_model(dataset: str, setup: str | None = None) -> tuple[Model, str]:
-    """Which trained model a command uses, and why: the fixed set-up asked for; else the configuration
-    nnU-Net's find_best_configuration chose (after ``autosam run``); else the only trained SAM model."""
+@dataclass(frozen=True)
+class Choice:
+    """What a command predicts with: one model or nnU-Net's chosen ensemble, and the post-processing
+    nnU-Net's find_best_configuration chose with them."""
+
+    models: tuple[Model, ...]
+    why: str
+    postprocessing: Path | None = None  # nnU-Net's postprocessing.pkl
+    plans_file: Path | None = None  # a plans.json of the chosen configuration (for the post-processing)
+
+    @property
+    def name(self) -> str:
+        return " + ".join(m.name for m in self.models)
+
+
+def resolve_model(dataset: str, setup: str | None = None) -> Choice:
+    """Which trained model a command uses, and why: the fixed set-up asked for; else what nnU-Net's
+    find_best_configuration chose after ``autosam run`` (one configuration or an ensemble, with its
+    post-processing); else the only trained SAM model."""
     if setup:
-        return Model.for_setup(setup), f"the fixed set-up {setup} (--setup)"
+        return Choice((Model.for_setup(setup),), f"the fixed set-up {setup} (--setup)")
     results = require_folders("nnUNet_results")["nnUNet_results"] / dataset_name(dataset)
     information = results / "inference_information.json"
     if information.is_file():
-        chosen = json.loads(information.read_text())["best_model_or_ensemble"]["selected_model_or_models"]
-        models = [Model(m["trainer"], m["plans_identifier"], m["configuration"]) for m in chosen]
-        if len(models) > 1:
-            raise AutosamError(
-                f"{information}: nnU-Net's find_best_configuration chose an ensemble of "
-                f"{' + '.join(m.name for m in models)}; predict it with the commands in inference_instructions.txt, "
-                "or one SAM model with --setup")
-        return models[0], f"the configuration nnU-Net's find_best_configuration chose ({information.name})"
+        best = json.loads(information.read_text())["best_model_or_ensemble"]
+        models = tuple(Model(m["trainer"], m["plans_identifier"], m["configuration"])
+                       for m in best["selected_model_or_models"])
+        what = "the ensemble" if len(models) > 1 else "the configuration"
+        return Choice(models, f"{what} nnU-Net's find_best_configuration chose ({information.name}), with its "
+                      "post-processing", Path(best["postprocessing_file"]), Path(best["some_plans_file"]))
     trained = sorted(f.name for f in results.glob(f"{SAM_TRAINER}*__{PLANS_NAME}__{SAM_CONFIGURATION}") if _trained(f))
     if len(trained) > 1:
         setups = ", ".join(name.split("__")[0].removeprefix(SAM_TRAINER + "_") for name in trained)
@@ -66,7 +80,7 @@ def resolve_model(dataset: str, setup: str | None = None) -> tuple[Model, str]:
                            f"('{SAM_TRAINER}' is the planned set-up)")
     if not trained:
         raise AutosamError(f"{results}: no trained SAM model; run 'autosam train -d {dataset} -f 0' first")
-    return Model(trained[0].split("__")[0]), "the only trained SAM model"
+    return Choice((Model(trained[0].split("__")[0]),), "the only trained SAM model")
 
 
 def trained_model_folder(dataset: str, model: Model) -> Path:

@@ -21,8 +21,6 @@ NATURAL_ENDINGS = (".png", ".bmp", ".tif", ".tiff")
 SUPPORTED_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".gipl", ".png", ".bmp", ".tif", ".tiff")
 GEOMETRY_TOLERANCE = 1e-3  # relative, as nnU-Net's check
 ANISOTROPY_WARNING = 3.0
-
-
 IMAGE_SAMPLE = 1_000_000  # voxels looked at to tell an image from a label map
 
 
@@ -54,11 +52,14 @@ class Finding:
 
 def group(findings: list[Finding]) -> list[Finding]:
     """One finding per cause (severity and message) holding every file it touches, in the order found."""
-    causes: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    causes: dict[tuple[str, str], dict[tuple[str, str], None]] = {}  # a dict keeps each file once, in order
     for f in findings:
-        causes.setdefault((f.severity, f.message), []).extend(f.files)
-    return [Finding(severity, files[0][0], message, files[0][1], tuple(files[1:]))
-            for (severity, message), files in ((k, list(dict.fromkeys(v))) for k, v in causes.items())]
+        causes.setdefault((f.severity, f.message), {}).update(dict.fromkeys(f.files))
+    grouped = []
+    for (severity, message), files in causes.items():
+        (first, detail), *more = files
+        grouped.append(Finding(severity, first, message, detail, tuple(more)))
+    return grouped
 
 
 class DatasetInvalid(AutosamError):
@@ -102,11 +103,11 @@ def _load_dataset_json(folder: Path, out: list[Finding]) -> dict | None:
     if any(not isinstance(v, int) or isinstance(v, bool) for v in plain):
         out.append(Finding("error", str(path), f"label ids must be integers, got {plain}"))
         return None
-    if sorted(plain) != list(range(len(plain))):
-        out.append(Finding("error", str(path), f"label ids {sorted(plain)} must be consecutive from 0; renumber them"))
-        return None
     if len(set(values)) != len(values) and not any(isinstance(v, (list, tuple)) for v in values):
         out.append(Finding("error", str(path), "two labels share an id; give each label its own id"))
+        return None
+    if sorted(plain) != list(range(len(plain))):
+        out.append(Finding("error", str(path), f"label ids {sorted(plain)} must be consecutive from 0; renumber them"))
         return None
     if meta["file_ending"] not in SUPPORTED_ENDINGS:
         hint = " (JPEG is lossy and corrupts label maps: convert to PNG)" if "jp" in meta["file_ending"] else ""
@@ -138,7 +139,8 @@ def _cases(folder: Path, meta: dict, out: list[Finding]) -> tuple[dict[str, list
         return {}, {}
     image_files, label_files = _visible(folder / "imagesTr"), _visible(folder / "labelsTr")
     label_names = {p.name for p in label_files}
-    swapped = [p for p in image_files if p.name.endswith(ending) and f"{p.name[: -len(ending)]}_0000{ending}" in label_names]
+    swapped = [p for p in image_files
+               if p.name.endswith(ending) and f"{p.name[: -len(ending)]}_0000{ending}" in label_names]
     if swapped:  # imagesTr/<case>.png next to labelsTr/<case>_0000.png: the folders were swapped
         out.extend(Finding("error", str(p), "is named as a label and labelsTr holds its <case>_0000 image: imagesTr "
                                             "and labelsTr look swapped; swap the two folders") for p in swapped)
@@ -266,7 +268,8 @@ def _check_case(case: str, images: list[Path], label: Path, meta: dict, reader, 
     found = np.unique(seg)
     integer = bool(np.all(found == np.round(found)))
     undeclared = sorted(set(found.astype(int).tolist()) - declared) if integer else []
-    if (not integer or (undeclared and len(found) > len(declared))) and _few_valued(data, len(declared)):
+    intensities = not integer or (bool(undeclared) and len(found) > len(declared))  # more values than labels
+    if intensities and _few_valued(data, len(declared)):
         out.append(Finding("error", str(label), "holds intensities while its image holds a few integer values: "
                                                 "imagesTr and labelsTr look swapped; swap the files of the two "
                                                 "folders (names stay <case>_0000 in imagesTr, <case> in labelsTr)"))
@@ -288,14 +291,14 @@ def _check_case(case: str, images: list[Path], label: Path, meta: dict, reader, 
     spacing = [s for s, n in zip(image_props.get("spacing", []), data.shape[1:]) if n > 1]
     if spacing and max(spacing) / min(spacing) > ANISOTROPY_WARNING:
         out.append(Finding("warning", str(images[0]), f"spacing is very anisotropic (over {ANISOTROPY_WARNING:g}:1)",
-                           f"spacing {list(image_props['spacing'])}"))
+                           f"spacing {[float(v) for v in image_props['spacing']]}"))
     return {"foreground": bool((seg > 0).any()), "fraction": float((seg > 0).mean())}
 
 
 def _geometry_mismatch(a: dict, b: dict) -> str | None:
     for key in ("spacing",):
         if key in a and key in b and not np.allclose(a[key], b[key], rtol=GEOMETRY_TOLERANCE):
-            return f"{key} {list(b[key])} vs {list(a[key])}"
+            return f"{key} {[float(v) for v in b[key]]} vs {[float(v) for v in a[key]]}"
     sa, sb = a.get("sitk_stuff"), b.get("sitk_stuff")
     if sa and sb:
         for key in ("origin", "direction"):
@@ -324,12 +327,16 @@ def validate_dataset(folder: Path, num_folds: int | None = None) -> list[Finding
     elif len(labels) < 5:
         out.append(Finding("warning", str(folder / "labelsTr"), f"only {len(labels)} cases: too few for 5-fold "
                                                                "cross-validation; train with -f all"))
-    try:  # nnU-Net prints the traceback of every reader that fails on the example file; keep stderr for us
-        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-            reader = determine_reader_writer_from_dataset_json(meta, str(next(iter(images.values()))[0]))()
-    except Exception as e:  # noqa: BLE001
-        first = next(iter(images.values()))[0]
-        return out + [Finding("error", str(first), "no nnU-Net reader opens it; convert it", type(e).__name__)]
+    examples = [paths[0] for paths in list(images.values())[:3]]  # one corrupt file must not hide the reader
+    for example in examples:
+        try:  # nnU-Net prints the traceback of every reader that fails on the example file; keep stderr for us
+            with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+                reader = determine_reader_writer_from_dataset_json(meta, str(example))()
+            break
+        except Exception as e:  # noqa: BLE001
+            failure = type(e).__name__
+    else:
+        return out + [Finding("error", str(examples[0]), "no nnU-Net reader opens it; convert it", failure)]
     stats = {}
     for case in sorted(labels):
         if case in images:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -66,10 +67,11 @@ def _second_channel_missing_one(f: Path) -> Path:
 
 def _collide(f: Path) -> Path:
     image, label = _img(f), _lab(f)
-    shutil.copy(image, image.with_name(image.name.upper().replace(".PNG", ".png")))
+    upper = image.with_name(image.name.upper().replace(".PNG", ".png"))
+    shutil.copy(image, upper)
     shutil.copy(label, label.with_name(label.stem.upper() + ".png"))
     _edit_json(f, lambda m: m.update(numTraining=m["numTraining"] + 1))
-    return f / "imagesTr" / image.name[: -len("_0000.png")]
+    return upper
 
 
 def _drop_cases(f: Path) -> Path:
@@ -91,53 +93,82 @@ def _duplicate_id(f: Path) -> Path:
     return f.parent
 
 
-PNG_CASES: dict[str, Callable[[Path], Path]] = {
-    "dataset_json_missing": lambda f: (f / "dataset.json").unlink() or f / "dataset.json",
-    "dataset_json_not_json": lambda f: (f / "dataset.json").write_text("{labels: ") and f / "dataset.json",
-    "dataset_json_a_list": lambda f: (f / "dataset.json").write_text("[1, 2]") and f / "dataset.json",
-    "no_labels_field": lambda f: _edit_json(f, lambda m: m.pop("labels")),
-    "no_file_ending": lambda f: _edit_json(f, lambda m: m.pop("file_ending")),
-    "no_channel_names": lambda f: _edit_json(f, lambda m: m.pop("channel_names")),
-    "no_background": lambda f: _edit_json(f, lambda m: m.update(labels={"lesion": 1})),
-    "label_ids_not_consecutive": lambda f: _edit_json(f, lambda m: m.update(labels={"background": 0, "lesion": 2})),
-    "label_ids_not_integers": lambda f: _edit_json(f, lambda m: m.update(labels={"background": 0, "lesion": 1.5})),
-    "shared_label_id": lambda f: _edit_json(f, lambda m: m.update(labels={"background": 0, "a": 1, "b": 1})),
-    "num_training_wrong": lambda f: _edit_json(f, lambda m: m.update(numTraining=99)),
-    "jpeg_ending": lambda f: _edit_json(f, lambda m: m.update(file_ending=".jpg")),
-    "unsupported_ending": lambda f: _edit_json(f, lambda m: m.update(file_ending=".gif")),
-    "mixed_endings": lambda f: shutil.copy(_img(f), f / "imagesTr" / "extra_0000.tif") and f / "imagesTr" / "extra_0000.tif",
-    "image_without_label": lambda f: _lab(f).unlink() or _img(f),
-    "label_without_image": lambda f: _img(f).unlink() or _lab(f),
-    "badly_named_image": lambda f: shutil.copy(_img(f), f / "imagesTr" / "noindex.png") and f / "imagesTr" / "noindex.png",
-    "second_channel_missing": _second_channel_missing_one,
-    "case_ids_collide": _collide,
-    "undeclared_label_value": lambda f: _png(_lab(f), np.array(Image.open(_lab(f))) * 2) or _lab(f),
-    "rgba_image": lambda f: Image.open(_img(f)).convert("RGBA").save(_img(f)) or _img(f),
-    "colour_label": lambda f: Image.open(_lab(f)).convert("RGB").save(_lab(f)) or _lab(f),
-    "rgb_image_for_one_channel": lambda f: Image.open(_img(f)).convert("RGB").save(_img(f)) or _img(f),
-    "truncated_image": lambda f: _truncate(_img(f), 60),
-    "garbage_label": lambda f: (_lab(f).write_bytes(b"not a png at all"), _lab(f))[1],
-    "label_shape_differs": lambda f: Image.open(_lab(f)).resize((20, 20)).save(_lab(f)) or _lab(f),
-    "all_labels_empty": _empty_labels,
-    "fewer_cases_than_folds": _drop_cases,
-    "dataset_id_twice": _duplicate_id,
+# case: (break the dataset and return the file the error must name, the phrase of the check that must fire)
+PNG_CASES: dict[str, tuple[Callable[[Path], Path], str]] = {
+    "dataset_json_missing": (lambda f: (f / "dataset.json").unlink() or f / "dataset.json",
+                             "missing; write it as nnU-Net's generate_dataset_json does"),
+    "dataset_json_not_json": (lambda f: (f / "dataset.json").write_text("{labels: ") and f / "dataset.json",
+                              "is not valid JSON"),
+    "dataset_json_a_list": (lambda f: (f / "dataset.json").write_text("[1, 2]") and f / "dataset.json",
+                            "must be a JSON object"),
+    "no_labels_field": (lambda f: _edit_json(f, lambda m: m.pop("labels")), "missing field(s) labels;"),
+    "no_file_ending": (lambda f: _edit_json(f, lambda m: m.pop("file_ending")), "missing field(s) file_ending;"),
+    "no_channel_names": (lambda f: _edit_json(f, lambda m: m.pop("channel_names")),
+                         "missing field(s) channel_names;"),
+    "no_background": (lambda f: _edit_json(f, lambda m: m.update(labels={"lesion": 1})),
+                      'labels must map names to ids with "background": 0'),
+    "label_ids_not_consecutive": (lambda f: _edit_json(f, lambda m: m.update(labels={"background": 0, "lesion": 2})),
+                                  "label ids [0, 2] must be consecutive from 0"),
+    "label_ids_not_integers": (lambda f: _edit_json(f, lambda m: m.update(labels={"background": 0, "lesion": 1.5})),
+                               "label ids must be integers"),
+    "shared_label_id": (lambda f: _edit_json(f, lambda m: m.update(labels={"background": 0, "a": 1, "b": 1})),
+                        "two labels share an id"),
+    "num_training_wrong": (lambda f: _edit_json(f, lambda m: m.update(numTraining=99)),
+                           "numTraining is 99 but labelsTr holds 6 cases"),
+    "jpeg_ending": (lambda f: _edit_json(f, lambda m: m.update(file_ending=".jpg")),
+                    "file_ending .jpg is not supported (JPEG is lossy"),
+    "unsupported_ending": (lambda f: _edit_json(f, lambda m: m.update(file_ending=".gif")),
+                           "file_ending .gif is not supported;"),
+    "mixed_endings": (lambda f: shutil.copy(_img(f), f / "imagesTr" / "extra_0000.tif"),
+                      "does not end in .png (dataset.json file_ending)"),
+    "image_without_label": (lambda f: _lab(f).unlink() or _img(f), "has no label file in labelsTr"),
+    "label_without_image": (lambda f: _img(f).unlink() or _lab(f), "has no image in imagesTr"),
+    "badly_named_image": (lambda f: shutil.copy(_img(f), f / "imagesTr" / "noindex.png"),
+                          "name must be <case>_<channel 0000>.png"),
+    "second_channel_missing": (_second_channel_missing_one,
+                               "other cases have their _0001 file; add this one or remove the case"),
+    "case_ids_collide": (_collide, "case id differs from another only in upper/lower case"),
+    "undeclared_label_value": (lambda f: _png(_lab(f), np.array(Image.open(_lab(f))) * 2) or _lab(f),
+                               "(ids [2]): holds label ids not declared in dataset.json labels"),
+    "rgba_image": (lambda f: Image.open(_img(f)).convert("RGBA").save(_img(f)) or _img(f), "has an alpha channel"),
+    "colour_label": (lambda f: Image.open(_lab(f)).convert("RGB").save(_lab(f)) or _lab(f),
+                     "label map saved as colour"),
+    "rgb_image_for_one_channel": (lambda f: Image.open(_img(f)).convert("RGB").save(_img(f)) or _img(f),
+                                  "(3 channels): has other than the 1 channel(s) dataset.json declares"),
+    "truncated_image": (lambda f: _truncate(_img(f), 60), "cannot be read: it is corrupt or not an image"),
+    "garbage_label": (lambda f: (_lab(f).write_bytes(b"not a png at all"), _lab(f))[1],
+                      "cannot be read; re-export the label map"),
+    "label_shape_differs": (lambda f: Image.open(_lab(f)).resize((20, 20)).save(_lab(f)) or _lab(f),
+                            "((1, 20, 20) vs (1, 107, 128)): label shape differs from its image"),
+    "all_labels_empty": (_empty_labels, "every label map is empty"),
+    "fewer_cases_than_folds": (_drop_cases, "3 cases cannot fill 5 folds"),
+    "dataset_id_twice": (_duplicate_id, "matches Dataset990_BadPNG, Dataset990_Twin; rename one"),
 }
 
-NII_CASES: dict[str, Callable[[Path], Path]] = {
-    "nan_intensities": lambda f: _nii_edit(_img(f), lambda i: _with_array(i, np.where(
+NII_CASES: dict[str, tuple[Callable[[Path], Path], str]] = {
+    "nan_intensities": (lambda f: _nii_edit(_img(f), lambda i: _with_array(i, np.where(
         sitk.GetArrayFromImage(i) > 1, np.nan, sitk.GetArrayFromImage(i)).astype(np.float32))),
-    "inf_intensities": lambda f: _nii_edit(_img(f), lambda i: _with_array(i, np.where(
+        "contains NaN or infinite intensities"),
+    "inf_intensities": (lambda f: _nii_edit(_img(f), lambda i: _with_array(i, np.where(
         sitk.GetArrayFromImage(i) > 1, np.inf, sitk.GetArrayFromImage(i)).astype(np.float32))),
-    "label_spacing_differs": lambda f: _nii_edit(_lab(f), lambda i: (i.SetSpacing((1.0, 1.0, 3.0)), i)[1]),
-    "label_origin_differs": lambda f: _nii_edit(_lab(f), lambda i: (i.SetOrigin((0.0, 0.0, 0.0)), i)[1]),
-    "label_direction_differs": lambda f: _nii_edit(_lab(f), lambda i: (i.SetDirection(
-        (-1, 0, 0, 0, 1, 0, 0, 0, 1)), i)[1]),
-    "float_label_values": lambda f: _nii_edit(_lab(f), lambda i: _with_array(
-        i, sitk.GetArrayFromImage(i).astype(np.float32) * 0.5)),
-    "label_shape_differs_3d": lambda f: _nii_edit(_lab(f), lambda i: sitk.GetImageFromArray(
-        np.zeros((8, 16, 12), np.uint8))),
-    "corrupt_volume": lambda f: _truncate(_img(f), 100),
+        "contains NaN or infinite intensities"),
+    "label_spacing_differs": (lambda f: _nii_edit(_lab(f), lambda i: (i.SetSpacing((1.0, 1.0, 3.0)), i)[1]),
+                              "(spacing [3.0, 1.0, 1.0] vs [3.0, 0.8, 0.8]): geometry differs from its image"),
+    "label_origin_differs": (lambda f: _nii_edit(_lab(f), lambda i: (i.SetOrigin((0.0, 0.0, 0.0)), i)[1]),
+                             "(origin): geometry differs from its image"),
+    "label_direction_differs": (lambda f: _nii_edit(_lab(f), lambda i: (i.SetDirection(
+        (-1, 0, 0, 0, 1, 0, 0, 0, 1)), i)[1]), "(direction): geometry differs from its image"),
+    "float_label_values": (lambda f: _nii_edit(_lab(f), lambda i: _with_array(
+        i, sitk.GetArrayFromImage(i).astype(np.float32) * 0.5)), "holds non-integer label values"),
+    "label_shape_differs_3d": (lambda f: _nii_edit(_lab(f), lambda i: sitk.GetImageFromArray(
+        np.zeros((8, 16, 12), np.uint8))), "((8, 16, 12) vs (8, 16, 16)): label shape differs from its image"),
+    "corrupt_volume": (lambda f: _truncate(_img(f), 100), "cannot be read: it is corrupt or not an image"),
 }
+
+
+def _names(line: str, path: Path) -> bool:
+    """Whether ``line`` names ``path`` itself, not a longer path that starts with it."""
+    return re.search(re.escape(str(path)) + r"(?=[:, ]|$)", line) is not None
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -149,17 +180,19 @@ def test_broken_dataset_gets_one_line_naming_the_file(case: str, nnunet_folders,
     raw = nnunet_folders["nnUNet_raw"]
     if case in PNG_CASES:
         folder = copy_subset(DEMO_DATA, raw, case_ids(DEMO_DATA)[:6], PNG)
-        expected, dataset = PNG_CASES[case](folder), "990"
+        (breaker, phrase), dataset = PNG_CASES[case], "990"
     else:
         folder = make_volumes(raw, NII)
-        expected, dataset = NII_CASES[case](folder), "991"
+        (breaker, phrase), dataset = NII_CASES[case], "991"
+    expected = breaker(folder)
     before = _digest(raw)
     code = main(["run", "-d", dataset, "--device", "cpu"])
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("autosam: error")]
     assert code == 2
     assert len(errors) == 1, err
-    assert str(expected) in errors[0], (expected, errors[0])
+    assert phrase in errors[0], (phrase, errors[0])
+    assert _names(errors[0], expected), (expected, errors[0])
     assert "Traceback" not in err
     assert _digest(raw) == before
     assert not any(nnunet_folders["nnUNet_preprocessed"].iterdir())  # stopped before any work

@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from autosam.cli import main
 from autosam.demo import DEMO_DATA, DEMO_DATASET
@@ -202,8 +203,16 @@ def test_ablate_trains_each_setup_on_the_same_folds(nnunet_folders, capsys) -> N
                  "--epochs", "1", "--iterations", "2", "--device", "cpu"]) == 0
     out = nnunet_folders["nnUNet_results"] / DEMO_DATASET / "autosam_ablation"
     summary = json.loads((out / "ablation.json").read_text())
-    assert [r["setup"] for r in summary["rows"]] == ["vit_t_dec_lora", "vit_t_encdec_lora"]
-    assert summary["planner_pick"] == "vit_t_encdec_lora" and summary["planner_gap_to_best"] >= 0
+    rows = {r["setup"]: r["cv_dice"] for r in summary["rows"]}
+    assert list(rows) == ["vit_t_dec_lora", "vit_t_encdec_lora"]
+    # each row is the fold's Dice as nnU-Net's own validation measured it (every validation case has a lesion)
+    for setup, dice in rows.items():
+        validation = json.loads((nnunet_folders["nnUNet_results"] / DEMO_DATASET / f"nnUNetTrainerSAM_{setup}__"
+                                 "autosamPlans__2d_sam" / "fold_0" / "validation" / "summary.json").read_text())
+        assert dice == pytest.approx(np.mean([c["metrics"]["1"]["Dice"] for c in validation["metric_per_case"]]),
+                                     abs=1e-4)
+    assert summary["planner_pick"] == "vit_t_encdec_lora" and summary["best"] == max(rows, key=rows.get)
+    assert summary["planner_gap_to_best"] == pytest.approx(max(rows.values()) - rows["vit_t_encdec_lora"], abs=1e-4)
     assert (out / "ablation_heatmap.png").is_file()
     assert "planner's pick vit_t_encdec_lora" in capsys.readouterr().out
 
