@@ -94,9 +94,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from autosam.models import resolve_model
     from autosam.prediction import predict
 
-    model, why = resolve_model(args.dataset, args.setup)
-    print(f"model: {model.name}: {why}")
-    predict(args.dataset, args.input, args.output, args.folds, model, device=args.device,
+    choice = resolve_model(args.dataset, args.setup)
+    print(f"model: {choice.name}: {choice.why}")
+    predict(args.dataset, args.input, args.output, args.folds, choice, device=args.device,
             checkpoint=args.checkpoint_name, mirroring=not args.disable_tta)
     print(f"predictions written to {args.output}")
 

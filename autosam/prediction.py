@@ -1,4 +1,4 @@
-"""Predict new images with a trained configuration through nnU-Net's predictor.
+"""Predict new images with a trained configuration, or nnU-Net's chosen ensemble, through nnU-Net's predictor.
 
 Outputs are written by the dataset's own reader/writer: PNG in, PNG out; NIfTI in, NIfTI out with the
 input's spacing, origin and direction. Input files follow nnU-Net's naming (``<case>_0000<ending>``).
@@ -6,41 +6,85 @@ input's spacing, origin and direction. Input files follow nnU-Net's naming (``<c
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
+import torch
+
 from autosam.errors import AutosamError
-from autosam.models import Model, SamFold, trained_model_folder
+from autosam.models import Choice, Model, SamFold, trained_model_folder
 from autosam.safe_load import load_fold_checkpoint
 from autosam.training import resolve_device
 
 
-def predict(dataset: str, input_dir: Path, output_dir: Path, folds: list[str] | None = None,
-            model: Model = Model.for_setup(None), device: str | None = None,
-            checkpoint: str = "checkpoint_final.pth", mirroring: bool = True) -> None:
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-
-    if not Path(input_dir).is_dir():
-        raise AutosamError(f"{input_dir}: no such input folder")
-    if Path(output_dir).resolve() == Path(input_dir).resolve():
-        raise AutosamError(f"{output_dir}: output folder must differ from the input folder (inputs are never overwritten)")
-    folder = trained_model_folder(dataset, model)
+def _check_folds(folder: Path, model: Model, folds: list[str] | None, checkpoint: str) -> list[int | str]:
+    """The folds to use, each opened weights-only (nnU-Net's predictor loads them with weights_only=False)
+    and, for SAM, checked against its plan and base file."""
     use_folds = folds or sorted(p.name[5:] for p in folder.glob("fold_*") if (p / checkpoint).is_file())
     use_folds = [f if f == "all" else int(f) for f in use_folds]
     missing = [f for f in use_folds if not (folder / f"fold_{f}" / checkpoint).is_file()]
     if not use_folds or missing:
         raise AutosamError(f"{folder}: no {checkpoint} for fold(s) {missing or 'any'}; train them first")
-    for fold in use_folds:  # nnU-Net's predictor loads them with weights_only=False: check them first
-        if model.is_sam:  # ... and a SAM fold against its plan and base file
+    for fold in use_folds:
+        if model.is_sam:
             SamFold(folder, model.trainer, model.configuration, str(fold), checkpoint).read_checked()
         else:
             load_fold_checkpoint(folder / f"fold_{fold}" / checkpoint)
-    torch_device = resolve_device(device)
+    return use_folds
+
+
+def _predict_model(folder: Path, folds: list[int | str], input_dir: Path, output_dir: Path, device: torch.device,
+                   checkpoint: str, mirroring: bool, probabilities: bool) -> None:
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
     predictor = nnUNetPredictor(
         tile_step_size=0.5, use_gaussian=True, use_mirroring=mirroring,
-        perform_everything_on_device=torch_device.type == "cuda", device=torch_device, verbose=False,
-        allow_tqdm=True,
+        perform_everything_on_device=device.type == "cuda", device=device, verbose=False, allow_tqdm=True,
     )
-    predictor.initialize_from_trained_model_folder(str(folder), use_folds, checkpoint_name=checkpoint)
-    Path(output_dir).mkdir(parents=True, exist_ok=True)
-    predictor.predict_from_files(str(input_dir), str(output_dir), save_probabilities=False, overwrite=True,
+    predictor.initialize_from_trained_model_folder(str(folder), folds, checkpoint_name=checkpoint)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    predictor.predict_from_files(str(input_dir), str(output_dir), save_probabilities=probabilities, overwrite=True,
                                  num_processes_preprocessing=1, num_processes_segmentation_export=1)
+
+
+def _ensemble_and_postprocess(members: list[Path], choice: Choice, work: Path, output_dir: Path) -> None:
+    """nnU-Net's own ensembling (mean of the members' probabilities) and post-processing."""
+    from batchgenerators.utilities.file_and_folder_operations import load_pickle
+    from nnunetv2.ensembling.ensemble import ensemble_folders
+    from nnunetv2.postprocessing.remove_connected_components import apply_postprocessing_to_folder
+
+    merged = members[0]
+    if len(members) > 1:
+        merged = work / "ensemble"
+        ensemble_folders([str(m) for m in members], str(merged), num_processes=1)
+    pp_fns, pp_fn_kwargs = load_pickle(str(choice.postprocessing))  # written by find_best_configuration
+    apply_postprocessing_to_folder(str(merged), str(output_dir), pp_fns, pp_fn_kwargs, str(choice.plans_file),
+                                   str(members[0] / "dataset.json"), num_processes=1)
+
+
+def predict(dataset: str, input_dir: Path, output_dir: Path, folds: list[str] | None = None,
+            choice: Choice | None = None, device: str | None = None,
+            checkpoint: str = "checkpoint_final.pth", mirroring: bool = True) -> None:
+    """Segment every image of ``input_dir`` with ``choice`` (default: the planned SAM set-up)."""
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    if not input_dir.is_dir():
+        raise AutosamError(f"{input_dir}: no such input folder")
+    if output_dir.resolve() == input_dir.resolve():
+        raise AutosamError(f"{output_dir}: output folder must differ from the input folder (inputs are never overwritten)")
+    choice = choice or Choice((Model.for_setup(None),), "the planned set-up")
+    if choice.postprocessing is not None and not choice.postprocessing.is_file():
+        raise AutosamError(f"{choice.postprocessing}: not found; run 'autosam run -d {dataset}' again to choose the "
+                           "configuration, or pick a model with --setup")
+    folders = [trained_model_folder(dataset, model) for model in choice.models]
+    checked = [_check_folds(folder, model, folds, checkpoint) for folder, model in zip(folders, choice.models)]
+    torch_device = resolve_device(device)
+    if choice.postprocessing is None and len(choice.models) == 1:
+        _predict_model(folders[0], checked[0], input_dir, output_dir, torch_device, checkpoint, mirroring, False)
+        return
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".autosam_members_", dir=output_dir) as work:
+        members = [Path(work) / model.name for model in choice.models]
+        for folder, folds_used, member in zip(folders, checked, members):
+            _predict_model(folder, folds_used, input_dir, member, torch_device, checkpoint, mirroring,
+                           probabilities=len(members) > 1)
+        _ensemble_and_postprocess(members, choice, Path(work), output_dir)

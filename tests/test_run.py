@@ -12,9 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from autosam.cli import main
 from autosam.demo import DEMO_DATA, DEMO_DATASET
+from autosam.models import Choice, Model
+from autosam.prediction import predict
 from tests.conftest import case_ids, copy_subset, make_volumes
 
 RUN = ["run", "-d", "901", "--folds", "0", "1", "--epochs", "1", "--iterations", "2", "--device", "cpu",
@@ -81,14 +84,18 @@ def test_run_compares_both_methods_on_the_same_cases_per_patient(nnunet_folders,
     shutil.copy(DEMO_DATA / "imagesTr" / "busi_mal010_0000.png", unseen / "new_0000.png")
     chosen = json.loads((results / "inference_information.json").read_text())["best_model_or_ensemble"][
         "selected_model_or_models"]
-    code = main(["predict", "-d", "901", "-i", str(unseen), "-o", str(out), "--device", "cpu", "--disable-tta"])
-    printed = capsys.readouterr()
-    if len(chosen) == 1:
-        assert code == 0 and (out / "new.png").is_file()
-        assert f"model: {chosen[0]['trainer']}__{chosen[0]['plans_identifier']}__{chosen[0]['configuration']}: " \
-               "the configuration nnU-Net's find_best_configuration chose" in printed.out
-    else:
-        assert code == 2 and "chose an ensemble" in printed.err
+    assert main(["predict", "-d", "901", "-i", str(unseen), "-o", str(out), "--device", "cpu", "--disable-tta"]) == 0
+    assert " + ".join(f"{m['trainer']}__{m['plans_identifier']}__{m['configuration']}" for m in chosen) + \
+        ": the " in capsys.readouterr().out
+    assert (out / "new.png").is_file() and not list(out.glob(".autosam_members_*"))
+    # the ensemble of both methods, as nnU-Net ensembles and post-processes them, whatever was chosen
+    best = json.loads((results / "inference_information.json").read_text())["best_model_or_ensemble"]
+    both = Choice((Model("nnUNetTrainer", "nnUNetPlans", "2d"), Model.for_setup(None)), "both",
+                  Path(best["postprocessing_file"]), Path(best["some_plans_file"]))
+    predict("901", unseen, out / "ensemble", choice=both, device="cpu", mirroring=False)
+    ensembled = np.asarray(Image.open(out / "ensemble" / "new.png"))
+    assert ensembled.shape == np.asarray(Image.open(unseen / "new_0000.png")).shape[:2]
+    assert set(np.unique(ensembled)) <= {0, 1} and not list((out / "ensemble").glob(".autosam_members_*"))
 
     before = _fold_files(results)
     assert main(RUN) == 0  # everything is done: no fold trains again
