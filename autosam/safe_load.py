@@ -9,6 +9,7 @@ touches it.
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +28,10 @@ def load_fold_checkpoint(path: str | Path, map_location="cpu") -> dict:
         with torch.serialization.safe_globals(NUMPY_LOG_TYPES):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else "pickled objects"
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        reason = f"it pickles {found.group(1)}" if found else "it holds pickled objects"
         raise CheckpointError(
-            f"checkpoint {path}: needs code to be read ({reason[:160]}); autosam never runs code from a "
+            f"checkpoint {path}: needs code to be read ({reason}); autosam never runs code from a "
             "checkpoint: use one written by nnU-Net or autosam, or train the fold again") from None
     except Exception as e:  # noqa: BLE001 - every other unreadable file gets the same one-line answer
         raise CheckpointError(f"checkpoint {path}: cannot be read ({type(e).__name__}); it is truncated or corrupt: "

@@ -7,6 +7,8 @@ from pathlib import Path
 import torch
 
 from autosam.cli import main
+from autosam.demo import DEMO_DATA, DEMO_DATASET
+from tests.conftest import case_ids, copy_subset
 
 
 class _Payload:
@@ -31,3 +33,22 @@ def test_predict_refuses_a_checkpoint_that_needs_code(nnunet_folders, tmp_path: 
     err = capsys.readouterr().err
     assert code == 2 and not marker.exists()
     assert f"checkpoint {fold / 'checkpoint_final.pth'}: needs code to be read" in err and len(err.splitlines()) == 1
+
+
+def test_train_continue_refuses_a_checkpoint_that_needs_code(nnunet_folders, tmp_path: Path, capsys) -> None:
+    copy_subset(DEMO_DATA, nnunet_folders["nnUNet_raw"], case_ids(DEMO_DATA)[:6])
+    assert main(["plan-and-preprocess", "-d", "901", "--setup", "test_vit_dec_lora", "--image-size", "64",
+                 "--from-scratch"]) == 0
+    fold = nnunet_folders["nnUNet_results"] / DEMO_DATASET / "nnUNetTrainerSAM__autosamPlans__2d_sam" / "fold_0"
+    fold.mkdir(parents=True)
+    marker = tmp_path / "code_ran"
+    torch.save({"network_weights": {}, "payload": _Payload(marker)}, fold / "checkpoint_latest.pth")
+    capsys.readouterr()
+
+    code = main(["train", "-d", "901", "-f", "0", "--continue", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and not marker.exists()
+    last = err.splitlines()[-1]  # the line before it logs which checkpoint training continues from
+    assert last.startswith(f"autosam: error: checkpoint {fold / 'checkpoint_latest.pth'}: needs code to be read (it "
+                           "pickles ") and last.endswith("autosam never runs code from a checkpoint: use one written "
+                                                         "by nnU-Net or autosam, or train the fold again")
