@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from autosam.errors import AutosamError
-from autosam.files import atomic_write_json
+from autosam.files import atomic_write_json, atomic_write_text
 from autosam.nnunet_env import configure_training_processes, dataset_name, model_folder, require_folders
 from autosam.sam.setups import Setup, all_setups
 from autosam.sam_plan import PLANS_NAME, SAM_CONFIGURATION
@@ -89,10 +89,9 @@ def ablate(dataset: str, setups: list[str], options) -> Path:
     lines = ["| set-up | CV Dice |", "|---|---|"] + [
         f"| {r['setup']}{' (planner)' if r['setup'] == chosen else ''}{' (best)' if r is best else ''} | "
         f"{r['cv_dice']:.4f} |" for r in sorted(rows, key=lambda r: -r["cv_dice"])]
-    (out / "ablation.md").write_text("\n".join(lines) + f"\n\nCV Dice: the foreground mean, averaged per "
-                                     f"{summary['unit']} (the comparison report's conventions). Seed {seed}. "
-                                     f"{SELECTION_NOTE}\n\n"
-                                     "![heat map](ablation_heatmap.png)\n")
+    atomic_write_text("\n".join(lines) + f"\n\nCV Dice: the foreground mean, averaged per {summary['unit']} (the "
+                      f"comparison report's conventions). Seed {seed}. {SELECTION_NOTE}\n\n"
+                      "![heat map](ablation_heatmap.png)\n", out / "ablation.md")
     print("\n".join(lines))
     print(SELECTION_NOTE)
     if picked is None:

@@ -54,3 +54,12 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
 
 def atomic_write_json(obj: Any, path: str | os.PathLike) -> None:
     _atomic(Path(path), lambda f: f.write((json.dumps(obj, indent=2, sort_keys=False) + "\n").encode()))
+
+
+def atomic_write_text(text: str, path: str | os.PathLike) -> None:
+    _atomic(Path(path), lambda f: f.write(text.encode()))
+
+
+def atomic_save_figure(figure, path: str | os.PathLike, **options) -> None:
+    """``figure.savefig`` (matplotlib), written atomically."""
+    _atomic(Path(path), lambda f: figure.savefig(f, format=Path(path).suffix.lstrip(".") or "png", **options))

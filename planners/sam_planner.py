@@ -9,6 +9,7 @@ nnU-Net's ``-pl`` flag only searches its own package; use the class from Python 
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ from pathlib import Path
 from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
 
 from autosam.errors import AutosamError
+from autosam.files import atomic_write_json
+from autosam.nnunet_env import require_folders
 from autosam.fingerprint import dataset_facts
 from autosam.hardware import Hardware, detect_hardware
 from autosam.sam.checkpoints import CATALOGUE, find_checkpoint
@@ -112,3 +115,16 @@ class SAMPlanner(ExperimentPlanner):
         self.plans = plans
         self.save_plans(plans)
         return plans
+
+    def save_plans(self, plans: dict) -> None:
+        """Written atomically, so a full disk or a crash keeps the previous plans; configurations the file
+        holds beyond these plans' (a user's own) are kept, as nnU-Net's planner keeps them."""
+        from nnunetv2.utilities.json_export import recursive_fix_for_json_export
+
+        recursive_fix_for_json_export(plans)
+        path = require_folders("nnUNet_preprocessed")["nnUNet_preprocessed"] / self.dataset_name / f"{self.plans_identifier}.json"
+        if path.is_file():
+            own = json.loads(path.read_text())["configurations"]
+            plans["configurations"].update({k: v for k, v in own.items() if k not in plans["configurations"]})
+        atomic_write_json(plans, path)
+        print(f"Plans were saved to {path}")

@@ -94,3 +94,25 @@ def test_other_write_errors_pass_through(tmp_path: Path, monkeypatch) -> None:
         atomic_write_json({"new": 2}, path)
     assert raised.value.errno == errno.EIO
     assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
+
+
+def test_a_figure_that_cannot_be_written_keeps_the_previous_one(tmp_path: Path, monkeypatch) -> None:
+    import matplotlib.pyplot as plt
+
+    from autosam.files import atomic_save_figure
+
+    path = tmp_path / "curves.png"
+    path.write_bytes(b"previous figure")
+    figure = plt.figure()
+    real_fsync = os.fsync
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(AutosamError, match="the previous version was kept"):
+        atomic_save_figure(figure, path, dpi=50)
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert path.read_bytes() == b"previous figure" and [p.name for p in tmp_path.iterdir()] == ["curves.png"]
+    atomic_save_figure(figure, path, dpi=50)
+    assert path.read_bytes().startswith(b"\x89PNG")

@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from autosam.files import atomic_save_figure  # noqa: E402
+
 BASELINE_COLOURS = ("#4c72b0", "#55a868", "#8172b3")  # nnU-Net configurations
 CHALLENGER_COLOUR = "#dd8452"
 
@@ -49,7 +51,7 @@ def paired_plot(a: dict[str, float], b: dict[str, float], methods: list[str], yl
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -67,7 +69,7 @@ def box_plots(rows: dict[str, dict[str, list[float]]], ylabel: str, path: Path) 
         ax.set_title(label)
         ax.set_ylabel(ylabel)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -85,7 +87,7 @@ def training_curves(logs: dict[str, list[dict]], path: Path) -> None:
     dice_ax.set(xlabel="epoch", ylabel="pseudo Dice (EMA)", title="Validation pseudo Dice", ylim=(0, 1))
     loss_ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -111,7 +113,7 @@ def overlays(rows: list[dict], path: Path) -> None:
             ax.set_title(f"{row['title']}\n{title}" if title == "image" else title, fontsize=8)
             ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -135,5 +137,5 @@ def ablation_heatmap(table: dict[str, dict[str, float]], chosen: str | None, pat
     fig.colorbar(image, ax=ax, label="CV Dice")
     ax.set_title("Fine-tuning set-ups (red: the planner's pick)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_save_figure(fig, path, dpi=120)
     plt.close(fig)

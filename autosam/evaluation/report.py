@@ -12,7 +12,7 @@ from autosam.evaluation import figures
 from autosam.evaluation.collect import reader_for, training_log
 from autosam.evaluation.comparison import Method
 from autosam.evaluation.conventions import ALPHA, METRICS
-from autosam.files import atomic_write_json
+from autosam.files import atomic_write_json, atomic_write_text
 
 
 def _clean(value):
@@ -228,6 +228,6 @@ def write_report(comparison: dict, methods: list[Method], out: Path, raw_images:
     comparison = {**comparison, "plan": plan}
     atomic_write_json(_clean(comparison), out / "comparison.json")
     markdown = _markdown(comparison, plan, images)
-    (out / "report.md").write_text(markdown)
-    (out / "report.html").write_text(_html(markdown, out))
+    atomic_write_text(markdown, out / "report.md")
+    atomic_write_text(_html(markdown, out), out / "report.html")
     return out / "report.html"
