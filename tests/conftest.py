@@ -27,6 +27,20 @@ def shared_dataset(name: str) -> Path:
     return path
 
 
+BUSI = "Dataset501_BUSI"
+
+
+def busi_or_demo() -> Path:
+    """The shared BUSI set, or without it the bundled BUSI subset (same modality, format and labels), so a
+    fresh clone's test run still exercises the whole path. Install it as BUSI: ``copy_subset(..., BUSI)``."""
+    path = SHARED_DATA / BUSI
+    if (path / "dataset.json").is_file():
+        return path
+    from autosam.demo import DEMO_DATA
+
+    return DEMO_DATA
+
+
 def copy_subset(source: Path, raw_root: Path, cases: list[str], target_name: str | None = None) -> Path:
     """A new nnU-Net raw dataset holding ``cases`` of ``source`` (images, labels, dataset.json)."""
     meta = json.loads((source / "dataset.json").read_text())

@@ -13,7 +13,7 @@ import torch
 
 from autosam.cli import main
 from autosam.nnunet_env import EXT_TRAINER_DIR
-from tests.conftest import case_ids, copy_subset, shared_dataset
+from tests.conftest import BUSI, busi_or_demo, case_ids, copy_subset, shared_dataset
 
 BUDGET = ["--epochs", "2", "--iterations", "3"]
 FOLD_DIR = "nnUNetTrainerSAM__autosamPlans__2d_sam"
@@ -26,9 +26,9 @@ def _plan(dataset: str, *extra: str) -> None:
 
 @pytest.fixture
 def busi(nnunet_folders, base_checkpoint) -> dict:
-    source = shared_dataset("Dataset501_BUSI")
+    source = busi_or_demo()
     cases = case_ids(source)
-    copy_subset(source, nnunet_folders["nnUNet_raw"], cases[:8])
+    copy_subset(source, nnunet_folders["nnUNet_raw"], cases[:8], BUSI)
     checkpoint, _ = base_checkpoint("test_vit", 1024, 4)  # a SAM-layout file trained at another size
     unseen = nnunet_folders["nnUNet_raw"].parent / "unseen"
     unseen.mkdir()

@@ -20,7 +20,7 @@ from autosam.planners.choose import choose, evaluate
 from autosam.planners.explain import plan_summary, plan_text
 from autosam.planners.rules import RULES
 from autosam.planners.sam_planner import SamOptions
-from tests.conftest import case_ids, copy_subset, shared_dataset
+from tests.conftest import BUSI, busi_or_demo, case_ids, copy_subset
 
 SIZE_ORDER = ["vit_t", "vit_b", "vit_h"]
 
@@ -146,8 +146,8 @@ def test_estimate_matches_a_real_cpu_training_step(setup: Setup) -> None:
 
 
 def test_plan_json_has_18_candidates_and_a_reason_for_every_field(nnunet_folders, capsys) -> None:
-    source = shared_dataset("Dataset501_BUSI")
-    copy_subset(source, nnunet_folders["nnUNet_raw"], case_ids(source)[:12])
+    source = busi_or_demo()
+    copy_subset(source, nnunet_folders["nnUNet_raw"], case_ids(source)[:12], BUSI)
     assert main(["plan", "-d", "501", "--gpu-memory", "8", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)  # nnU-Net's own chatter goes to stderr
     assert len(summary["candidates"]) == 18

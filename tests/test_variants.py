@@ -13,7 +13,7 @@ from autosam.nnunet_env import EXT_TRAINER_DIR
 from autosam.sam.checkpoints import CHECKPOINT_DIR_ENV
 from autosam.sam.setups import Setup, all_setups
 from autosam.sam_plan import BaseCheckpoint, SamPlan
-from tests.conftest import case_ids, copy_subset, shared_dataset
+from tests.conftest import BUSI, busi_or_demo, case_ids, copy_subset
 from autosam.trainers.sam_trainer import nnUNetTrainerSAM
 from autosam.trainers.variants import VARIANTS
 
@@ -35,8 +35,8 @@ def test_nnunet_finds_every_variant_through_ext_trainer(monkeypatch) -> None:
 
 
 def test_variant_trains_its_own_setup(nnunet_folders) -> None:
-    source = shared_dataset("Dataset501_BUSI")
-    copy_subset(source, nnunet_folders["nnUNet_raw"], case_ids(source)[:6])
+    source = busi_or_demo()
+    copy_subset(source, nnunet_folders["nnUNet_raw"], case_ids(source)[:6], BUSI)
     assert main(["plan-and-preprocess", "-d", "501", "--setup", "test_vit_encdec_lora", "--image-size", "256",
                  "--from-scratch", "--epochs", "1", "--iterations", "2"]) == 0
     assert main(["train", "-d", "501", "-f", "0", "--setup", "vit_t_dec_adapter", "--device", "cpu"]) == 0
