@@ -262,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-i", "--input", type=Path, required=True, help="folder of <case>_0000<ending> images")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     p.add_argument("-f", "--folds", nargs="+", help="folds to ensemble (default: every trained fold)")
-    p.add_argument("--setup", help="use the model trained with this fixed set-up")
+    p.add_argument("--setup", help="use the model trained with this fixed set-up ('planned': the planned one)")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
     p.add_argument("--checkpoint-name", default="checkpoint_final.pth")
     p.add_argument("--disable-tta", action="store_true", help="no mirroring test-time augmentation (faster)")
@@ -273,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     dataset_flag(p)
     p.add_argument("-f", "--fold", required=True, help="the fold to export (a number, or 'all')")
     p.add_argument("-o", "--output", type=Path, required=True, help="the checkpoint file to write (.pth)")
-    p.add_argument("--setup", help="export the model trained with this fixed set-up (default: as predict chooses)")
+    p.add_argument("--setup", help="export the model trained with this fixed set-up ('planned': the planned one; "
+                   "default: as predict chooses)")
     p.add_argument("--checkpoint-name", default="checkpoint_final.pth")
     p.set_defaults(func=cmd_export)
 

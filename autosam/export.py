@@ -12,12 +12,11 @@ weights plus the retrained decoder head as peft ``modules_to_save``, to apply on
 from __future__ import annotations
 
 import json
-import logging
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from peft import LoraConfig, get_peft_model
 
 from autosam.errors import AutosamError, CheckpointError
@@ -26,10 +25,8 @@ from autosam.models import SamFold, resolve_model, trained_model_folder
 from autosam.sam.checkpoints import official_view
 from autosam.sam.lora import lora_targets
 from autosam.sam.network import SamSegmenter
-from autosam.sam.registry import build_sam
+from autosam.sam.registry import build_sam, get_backbone
 from autosam.sam.setups import DECODER_HEAD
-
-log = logging.getLogger(__name__)
 
 STOCK_IMAGE_SIZE, STOCK_MASK_TOKENS = 1024, 4  # what segment-anything's and MobileSAM's registries build
 REGISTRIES = {"vit_b": "segment_anything", "vit_l": "segment_anything", "vit_h": "segment_anything",
@@ -105,7 +102,10 @@ def stock_loading(backbone: str, image_size: int, num_classes: int, checkpoint: 
                        f"num_multimask_outputs={num_classes - 1})")
     if not registry:
         differs.append(f"backbone {backbone}, which no stock registry builds")
-    return ("loads into segment-anything's own classes built with " + "; ".join(differs)
+    tiny = (f"; MobileSAM's TinyViT reshapes its tokens to the 1024 px grid, so at {image_size} px the encoder is "
+            "autosam.sam.tiny_vit.TinyViTAnySize (the same weights)"
+            if get_backbone(backbone).is_tiny_vit and image_size != STOCK_IMAGE_SIZE else "")
+    return ("loads into segment-anything's own classes built with " + "; ".join(differs) + tiny
             + f" (autosam.sam.registry.build_sam('{backbone}', {image_size}, {num_classes}) builds exactly that)")
 
 
@@ -113,15 +113,17 @@ def export_network(network: SamSegmenter, output: Path, source: str = "model") -
     """Write ``network`` (fine-tuned, in eval mode) as a stock checkpoint, plus peft's files for LoRA."""
     _refuse_unexportable(network, source)
     output = Path(output)
-    peft_folder = None
-    if network.setup.method == "lora":
-        peft_model = _lora_as_peft(network)
-        peft_folder = output.with_name(output.stem + "_peft")
+    peft_model = _lora_as_peft(network) if network.setup.method == "lora" else None
+    peft_folder = output.with_name(output.stem + "_peft") if peft_model else None
+    if peft_model:  # written before merging, which folds the LoRA weights away
         peft_model.save_pretrained(str(peft_folder))
-        state = peft_model.merge_and_unload().state_dict()
-    else:
-        state = _stock_copy(network).state_dict()
-    atomic_torch_save({k: v.detach().clone().contiguous() for k, v in state.items()}, output)
+    state = peft_model.merge_and_unload().state_dict() if peft_model else _stock_copy(network).state_dict()
+    try:
+        atomic_torch_save({k: v.detach().clone().contiguous() for k, v in state.items()}, output)
+    except BaseException:
+        if peft_folder:  # all or nothing: a retry must not find half an export in its way
+            shutil.rmtree(peft_folder, ignore_errors=True)
+        raise
     loading = stock_loading(network.setup.backbone, network.image_size, network.num_classes, output)
     return Exported(output, peft_folder, loading)
 
@@ -150,9 +152,9 @@ def export(dataset: str, fold: str, output: Path, setup: str | None = None,
     sam_fold = SamFold(trained_model_folder(dataset, model), model.trainer, model.configuration, str(fold), checkpoint)
     if not sam_fold.path.is_file():
         raise AutosamError(f"{sam_fold.path}: not found; train fold {fold} first ('autosam train -d {dataset} -f {fold}')")
-    network = sam_fold.network()
+    network, fold_checkpoint = sam_fold.network()
     exported = export_network(network, output, str(sam_fold.path))
-    saved = torch.load(sam_fold.path, map_location="cpu", weights_only=True)["autosam"]
+    saved = fold_checkpoint["autosam"]
     dataset_json = json.loads((sam_fold.folder / "dataset.json").read_text())
     atomic_write_json({
         "exported_from": str(sam_fold.path),

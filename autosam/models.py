@@ -10,13 +10,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from autosam.errors import AutosamError
 from autosam.nnunet_env import dataset_name, model_folder, require_folders
 from autosam.safe_load import load_fold_checkpoint
 from autosam.sam_plan import PLANS_NAME, SAM_CONFIGURATION, SamPlan
 
+if TYPE_CHECKING:
+    from autosam.sam.network import SamSegmenter
+
 SAM_TRAINER = "nnUNetTrainerSAM"
+PLANNED = "planned"  # --setup planned: the set-up the plan chose (trainer nnUNetTrainerSAM)
 
 
 @dataclass(frozen=True)
@@ -35,8 +40,26 @@ class Model:
 
     @classmethod
     def for_setup(cls, setup: str | None) -> "Model":
-        """The trainer of a fixed set-up; ``None`` is the planned set-up."""
-        return cls(f"{SAM_TRAINER}_{setup}" if setup else SAM_TRAINER)
+        """The trainer of a fixed set-up; ``None`` or ``"planned"`` is the planned set-up."""
+        return cls(SAM_TRAINER if setup in (None, PLANNED) else f"{SAM_TRAINER}_{setup}")
+
+    @classmethod
+    def from_name(cls, name: str) -> "Model":
+        """``<trainer>__<plans>__<configuration>``, nnU-Net's results-folder name."""
+        trainer, plans, configuration = name.split("__")
+        return cls(trainer, plans, configuration)
+
+    @property
+    def setup(self) -> str:
+        """The ``--setup`` value that selects this SAM model."""
+        return self.trainer.removeprefix(SAM_TRAINER + "_") if self.trainer != SAM_TRAINER else PLANNED
+
+    def folder(self, dataset: str) -> Path:
+        return model_folder(dataset, self.trainer, self.plans, self.configuration)
+
+    def for_find_best(self) -> dict:
+        """The model as nnU-Net's find_best_configuration takes it."""
+        return {"trainer": self.trainer, "plans": self.plans, "configuration": self.configuration}
 
 
 def _trained(folder: Path) -> bool:
@@ -57,6 +80,16 @@ class Choice:
     def name(self) -> str:
         return " + ".join(m.name for m in self.models)
 
+    @classmethod
+    def chosen_by_nnunet(cls, information: dict, source: str) -> "Choice":
+        """The ``best_model_or_ensemble`` of find_best_configuration's result (``inference_information.json``)."""
+        best = information["best_model_or_ensemble"]
+        models = tuple(Model(m["trainer"], m["plans_identifier"], m["configuration"])
+                       for m in best["selected_model_or_models"])
+        what = "the ensemble" if len(models) > 1 else "the configuration"
+        return cls(models, f"{what} nnU-Net's find_best_configuration chose ({source}), with its post-processing",
+                   Path(best["postprocessing_file"]), Path(best["some_plans_file"]))
+
 
 def resolve_model(dataset: str, setup: str | None = None) -> Choice:
     """Which trained model a command uses, and why: the fixed set-up asked for; else what nnU-Net's
@@ -67,26 +100,21 @@ def resolve_model(dataset: str, setup: str | None = None) -> Choice:
     results = require_folders("nnUNet_results")["nnUNet_results"] / dataset_name(dataset)
     information = results / "inference_information.json"
     if information.is_file():
-        best = json.loads(information.read_text())["best_model_or_ensemble"]
-        models = tuple(Model(m["trainer"], m["plans_identifier"], m["configuration"])
-                       for m in best["selected_model_or_models"])
-        what = "the ensemble" if len(models) > 1 else "the configuration"
-        return Choice(models, f"{what} nnU-Net's find_best_configuration chose ({information.name}), with its "
-                      "post-processing", Path(best["postprocessing_file"]), Path(best["some_plans_file"]))
-    trained = sorted(f.name for f in results.glob(f"{SAM_TRAINER}*__{PLANS_NAME}__{SAM_CONFIGURATION}") if _trained(f))
+        return Choice.chosen_by_nnunet(json.loads(information.read_text()), information.name)
+    trained = [Model.from_name(f.name) for f in sorted(results.glob(f"{SAM_TRAINER}*__{PLANS_NAME}__{SAM_CONFIGURATION}"))
+               if _trained(f)]
     if len(trained) > 1:
-        setups = ", ".join(name.split("__")[0].removeprefix(SAM_TRAINER + "_") for name in trained)
-        raise AutosamError(f"{results}: several trained SAM models ({setups}); choose one with --setup "
-                           f"('{SAM_TRAINER}' is the planned set-up)")
+        raise AutosamError(f"{results}: several trained SAM models ({', '.join(m.setup for m in trained)}); "
+                           f"choose one with --setup")
     if not trained:
         raise AutosamError(f"{results}: no trained SAM model; run 'autosam train -d {dataset} -f 0' first")
-    return Choice((Model(trained[0].split("__")[0]),), "the only trained SAM model")
+    return Choice((trained[0],), "the only trained SAM model")
 
 
 def trained_model_folder(dataset: str, model: Model) -> Path:
-    folder = model_folder(dataset, model.trainer, model.plans, model.configuration)
+    folder = model.folder(dataset)
     if not folder.is_dir():
-        hint = f" --setup {model.trainer.removeprefix(SAM_TRAINER + '_')}" if model.trainer != SAM_TRAINER else ""
+        hint = f" --setup {model.setup}" if model.is_sam and model.trainer != SAM_TRAINER else ""
         raise AutosamError(f"{folder}: no trained model; run 'autosam train -d {dataset} -f 0{hint}' first")
     return folder
 
@@ -119,13 +147,22 @@ class SamFold:
         heads = plans.get_label_manager(dataset_json).num_segmentation_heads
         return plan, heads, determine_num_input_channels(plans, configuration, dataset_json)
 
+    def _read(self) -> tuple[dict, SamPlan, int, int]:
+        from autosam.sam.checkpoints import FROM_SCRATCH
+
+        checkpoint = load_fold_checkpoint(self.path)
+        plan, heads, channels = self.plan_and_shape()
+        saved = checkpoint.get("autosam")
+        if isinstance(saved, dict) and saved.get("base", {}).get("name") == FROM_SCRATCH.name:
+            plan.base_checkpoint = None  # trained with 'train --from-scratch': the fold holds every weight
+        return checkpoint, plan, heads, channels
+
     def read_checked(self) -> dict:
         """The fold checkpoint, opened weights-only and checked against the plan and the base file it names."""
         from autosam.sam.checkpoints import FROM_SCRATCH, BaseIdentity, sha256_of
         from autosam.sam.fold_checkpoint import check_identity, identity
 
-        checkpoint = load_fold_checkpoint(self.path)
-        plan, heads, channels = self.plan_and_shape()
+        checkpoint, plan, heads, channels = self._read()
         base = FROM_SCRATCH
         if plan.base_checkpoint is not None:
             file = plan.base_checkpoint.locate()
@@ -134,15 +171,14 @@ class SamFold:
         check_identity(checkpoint.get("autosam"), expected, str(self.path))
         return checkpoint
 
-    def network(self):
-        """The fine-tuned network, rebuilt through the one construction path, in eval mode."""
+    def network(self) -> tuple[SamSegmenter, dict]:
+        """The fine-tuned network, rebuilt through the one construction path (eval mode), and its checkpoint."""
         from autosam.sam.fold_checkpoint import check_identity, identity_of
         from autosam.sam.model import network_for_plan
 
-        checkpoint = load_fold_checkpoint(self.path)
-        plan, heads, channels = self.plan_and_shape()
+        checkpoint, plan, heads, channels = self._read()
         network = network_for_plan(plan, heads, channels)
         network.ensure_base_loaded()
         check_identity(checkpoint.get("autosam"), identity_of(network), str(self.path))
         network.load_state_dict(checkpoint["network_weights"])
-        return network.eval()
+        return network.eval(), checkpoint

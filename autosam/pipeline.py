@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autosam.errors import AutosamError
+from autosam.hardware import detect_hardware
 from autosam.nnunet_env import configure_training_processes, dataset_name, model_folder, require_folders
 from autosam.sam_plan import PLANS_NAME, SAM_CONFIGURATION, SamPlan
 from autosam.training import Budget, latest_checkpoint, make_trainer, resolve_device, train_fold
@@ -43,7 +44,7 @@ class RunOptions:
     seed: int | None = None  # None: the plan's
 
 
-def refuse_conflicting_flags(sam_options, plans_file: Path) -> None:
+def refuse_conflicting_flags(sam_options, plans_file: Path, gpu_memory: float | None = None) -> None:
     """A flag that contradicts the existing plan is an error, never silently ignored."""
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
@@ -59,7 +60,10 @@ def refuse_conflicting_flags(sam_options, plans_file: Path) -> None:
              "--lora-rank": (sam_options.lora_rank, plan.setup.lora_rank),
              "--from-scratch": (sam_options.from_scratch or None, plan.from_scratch),
              "--checkpoint": (sam_options.checkpoint,
-                              sam_options.checkpoint if same_base else base and base.name)}
+                              sam_options.checkpoint if same_base else base and base.name),
+             "--checkpoint-dir": (sam_options.checkpoint_dir and str(Path(sam_options.checkpoint_dir).resolve()),
+                                  base and base.path and str(Path(base.path).parent)),
+             "--gpu-memory": (gpu_memory and detect_hardware(gpu_memory).description, plan.hardware)}
     for flag, (wanted, planned) in given.items():
         if wanted is not None and wanted != planned:
             shown = "" if isinstance(wanted, bool) else f" {wanted}"
@@ -175,7 +179,7 @@ def run(dataset: str, sam_options, options: RunOptions) -> Path:
 
     from autosam.evaluation.comparison import Method, compare, read_splits
     from autosam.evaluation.report import headline, write_report
-    from autosam.hardware import detect_hardware
+    from autosam.models import Choice, Model
     from autosam.preprocess import baseline_configurations, plan, preprocess
     from autosam.sam_plan import sam_plan_of
     from autosam.splits import load_groups, resolve_folds
@@ -192,7 +196,7 @@ def run(dataset: str, sam_options, options: RunOptions) -> Path:
     plans_file = preprocessed / f"{PLANS_NAME}.json"
     has_plan = plans_file.is_file() and SAM_CONFIGURATION in json.loads(plans_file.read_text())["configurations"]
     if has_plan and not options.replan:
-        refuse_conflicting_flags(sam_options, plans_file)
+        refuse_conflicting_flags(sam_options, plans_file, options.gpu_memory)
         log.info("using the existing SAM plan in %s (re-plan with --replan)", plans_file)
     else:
         device = options.device if options.device in ("cpu", "cuda") else None
@@ -218,8 +222,9 @@ def run(dataset: str, sam_options, options: RunOptions) -> Path:
         train_once(dataset, fold, nnUNetTrainerSAM, PLANS_NAME, SAM_CONFIGURATION, sam_budget, torch_device, "SAM",
                    seed, options.ensembles)
 
-    baselines = [Method(f"nnU-Net {c}", model_folder(dataset, "nnUNetTrainer", BASELINE_PLANS, c))
-                 for c in configurations]
+    baseline_models = [Model(nnUNetTrainer.__name__, BASELINE_PLANS, c) for c in configurations]
+    sam_model = Model.for_setup(None)
+    baselines = [Method(f"nnU-Net {m.configuration}", m.folder(dataset)) for m in baseline_models]
     requested = {f"nnU-Net {c}": {"epochs": baseline_budget.epochs or NNUNET_EPOCHS,
                                   "iterations_per_epoch": baseline_budget.iterations or NNUNET_ITERATIONS,
                                   "batch_size": (baseline_budget.batch_size if c == "2d" else None)
@@ -228,12 +233,12 @@ def run(dataset: str, sam_options, options: RunOptions) -> Path:
     requested["SAM"] = {"epochs": sam_budget.epochs or sam_plan.num_epochs,
                         "iterations_per_epoch": sam_budget.iterations or sam_plan.iterations_per_epoch,
                         "batch_size": sam_configuration.batch_size, "seed": seed}
-    sam = Method("SAM", model_folder(dataset, "nnUNetTrainerSAM", PLANS_NAME, SAM_CONFIGURATION))
+    sam = Method("SAM", sam_model.folder(dataset))
     splits, groups = read_splits(preprocessed), load_groups(preprocessed)
     comparison = compare(baselines, sam, options.folds, preprocessed / "gt_segmentations", groups, splits)
-    models = [{"trainer": "nnUNetTrainer", "plans": BASELINE_PLANS, "configuration": c} for c in configurations] + [
-        {"trainer": "nnUNetTrainerSAM", "plans": PLANS_NAME, "configuration": SAM_CONFIGURATION}]
-    best = _best_name(find_best(dataset, options.folds, models, options.ensembles))
+    models = [m.for_find_best() for m in baseline_models + [sam_model]]
+    chosen = Choice.chosen_by_nnunet(find_best(dataset, options.folds, models, options.ensembles), "find_best")
+    best = ("ensemble of " if len(chosen.models) > 1 else "") + chosen.name
     comparison["budget_policy"], comparison["requested_budgets"] = policy, requested
     comparison["conditions"] = conditions(sam_plan, [b.name for b in baselines], skipped_3d, comparison, best,
                                           groups, splits, trained_sam(sam.model_folder, options.folds))
@@ -251,8 +256,3 @@ def run(dataset: str, sam_options, options: RunOptions) -> Path:
 def results_folder(dataset: str) -> Path:
     return require_folders("nnUNet_results")["nnUNet_results"] / dataset_name(dataset)
 
-
-def _best_name(best: dict) -> str:
-    selected = best["best_model_or_ensemble"]["selected_model_or_models"]
-    name = " + ".join(f"{m['trainer']}__{m['plans_identifier']}__{m['configuration']}" for m in selected)
-    return ("ensemble of " if len(selected) > 1 else "") + name

@@ -13,14 +13,16 @@ import torch
 
 from autosam.errors import AutosamError
 from autosam.models import Choice, Model, SamFold, trained_model_folder
-from autosam.safe_load import load_fold_checkpoint
+from autosam.safe_load import load_fold_checkpoint, load_postprocessing
 from autosam.training import resolve_device
 
 
 def _check_folds(folder: Path, model: Model, folds: list[str] | None, checkpoint: str) -> list[int | str]:
     """The folds to use, each opened weights-only (nnU-Net's predictor loads them with weights_only=False)
     and, for SAM, checked against its plan and base file."""
-    use_folds = folds or sorted(p.name[5:] for p in folder.glob("fold_*") if (p / checkpoint).is_file())
+    trained = sorted(p.name[5:] for p in folder.glob("fold_*") if (p / checkpoint).is_file())
+    # as nnU-Net: the cross-validation folds; fold 'all' (trained on every case) only when it is the only one
+    use_folds = folds or [f for f in trained if f != "all"] or trained
     use_folds = [f if f == "all" else int(f) for f in use_folds]
     missing = [f for f in use_folds if not (folder / f"fold_{f}" / checkpoint).is_file()]
     if not use_folds or missing:
@@ -49,7 +51,6 @@ def _predict_model(folder: Path, folds: list[int | str], input_dir: Path, output
 
 def _ensemble_and_postprocess(members: list[Path], choice: Choice, work: Path, output_dir: Path) -> None:
     """nnU-Net's own ensembling (mean of the members' probabilities) and post-processing."""
-    from batchgenerators.utilities.file_and_folder_operations import load_pickle
     from nnunetv2.ensembling.ensemble import ensemble_folders
     from nnunetv2.postprocessing.remove_connected_components import apply_postprocessing_to_folder
 
@@ -57,7 +58,7 @@ def _ensemble_and_postprocess(members: list[Path], choice: Choice, work: Path, o
     if len(members) > 1:
         merged = work / "ensemble"
         ensemble_folders([str(m) for m in members], str(merged), num_processes=1)
-    pp_fns, pp_fn_kwargs = load_pickle(str(choice.postprocessing))  # written by find_best_configuration
+    pp_fns, pp_fn_kwargs = load_postprocessing(choice.postprocessing)
     apply_postprocessing_to_folder(str(merged), str(output_dir), pp_fns, pp_fn_kwargs, str(choice.plans_file),
                                    str(members[0] / "dataset.json"), num_processes=1)
 

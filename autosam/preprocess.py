@@ -60,7 +60,8 @@ def plan(dataset: str, sam_options, hardware, num_processes: int = 1, validated:
     out = folders["nnUNet_preprocessed"] / name
     if not (out / "dataset_fingerprint.json").is_file():
         log.info("fingerprinting %s", name)
-        extract_fingerprint_dataset(dataset_id, num_processes=num_processes, check_dataset_integrity=True)
+        # autosam's validation above already read every case (one line per cause instead of nnU-Net's tracebacks)
+        extract_fingerprint_dataset(dataset_id, num_processes=num_processes, check_dataset_integrity=False)
     _check_splits_agree(folders["nnUNet_raw"] / name / "splits_final.json", out / "splits_final.json")
     with _planning_processes():
         if not (out / f"{BASELINE_PLANS}.json").is_file():

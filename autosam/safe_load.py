@@ -1,4 +1,4 @@
-"""Fold checkpoints are read without running code from them: ``torch.load(weights_only=True)`` only, with
+"""Fold checkpoints (and nnU-Net's post-processing choice) are read without running code from them: ``torch.load(weights_only=True)`` only, with
 the numpy scalar types nnU-Net's own training logs hold allowed by name.
 
 nnU-Net's predictor and its ``load_checkpoint`` call ``torch.load(weights_only=False)``; autosam opens every
@@ -20,6 +20,28 @@ from autosam.errors import CheckpointError
 _NUMPY_CORE = getattr(np, "_core", None) or np.core  # numpy 2 renamed np.core
 NUMPY_LOG_TYPES = [_NUMPY_CORE.multiarray.scalar, np.dtype, type(np.dtype("float64")), type(np.dtype("float32")),
                    type(np.dtype("int64"))]
+
+
+class _PostprocessingUnpickler(pickle.Unpickler):
+    """nnU-Net's ``postprocessing.pkl`` names functions of its own post-processing module and their keyword
+    arguments; anything else would be code from elsewhere."""
+
+    def find_class(self, module: str, name: str):
+        if module == "nnunetv2.postprocessing.remove_connected_components" or (
+                module.startswith("numpy") and name in ("scalar", "dtype", "_reconstruct", "ndarray")):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not one of nnU-Net's post-processing functions")
+
+
+def load_postprocessing(path: str | Path) -> tuple[list, list]:
+    """``(functions, keyword arguments)`` of nnU-Net's post-processing file, or a one-line error."""
+    try:
+        with open(path, "rb") as f:
+            functions, kwargs = _PostprocessingUnpickler(f).load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: not a post-processing file written by nnU-Net ({e}); run 'autosam run' again "
+                              "to choose the configuration, or pick a model with --setup") from None
+    return functions, kwargs
 
 
 def load_fold_checkpoint(path: str | Path, map_location="cpu") -> dict:

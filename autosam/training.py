@@ -126,6 +126,8 @@ def train_fold(trainer, continue_training: bool = False, save_probabilities: boo
     trainer.autosam_seed = seed
     seed_data_loaders(trainer, seed)
     with fold_lock(output):
+        for leftover in output.glob(".*.tmp"):  # a write cut short by a kill (files.py); nothing else writes them
+            leftover.unlink()
         _train_fold(trainer, output, continue_training, save_probabilities)
     return output
 

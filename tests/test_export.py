@@ -37,7 +37,7 @@ def _perturbed(setup: str, size: int, classes: int, channels: int = 1) -> SamSeg
 
 
 def _stock(backbone: str, size: int, classes: int, path: Path):
-    stock = build_sam(backbone, size, classes)  # segment-anything's own classes, nothing of autosam applied
+    stock = build_sam(backbone, size, classes)  # segment-anything's classes (vit_t: TinyViT at any size)
     stock.load_state_dict(torch.load(path, weights_only=True), strict=True)
     return stock
 
@@ -120,13 +120,14 @@ def test_train_setup_then_predict_then_export_on_the_bundled_data(nnunet_folders
     assert main(["export", "-d", "901", "-f", "0", "-o", str(target)]) == 0
     meta = json.loads(target.with_suffix(".json").read_text())
     assert meta["setup"]["name"] == "vit_t_dec_lora" and meta["class_tokens"] == 2 and meta["image_size"] == 256
+    assert "TinyViTAnySize" in meta["loading"]  # MobileSAM's own TinyViT only runs at 1024 px
     assert main(["export", "-d", "901", "-f", "0", "-o", str(target)]) == 2  # never overwrites
     assert "already exists" in capsys.readouterr().err
 
     from autosam.models import SamFold, resolve_model, trained_model_folder
 
-    model, _ = resolve_model("901")
-    fine_tuned = SamFold(trained_model_folder("901", model), model.trainer, model.configuration, "0").network()
+    model = resolve_model("901").models[0]
+    fine_tuned, _ = SamFold(trained_model_folder("901", model), model.trainer, model.configuration, "0").network()
     x = torch.randn(1, 1, 256, 256)
     stock = _stock("vit_t", 256, 2, target)
     assert (predict(SamSegmenter(stock, 1), x) - predict(fine_tuned, x)).abs().max() <= TOLERANCE
@@ -137,4 +138,5 @@ def test_train_setup_then_predict_then_export_on_the_bundled_data(nnunet_folders
                     ["export", "-d", "901", "-f", "0", "-o", str(tmp_path / "other.pth")]):
         assert main(command) == 2
         err = capsys.readouterr().err
-        assert "fold_0/checkpoint_final.pth: fine-tuned from my_mobile_sam.pt" in err and "put the original base" in err
+        assert len(err.splitlines()) == 1 and "fold_0/checkpoint_final.pth: fine-tuned from my_mobile_sam.pt" in err
+        assert "put the original base file back" in err

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -20,9 +21,11 @@ from autosam.training import fold_lock
 from tests.conftest import case_ids, copy_subset
 
 EPOCHS = 5
-# On a CPU with augmentation in the main process (the default on up to 4 cores) a continued run is
-# bit-identical to one that never stopped; the tolerance only absorbs the last bit of float32 arithmetic.
-RESUME_TOLERANCE = 1e-6
+# On a CPU with augmentation in the main process (the default on up to 4 cores) a continued run draws the
+# same batches and augmentations as one that never stopped; what differs is float32 rounding (vectorised
+# reductions depend on memory alignment, ~1e-7). Without the generators' states the second epoch's loss
+# already differs by ~2e-2.
+RESUME_TOLERANCE = 1e-4
 
 
 def test_kill_then_continue_ends_with_the_weights_of_an_uninterrupted_run(nnunet_folders) -> None:
@@ -43,7 +46,7 @@ def test_kill_then_continue_ends_with_the_weights_of_an_uninterrupted_run(nnunet
         time.sleep(0.2)
     time.sleep(0.5)  # now inside a later epoch
     process.send_signal(signal.SIGKILL)
-    process.wait()
+    assert process.wait() == -signal.SIGKILL and not (fold / "checkpoint_final.pth").exists(), "finished before the kill"
     killed = torch.load(fold / "checkpoint_latest.pth", weights_only=True)
     saved = killed["current_epoch"]
     assert 1 <= saved < EPOCHS
@@ -56,7 +59,8 @@ def test_kill_then_continue_ends_with_the_weights_of_an_uninterrupted_run(nnunet
     assert final["logging"]["epoch_start_timestamps"][:saved] == killed["logging"]["epoch_start_timestamps"][:saved]
     assert {int(state["step"]) for state in final["optimizer_state"]["state"].values()} == {EPOCHS * 6}
     # ... and it ends where the run that never stopped ended: the same losses, the same weights
-    assert final["logging"]["train_losses"] == uninterrupted["logging"]["train_losses"]
+    assert np.allclose(final["logging"]["train_losses"], uninterrupted["logging"]["train_losses"], rtol=0,
+                       atol=RESUME_TOLERANCE)
     weights, reference = final["network_weights"], uninterrupted["network_weights"]
     assert weights.keys() == reference.keys()
     assert max((weights[k].float() - reference[k].float()).abs().max().item() for k in weights) <= RESUME_TOLERANCE

@@ -103,6 +103,9 @@ def test_run_compares_both_methods_on_the_same_cases_per_patient(nnunet_folders,
     capsys.readouterr()
     assert main(RUN[:-3] + ["128", "--from-scratch", "--equal-budget"]) == 2  # another image size than planned
     assert "--image-size 128 contradicts the existing plan (image-size: 64); pass --replan" in capsys.readouterr().err
+    assert main([a for a in RUN if a not in ("--device", "cpu")] + ["--gpu-memory", "8"]) == 2  # planned for the CPU
+    assert "--gpu-memory a GPU with 8 GB (--gpu-memory) contradicts the existing plan (gpu-memory: CPU" in \
+        capsys.readouterr().err
     assert len(list(results.rglob("training_log_*.txt"))) == 4
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from autosam.cli import main
@@ -32,6 +33,8 @@ def test_predict_refuses_a_checkpoint_that_needs_code(nnunet_folders, tmp_path: 
     code = main(["predict", "-d", "901", "-i", str(images), "-o", str(tmp_path / "out"), "--device", "cpu"])
     err = capsys.readouterr().err
     assert code == 2 and not marker.exists()
+    torch.load(fold / "checkpoint_final.pth", weights_only=False)  # the positive control: a plain load runs it
+    assert marker.exists()
     assert f"checkpoint {fold / 'checkpoint_final.pth'}: needs code to be read" in err and len(err.splitlines()) == 1
 
 
@@ -52,3 +55,24 @@ def test_train_continue_refuses_a_checkpoint_that_needs_code(nnunet_folders, tmp
     assert last.startswith(f"autosam: error: checkpoint {fold / 'checkpoint_latest.pth'}: needs code to be read (it "
                            "pickles ") and last.endswith("autosam never runs code from a checkpoint: use one written "
                                                          "by nnU-Net or autosam, or train the fold again")
+
+
+def test_postprocessing_files_may_only_name_nnunets_own_functions(tmp_path: Path) -> None:
+    import pickle
+
+    from nnunetv2.postprocessing.remove_connected_components import remove_all_but_largest_component_from_segmentation
+
+    from autosam.errors import CheckpointError
+    from autosam.safe_load import load_postprocessing
+
+    genuine = tmp_path / "postprocessing.pkl"
+    genuine.write_bytes(pickle.dumps(([remove_all_but_largest_component_from_segmentation], [{"labels_or_regions": 1}])))
+    assert load_postprocessing(genuine)[1] == [{"labels_or_regions": 1}]
+    marker = tmp_path / "code_ran"
+    planted = tmp_path / "planted.pkl"
+    planted.write_bytes(pickle.dumps(([_Payload(marker)], [{}])))
+    with pytest.raises(CheckpointError, match="not a post-processing file written by nnU-Net"):
+        load_postprocessing(planted)
+    assert not marker.exists()
+    pickle.loads(planted.read_bytes())  # the positive control: an ordinary unpickler runs it
+    assert marker.exists()

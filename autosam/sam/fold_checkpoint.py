@@ -65,9 +65,9 @@ def check_identity(saved: dict | None, expected: dict, source: str) -> None:
     if was != now:
         detail = (f"set-up {was['name']}" if was["name"] != now["name"]
                   else f"LoRA rank {was['lora_rank']}, alpha {was['lora_alpha']}")
-        raise CheckpointError(f"checkpoint {source}: trained with {detail}, but this network is "
-                              f"{now['name']} (rank {now['lora_rank']}, alpha {now['lora_alpha']}); "
-                              f"pick the set-up it was trained with (--setup {was['name']}) or retrain")
+        raise CheckpointError(f"checkpoint {source}: trained with {detail}, but the plan now gives "
+                              f"{now['name']} (rank {now['lora_rank']}, alpha {now['lora_alpha']}); restore the plans "
+                              f"it was trained with (or plan again with --setup {was['name']}), or retrain")
     for key, what in (("image_size", "image size"), ("num_classes", "class count"),
                       ("input_channels", "input channel count"), ("normalisation", "intensity normalisation")):
         if saved[key] != expected[key]:
