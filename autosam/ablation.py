@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
-from autosam.errors import AutosamError
 from autosam.files import atomic_write_json, atomic_write_text
 from autosam.nnunet_env import configure_training_processes, dataset_name, model_folder, require_folders
 from autosam.sam.setups import Setup, all_setups
@@ -43,7 +41,7 @@ def ablate(dataset: str, setups: list[str], options) -> Path:
     from autosam.pipeline import train_once
     from autosam.evaluation.comparison import read_splits
     from autosam.splits import load_groups, resolve_folds
-    from autosam.training import Budget, planned_seed, resolve_device
+    from autosam.training import Budget, planned_seed, read_sam_plan, resolve_device
     from autosam.training import trainer_class
 
     folders = require_folders("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
@@ -51,10 +49,7 @@ def ablate(dataset: str, setups: list[str], options) -> Path:
     preprocessed = folders["nnUNet_preprocessed"] / name
     options.folds = resolve_folds(options.folds, folders["nnUNet_raw"] / name, preprocessed)
     groups, splits = load_groups(preprocessed), read_splits(preprocessed)
-    plans_file = folders["nnUNet_preprocessed"] / name / f"{PLANS_NAME}.json"
-    if not plans_file.is_file():
-        raise AutosamError(f"{plans_file}: not found; run 'autosam plan-and-preprocess -d {dataset}' first")
-    chosen = json.loads(plans_file.read_text())["configurations"][SAM_CONFIGURATION]["sam"]["setup"]["name"]
+    chosen = read_sam_plan(dataset).setup.name
     names = [s.name for s in all_setups()] if setups == ["all"] else setups
     trainers = {setup: trainer_class(setup) for setup in names}  # refuses an unknown set-up before training
     device = resolve_device(options.device)

@@ -6,7 +6,6 @@ ship inside the package and are written to a fresh nnU-Net folder tree under the
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -37,24 +36,17 @@ def prepare(directory: Path) -> dict[str, Path]:
     return folders
 
 
-def _planned_from_scratch(plans_file: Path) -> bool:
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    from autosam.sam_plan import SAM_CONFIGURATION, sam_plan_of
-
-    configuration = PlansManager(json.loads(plans_file.read_text())).get_configuration(SAM_CONFIGURATION)
-    return sam_plan_of(configuration.configuration, str(plans_file)).from_scratch
-
-
 def run_demo(directory: Path, full: bool = False, device: str | None = None, seed: int | None = None) -> Path:
     from autosam.pipeline import RunOptions, run
     from autosam.planners.sam_planner import SamOptions
+    from autosam.sam_plan import PLANS_NAME
+    from autosam.training import read_sam_plan
 
     folders = prepare(directory)
     folder = os.environ.get(CHECKPOINT_DIR_ENV)
     weights = bool(folder) and (Path(folder) / CATALOGUE["mobile_sam"].filename).is_file()
-    plans = folders["nnUNet_preprocessed"] / DEMO_DATASET / "autosamPlans.json"
-    if weights and plans.is_file() and _planned_from_scratch(plans):
+    plans = folders["nnUNet_preprocessed"] / DEMO_DATASET / f"{PLANS_NAME}.json"
+    if weights and plans.is_file() and read_sam_plan(DEMO_DATASET).from_scratch:
         raise AutosamError(f"{directory}: holds a demo trained from scratch; run 'autosam demo --dir NEW_FOLDER' to "
                            f"compare from {CATALOGUE['mobile_sam'].filename} (the finished folds are kept as they are)")
     if not weights and not full:

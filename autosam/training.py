@@ -18,7 +18,7 @@ import torch
 from autosam.errors import AutosamError
 from autosam.nnunet_env import configure_training_processes, dataset_name, require_folders
 from autosam.safe_load import load_fold_checkpoint
-from autosam.sam_plan import PLANS_NAME, SAM_CONFIGURATION, sam_plan_of
+from autosam.sam_plan import PLANS_NAME, SAM_CONFIGURATION, SamPlan, sam_plan_of
 from autosam.seeding import seed_data_loaders, seed_everything
 
 log = logging.getLogger(__name__)
@@ -70,12 +70,17 @@ def read_plans(dataset: str, plans_name: str = PLANS_NAME, configuration: str = 
     return plans
 
 
-def planned_seed(dataset: str) -> int:
-    """The seed recorded in the SAM plan (``autosam plan --seed``)."""
+def read_sam_plan(dataset: str) -> SamPlan:
+    """The dataset's SAM plan (the ``sam`` block of ``2d_sam`` in autosamPlans.json)."""
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     configuration = PlansManager(read_plans(dataset)).get_configuration(SAM_CONFIGURATION).configuration
-    return sam_plan_of(configuration).seed
+    return sam_plan_of(configuration)
+
+
+def planned_seed(dataset: str) -> int:
+    """The seed recorded in the SAM plan (``autosam plan --seed``)."""
+    return read_sam_plan(dataset).seed
 
 
 def make_trainer(dataset: str, fold: int | str, trainer_cls, plans_name: str = PLANS_NAME,
