@@ -67,6 +67,7 @@ class SamPlan:
     iterations_per_epoch: int = 250
     val_iterations_per_epoch: int = 50
     gradient_checkpointing: bool = False
+    precision: str = "bf16"  # "bf16": autocast on a CUDA GPU that supports it (fp32 elsewhere); "fp32"
     seed: int = 0  # the training seed when none is given (``--seed``); each fold records the one it used
     predicted_memory_gb: float | None = None
     hardware: str = ""

@@ -8,6 +8,7 @@ that hold only the fine-tuned tensors plus the identity of the base weights, wri
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +104,11 @@ class nnUNetTrainerSAM(nnUNetTrainer):
         else:
             identity = network.ensure_base_loaded()
             self.print_to_log_file(f"Base weights: {identity.name} (sha256 {identity.sha256})")
+        if self.sam_plan.precision == "bf16" and self.device.type == "cuda" and torch.cuda.is_bf16_supported():
+            network.compute_dtype = torch.bfloat16
+            self.grad_scaler = None  # bf16 keeps fp32's exponent range: no loss scaling
+        self.print_to_log_file(f"Precision: {'bf16 autocast' if network.compute_dtype else 'fp32'} "
+                               "(weights, gradients and AdamW state fp32)")
         params = list(network.parameters())
         trainable = sum(p.numel() for p in params if p.requires_grad)
         self.print_to_log_file(
@@ -110,14 +116,17 @@ class nnUNetTrainerSAM(nnUNetTrainer):
             f"{trainable:,} of {sum(p.numel() for p in params):,} parameters train")
 
     def _do_i_compile(self) -> bool:
-        return False  # torch.compile is not validated with peft layers and adapter hooks
+        # torch.compile is opt-in for SAM (peft layers and adapter hooks recompile on shape changes):
+        # nnUNet_compile=true asks for it, and nnU-Net then decides as for its own trainers (never on a CPU).
+        return "nnUNet_compile" in os.environ and super()._do_i_compile()
 
     def set_deep_supervision_enabled(self, enabled: bool) -> None:
         pass  # SAM has a single output
 
     def configure_optimizers(self):
         trainable = [p for p in self.network.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(trainable, lr=self.initial_lr, weight_decay=self.weight_decay)
+        optimizer = torch.optim.AdamW(trainable, lr=self.initial_lr, weight_decay=self.weight_decay,
+                                      fused=self.device.type == "cuda")  # one kernel for all tensors
         total = self.num_epochs * self.num_iterations_per_epoch
         warmup = min(self.sam_plan.warmup_iterations, max(1, total // 10))  # a short budget still decays
         schedule = WarmupPolySchedule(optimizer, self.initial_lr, warmup, total, self.num_iterations_per_epoch,

@@ -43,6 +43,8 @@ class SamSegmenter(nn.Module):
         self.image_size: int = sam.image_encoder.img_size
         self.num_classes: int = sam.mask_decoder.num_mask_tokens
         self.setup = None  # the applied fine-tuning set-up (setups.apply_setup)
+        # bf16 autocast for the encoder and decoder (weights stay fp32); None: the caller's precision
+        self.compute_dtype: torch.dtype | None = None
         # Loads the frozen base weights on demand, so a state dict holding only the fine-tuned tensors
         # (small checkpoints) can be loaded by code that knows nothing about them, e.g. nnU-Net's predictor.
         self.base_loader: Callable[[SamSegmenter], object] | None = None  # e.g. sam_plan.BaseLoader
@@ -76,6 +78,12 @@ class SamSegmenter(nn.Module):
         return any(p.requires_grad for p in self.sam.image_encoder.parameters())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.compute_dtype is None:
+            return self._forward(x)
+        with torch.autocast(x.device.type, dtype=self.compute_dtype):
+            return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
         x = self._to_sam_input(x)
         if self.encoder_is_trained():
