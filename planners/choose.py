@@ -168,8 +168,9 @@ def choose(facts: DatasetFacts, hardware: Hardware, num_classes: int, channels: 
     reasons["gradient_checkpointing"] = (cite("R12") if checkpointing else
                                          "not needed: the set-up fits without it")
     reasons["precision"] = ("bf16 autocast where the trainer runs on a CUDA GPU that supports it (weights, "
-                            "gradients and AdamW state stay fp32, no loss scaling); fp32 on a CPU, where bf16 "
-                            "matrix products are slower (benchmarks/step_overhead.py --precision)")
+                            "gradients and AdamW state stay fp32, no loss scaling); fp32 on a CPU, whose bf16 "
+                            "speed and rounding vary from CPU to CPU (benchmarks/step_overhead.py --precision "
+                            "measures it)")
     reasons["predicted_memory_gb"] = (f"meta-device activation probe x batch + weights, gradients, AdamW state "
                                       f"and transients, for {hardware.description}")
 

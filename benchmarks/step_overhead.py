@@ -1,0 +1,119 @@
+"""What nnU-Net's loop costs around the SAM step: a full training iteration against the bare model step.
+
+For each set-up, on one dataset planned once: nnU-Net's trainer is built and started as `autosam train`
+builds it (its data loader, augmentation and the planned worker count), then, side by side in one run,
+  full = next(loader) + train_step   (loading, augmentation, forward, loss, backward, AdamW)
+  bare = train_step on one batch held in memory (the same step, nothing loaded)
+timed as the median over --iterations after warm-up. `overhead = full / bare - 1` is what loading and
+augmentation add to a step; the goal is at most 10 %. With --precision the bare step is also timed under
+bf16 autocast, to show what bf16 gives on this device.
+
+    python benchmarks/step_overhead.py                                  # BUSI (shared data or bundled subset)
+    python benchmarks/step_overhead.py --setups vit_t_encdec_lora vit_t_dec_lora --image-size 256 --precision
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_BUSI = REPO.parent / "shared" / "data" / "Dataset501_BUSI"
+
+
+def _median_ms(step, iterations: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(iterations):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def _started_trainer(dataset: str, setup: str, device: torch.device):
+    from autosam.training import make_trainer, trainer_class
+
+    trainer = make_trainer(dataset, 0, trainer_class(setup), device=device)
+    trainer.on_train_start()  # nnU-Net's own start: network, optimiser, data loaders with the planned workers
+    trainer.on_train_epoch_start()
+    return trainer
+
+
+def measure(dataset: str, setup: str, device: torch.device, iterations: int, precision: bool) -> dict:
+    trainer = _started_trainer(dataset, setup, device)
+    loader = trainer.dataloader_train
+    held = next(loader)
+    row = {
+        "setup": setup,
+        "batch": trainer.configuration_manager.batch_size,
+        "patch": "x".join(map(str, trainer.configuration_manager.patch_size)),
+        "workers": int(os.environ.get("nnUNet_n_proc_DA", "0")),
+        "full_ms": _median_ms(lambda: trainer.train_step(next(loader)), iterations),
+        "bare_ms": _median_ms(lambda: trainer.train_step(held), iterations),
+    }
+    if precision:
+        trainer.network.compute_dtype = torch.bfloat16
+        row["bare_bf16_ms"] = _median_ms(lambda: trainer.train_step(held), iterations)
+        trainer.network.compute_dtype = None
+    if hasattr(loader, "_finish"):  # stop augmentation workers (the fold folder is temporary: nothing to save)
+        loader._finish()
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, help="an nnU-Net raw dataset folder (default: BUSI)")
+    parser.add_argument("--setups", nargs="+", default=["vit_t_dec_lora", "vit_t_encdec_lora", "vit_t_encdec_vanilla"])
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--cases", type=int, default=20, help="cases copied from the dataset")
+    parser.add_argument("--iterations", type=int, default=8)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", action="store_true", help="also time the bare step under bf16 autocast")
+    args = parser.parse_args()
+
+    sys.path.insert(0, str(REPO))
+    from autosam.cli import main as autosam
+    from autosam.demo import DEMO_DATA
+    from autosam.nnunet_env import configure_training_processes
+    from tests.conftest import case_ids, copy_subset
+
+    source = args.data or (SHARED_BUSI if (SHARED_BUSI / "dataset.json").is_file() else DEMO_DATA)
+    device = torch.device(args.device)
+    with tempfile.TemporaryDirectory() as work:
+        for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+            os.environ[name] = str(Path(work) / name)
+            Path(os.environ[name]).mkdir()
+        target = copy_subset(source, Path(os.environ["nnUNet_raw"]), case_ids(source)[:args.cases])
+        dataset = target.name
+        code = autosam(["plan-and-preprocess", "-d", dataset, "--setup", args.setups[0], "--image-size",
+                        str(args.image_size), "--batch-size", str(args.batch_size), "--from-scratch",
+                        "--device", args.device])
+        if code:
+            raise SystemExit(code)
+        configure_training_processes(device.type)
+        rows = [measure(dataset, setup, device, args.iterations, args.precision) for setup in args.setups]
+
+    print(f"\n{source.name}, {args.cases} cases, SAM input {args.image_size} px, device {device}, "
+          f"{torch.get_num_threads()} threads")
+    header = f"{'set-up':24} {'batch':>5} {'patch':>9} {'workers':>7} {'full ms':>9} {'bare ms':>9} {'overhead':>9}"
+    print(header + (f" {'bare bf16 ms':>13} {'bf16 speed-up':>13}" if args.precision else ""))
+    for r in rows:
+        line = (f"{r['setup']:24} {r['batch']:>5} {r['patch']:>9} {r['workers']:>7} {r['full_ms']:>9.0f} "
+                f"{r['bare_ms']:>9.0f} {100 * (r['full_ms'] / r['bare_ms'] - 1):>8.0f}%")
+        if args.precision:
+            line += f" {r['bare_bf16_ms']:>13.0f} {r['bare_ms'] / r['bare_bf16_ms']:>12.2f}x"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
