@@ -94,7 +94,8 @@ def main() -> None:
             torch.cuda.empty_cache()
             continue
         torch.cuda.empty_cache()  # the step's network and optimiser are gone with timed_steps' frame
-        predicted = estimate_training_memory(setup, size, args.batch, NUM_CLASSES, 1, device="cpu").peak
+        predicted = estimate_training_memory(setup, size, args.batch, NUM_CLASSES, 1, device="cpu",
+                                             precision="bf16").peak
         achieved = flops / seconds / 1e12
         mfu = achieved / peak_tflops if peak_tflops else None
         rows.append({"setup": setup_name, "image_size": size, "batch": args.batch, "images_per_s": args.batch / seconds,

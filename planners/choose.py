@@ -88,8 +88,9 @@ def _budget_bytes(hardware: Hardware) -> float:
 
 
 def _estimate(setup: Setup, size: int, batch: int, shape: dict, hardware: Hardware, checkpointing: bool) -> float:
+    # the trainer runs bf16 autocast on a CUDA GPU (SamPlan.precision), fp32 on a CPU
     return estimate_training_memory(setup, size, batch, shape["num_classes"], shape["channels"], shape["patch"],
-                                    checkpointing, hardware.device).peak
+                                    checkpointing, hardware.device, "bf16" if hardware.device == "cuda" else "fp32").peak
 
 
 def evaluate(setup: Setup, size: int, shape: dict, hardware: Hardware) -> Candidate:

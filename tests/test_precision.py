@@ -48,3 +48,29 @@ def test_bf16_runs_the_matrix_products_in_bf16_and_returns_fp32_logits() -> None
     logits = network(torch.randn(1, 1, 64, 64))
     assert seen == [torch.bfloat16] and logits.dtype == torch.float32
     assert all(p.dtype == torch.float32 for p in network.parameters())  # master weights stay fp32
+
+
+def test_meta_autocast_follows_cudas_casting_rules() -> None:
+    from autosam.sam.memory import MetaAutocast
+
+    x, w = torch.empty(2, 8, device="meta"), torch.empty(4, 8, device="meta")
+    with MetaAutocast():
+        scores = torch.nn.functional.linear(x, w)
+        assert scores.dtype == torch.bfloat16  # products in bf16
+        assert scores.softmax(-1).dtype == torch.float32  # softmax, norms and losses in fp32
+        assert torch.nn.functional.layer_norm(scores, (4,)).dtype == torch.float32
+        assert torch.nn.functional.gelu(scores).dtype == torch.bfloat16  # the rest in their input's type
+
+
+def test_the_planner_estimates_cuda_memory_for_bf16_autocast() -> None:
+    from autosam.hardware import Hardware
+    from autosam.planners.choose import _estimate
+    from autosam.sam.memory import estimate_training_memory
+
+    setup, shape = Setup.parse("test_vit_encdec_lora"), {"num_classes": 3, "channels": 1, "patch": (256, 256)}
+    gpu = _estimate(setup, 256, 2, shape, Hardware("cuda", 24, "test GPU"), False)
+    bf16, fp32 = (estimate_training_memory(setup, 256, 2, 3, 1, (256, 256), False, "cuda", p).peak
+                  for p in ("bf16", "fp32"))
+    assert gpu == bf16 != fp32
+    cpu = _estimate(setup, 256, 2, shape, Hardware("cpu", 24, "test CPU"), False)
+    assert cpu == estimate_training_memory(setup, 256, 2, 3, 1, (256, 256), False, "cpu", "fp32").peak

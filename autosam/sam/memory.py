@@ -9,16 +9,24 @@ measured by running the training forward and nnU-Net's loss on the meta device (
 and counting every saved tensor once per storage, at batch 1 and 2; it is affine in the batch (the prompt
 tensors are shared by the batch), which the tests verify at batch 3. W is what the
 forward allocates besides what it saves, from the encoder's largest tensor (also measured on meta).
-Precision: the probe is fp32; under CUDA mixed precision activations shrink, so the estimate is an upper bound.
+Precision: with ``precision="bf16"`` (what the trainer runs on a CUDA GPU) the probe runs under an emulation
+of CUDA's autocast rules on the meta device (``MetaAutocast``), which has no autocast of its own. bf16 does
+not halve the activations of SAM's attention: softmax runs in fp32 and its bf16 copy for the next product is
+saved as well. Against H100 peaks (ViT-B / ViT-H encoder+decoder LoRA, 512 and 1024 px, batch 2,
+``benchmarks/gpu_throughput.py``) the fp32 probe under-estimated by up to 16 % at 1024 px, the emulated
+probe by 1-3 %.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
@@ -27,6 +35,42 @@ from autosam.sam.registry import get_backbone
 GIB = 2**30
 ALLOCATOR_OVERHEAD = 1.10  # caching-allocator fragmentation on CUDA (10%, a conservative rule of thumb)
 CUDA_CONTEXT_BYTES = int(0.75 * GIB)  # CUDA context + cuDNN/cuBLAS workspaces
+
+
+# CUDA autocast's lists (torch.amp docs), as far as SAM, nnU-Net's loss and their tensor methods use them
+_LOWER_PRECISION = {F.linear, torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.Tensor.__rmatmul__,
+                    torch.mm, torch.Tensor.mm, torch.bmm, torch.Tensor.bmm, torch.addmm, torch.baddbmm, torch.einsum,
+                    F.conv2d, F.conv_transpose2d}
+_FLOAT32 = {F.softmax, torch.softmax, torch.Tensor.softmax, F.log_softmax, torch.log_softmax,
+            torch.Tensor.log_softmax, F.layer_norm, F.group_norm, torch.pow, torch.Tensor.pow, torch.Tensor.__pow__,
+            torch.sum, torch.Tensor.sum, torch.exp, torch.Tensor.exp, torch.log, torch.Tensor.log, torch.rsqrt,
+            torch.Tensor.rsqrt, F.cross_entropy, F.nll_loss, torch.cumsum, torch.Tensor.cumsum, F.normalize}
+
+
+def _cast(value, dtype: torch.dtype):
+    if isinstance(value, torch.Tensor) and value.is_floating_point() and value.dtype != dtype:
+        return value.to(dtype)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_cast(v, dtype) for v in value)
+    return value
+
+
+class MetaAutocast(TorchFunctionMode):
+    """CUDA autocast's casting rules for any device, the meta device included: matrix products and
+    convolutions in ``dtype``, softmax / norms / reductions / losses in fp32, the rest in their inputs' type.
+    The casts go through autograd, so what a product saves for backward is its low-precision copy, as under
+    real autocast."""
+
+    def __init__(self, dtype: torch.dtype = torch.bfloat16) -> None:
+        super().__init__()
+        self.dtype = dtype
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        target = self.dtype if func in _LOWER_PRECISION else torch.float32 if func in _FLOAT32 else None
+        if target is not None:
+            args, kwargs = _cast(args, target), {k: _cast(v, target) for k, v in kwargs.items()}
+        return func(*args, **kwargs)
 
 
 def nnunet_loss() -> nn.Module:
@@ -109,7 +153,7 @@ class MemoryEstimate:
 
 @lru_cache(maxsize=256)
 def _probe(setup_name: str, lora_rank: int, image_size: int, num_classes: int, input_channels: int,
-           patch_size: tuple[int, int], checkpointing: bool) -> tuple[int, int, int, int, int, int]:
+           patch_size: tuple[int, int], checkpointing: bool, precision: str) -> tuple[int, int, int, int, int, int]:
     """Parameter bytes, trainable parameters, buffer bytes, saved bytes for one patch and for each further
     patch, and the encoder's largest single tensor for one image, all measured on the meta device."""
     from autosam.sam.costs import meta_network
@@ -120,24 +164,26 @@ def _probe(setup_name: str, lora_rank: int, image_size: int, num_classes: int, i
     if checkpointing:
         network.enable_gradient_checkpointing()
     params = list(network.parameters())
-    one, two = (saved_activation_bytes(network, b, image_size, input_channels, patch_size, with_loss=True)
-                for b in (1, 2))
+    with MetaAutocast() if precision == "bf16" else contextlib.nullcontext():
+        one, two = (saved_activation_bytes(network, b, image_size, input_channels, patch_size, with_loss=True)
+                    for b in (1, 2))
+        largest = largest_encoder_tensor_bytes(network, image_size)
     return (sum(p.numel() * p.element_size() for p in params), sum(p.numel() for p in params if p.requires_grad),
-            sum(b.numel() * b.element_size() for b in network.buffers()), one, two - one,
-            largest_encoder_tensor_bytes(network, image_size))
+            sum(b.numel() * b.element_size() for b in network.buffers()), one, two - one, largest)
 
 
 def estimate_training_memory(setup, image_size: int, batch_size: int, num_classes: int = 2, input_channels: int = 1,
                              patch_size: tuple[int, int] | None = None, gradient_checkpointing: bool = False,
-                             device: str = "cuda") -> MemoryEstimate:
-    """Predicted peak memory of one training step of ``setup`` (a ``Setup``) on ``patch_size`` patches."""
+                             device: str = "cuda", precision: str = "fp32") -> MemoryEstimate:
+    """Predicted peak memory of one training step of ``setup`` (a ``Setup``) on ``patch_size`` patches, with
+    activations in ``precision`` ("fp32", or "bf16" autocast as the trainer runs on a CUDA GPU)."""
     patch = tuple(patch_size or (image_size, image_size))
     key = (setup.name, setup.lora_rank, image_size, num_classes, input_channels, patch)
-    param_bytes, trainable, buffer_bytes, first, per_image, largest = _probe(*key, gradient_checkpointing)
+    param_bytes, trainable, buffer_bytes, first, per_image, largest = _probe(*key, gradient_checkpointing, precision)
     activations = first + (batch_size - 1) * per_image  # affine in the batch (prompt tensors are shared)
     if gradient_checkpointing:
         # backward recomputes one block at a time: add one block's worth of the activations it avoided
-        _, _, _, plain_first, plain_per_image, _ = _probe(*key, False)
+        _, _, _, plain_first, plain_per_image, _ = _probe(*key, False, precision)
         plain = plain_first + (batch_size - 1) * plain_per_image
         activations += (plain - activations) // get_backbone(setup.backbone).encoder_blocks
     weights, grads, states = param_bytes + buffer_bytes, 4 * trainable, 8 * trainable
