@@ -58,6 +58,7 @@ def _sam_options(args: argparse.Namespace):
         lora_rank=args.lora_rank,
         unlabelled_dir=args.unlabelled,
         seed=args.seed,
+        native_patches=args.native_patches,
     )
 
 
@@ -203,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--checkpoint", help="base weights: a catalogue name (e.g. medsam_vit_b) or a file")
         p.add_argument("--checkpoint-dir", help="folder holding the weights files (or $AUTOSAM_CHECKPOINT_DIR)")
         p.add_argument("--unlabelled", help="folder of unlabelled images of the same kind (counted in the facts)")
+        p.add_argument("--native-patches", action="store_true",
+                       help="keep nnU-Net's 2d patch and data for SAM (the network resizes each patch to its input)")
         seed_flag(p, "default: the plan's, 0 when planning")
         budget_flags(p)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from autosam.errors import AutosamError
 from autosam.nnunet_env import dataset_name, require_folders
+from autosam.sam_plan import PLANS_NAME, SAM_CONFIGURATION
 
 log = logging.getLogger(__name__)
 
@@ -101,3 +102,18 @@ def preprocess(dataset: str, num_processes: int = 1, configurations: tuple[str, 
         data = out / baseline["configurations"][configuration]["data_identifier"]
         if _preprocessed_cases(data) < num_cases:
             preprocess_dataset(dataset_id, BASELINE_PLANS, (configuration,), (num_processes,), verbose=False)
+    sam_data = _sam_data_identifier(out)
+    if sam_data and _preprocessed_cases(out / sam_data) < num_cases:  # 2d_sam at the SAM input's own spacing
+        preprocess_dataset(dataset_id, PLANS_NAME, (SAM_CONFIGURATION,), (num_processes,), verbose=False)
+
+
+def _sam_data_identifier(preprocessed: Path) -> str | None:
+    """2d_sam's data folder when it has its own (``sam_planner.sam_sized``), else None (it shares 2d's)."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    plans_file = preprocessed / f"{PLANS_NAME}.json"
+    if not plans_file.is_file() or SAM_CONFIGURATION not in json.loads(plans_file.read_text())["configurations"]:
+        return None
+    plans = PlansManager(str(plans_file))
+    own = plans.get_configuration(SAM_CONFIGURATION).data_identifier
+    return None if own == plans.get_configuration("2d").data_identifier else own

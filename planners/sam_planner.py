@@ -44,6 +44,7 @@ class SamOptions:
     iterations_per_epoch: int | None = None
     lora_rank: int | None = None
     unlabelled_dir: str | None = None
+    native_patches: bool = False  # keep nnU-Net's 2d patch and data (the network resizes to its input)
     seed: int | None = None
 
 
@@ -66,8 +67,37 @@ def base_checkpoint_for(setup: Setup, name: str | None, checkpoint_dir: str | No
     return BaseCheckpoint(entry.name if entry else file, file, path, entry.sha256 if entry else None), warnings
 
 
+def sam_sized(configuration: dict, image_size: int) -> tuple[dict, str]:
+    """``2d_sam``'s own spacing, patch and data, and why.
+
+    The SAM network resizes whatever patch it gets to its square input. When nnU-Net's 2d patch is larger,
+    that resize moves into nnU-Net's preprocessing instead: each in-plane spacing is coarsened by the factor the
+    network would shrink that axis by, so a patch of the SAM input size covers the same field of view as the
+    2d patch, augmentation runs on the pixels SAM sees, and the resolution given up is written in the plan. An
+    axis already smaller than the input keeps its spacing (the network enlarges it; nothing is lost)."""
+    patch = configuration["patch_size"]
+    factors = [max(1.0, p / image_size) for p in patch]
+    if all(f == 1.0 for f in factors):
+        return {}, (f"nnU-Net's 2d patch {'x'.join(map(str, patch))} fits the {image_size} px SAM input: "
+                    "2d's preprocessed data and patch are used as they are")
+    spacing = [s * f for s, f in zip(configuration["spacing"], factors)]
+    layout = {
+        "spacing": spacing,
+        "patch_size": [min(p, image_size) for p in patch],
+        "median_image_size_in_voxels": [round(m / f) for m, f in zip(configuration["median_image_size_in_voxels"],
+                                                                      factors)],
+        "data_identifier": f"{PLANS_NAME}_{SAM_CONFIGURATION}_{image_size}px",
+    }
+    shown = lambda values: " x ".join(f"{v:.3g}" for v in values)  # noqa: E731
+    return layout, (f"nnU-Net's 2d patch {'x'.join(map(str, patch))} at spacing {shown(configuration['spacing'])} "
+                    f"would be resized to the {image_size} px SAM input inside the network; instead the data are "
+                    f"resampled to spacing {shown(spacing)} (the same field of view, the resolution SAM sees) and "
+                    f"patches are {'x'.join(map(str, layout['patch_size']))}, so augmentation runs on what SAM sees "
+                    "(own preprocessed data; --native-patches keeps 2d's)")
+
+
 class SAMPlanner(ExperimentPlanner):
-    """nnU-Net's default planner plus a ``2d_sam`` configuration; shares the baseline's preprocessed data."""
+    """nnU-Net's default planner plus a ``2d_sam`` configuration, with patches of the SAM input size."""
 
     def __init__(self, dataset_name_or_id: str | int, gpu_memory_target_in_gb: float = 8,
                  preprocessor_name: str = "DefaultPreprocessor", plans_name: str = PLANS_NAME,
@@ -106,8 +136,13 @@ class SAMPlanner(ExperimentPlanner):
             reasons=choice.reasons, overridden=choice.overridden, warnings=missing + choice.warnings,
             candidates=[c.to_dict() for c in choice.candidates],
         )
+        layout, plan.reasons["patch_size"] = sam_sized(plans["configurations"]["2d"], choice.image_size)
+        if options.native_patches:
+            layout, plan.reasons["patch_size"] = {}, "set by the user (--native-patches): nnU-Net's 2d patch and data"
+            plan.overridden.append("patch_size")
         plans["configurations"][SAM_CONFIGURATION] = {
             "inherits_from": "2d",
+            **layout,
             "batch_size": choice.batch_size,
             "sam": plan.to_dict(),
             "autosam_dataset_facts": facts.to_dict(),

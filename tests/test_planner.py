@@ -156,3 +156,37 @@ def test_plan_json_has_18_candidates_and_a_reason_for_every_field(nnunet_folders
                   "num_epochs", "gradient_checkpointing"):
         assert summary["reasons"].get(field), field
     assert summary["predicted_memory_gb"] <= 8
+
+
+@pytest.mark.parametrize("patch, size, spacing, expected_patch", [
+    ([448, 512], 256, [1.75, 2.0], [256, 256]),  # both axes larger: each coarsened by its own factor
+    ([192, 512], 256, [1.0, 2.0], [192, 256]),  # an axis already smaller keeps its spacing (SAM enlarges it)
+])
+def test_sam_sized_patches_move_the_resize_into_preprocessing(patch, size, spacing, expected_patch) -> None:
+    from autosam.planners.sam_planner import sam_sized
+
+    two_d = {"patch_size": patch, "spacing": [1.0, 1.0], "median_image_size_in_voxels": [460, 560]}
+    layout, reason = sam_sized(two_d, size)
+    assert layout["spacing"] == pytest.approx(spacing) and layout["patch_size"] == expected_patch
+    assert layout["data_identifier"] == f"autosamPlans_2d_sam_{size}px" and "field of view" in reason
+    # the field of view is the 2d patch's: patch x spacing, axis by axis
+    assert [p * s for p, s in zip(layout["patch_size"], layout["spacing"])] == pytest.approx(patch)
+    fits, reason = sam_sized({**two_d, "patch_size": [200, 240]}, 256)
+    assert fits == {} and "used as they are" in reason  # 2d's data and patch
+
+
+def test_plans_give_2d_sam_its_own_spacing_and_data_unless_native_patches(nnunet_folders) -> None:
+    source = busi_or_demo()
+    copy_subset(source, nnunet_folders["nnUNet_raw"], case_ids(source)[:8], BUSI)
+    plans_file = nnunet_folders["nnUNet_preprocessed"] / BUSI / "autosamPlans.json"
+    for extra, own in (([], True), (["--native-patches"], False)):
+        assert main(["plan", "-d", "501", "--setup", "test_vit_encdec_lora", "--image-size", "64", "--from-scratch",
+                     *extra]) == 0
+        configurations = json.loads(plans_file.read_text())["configurations"]
+        two_d, sam = configurations["2d"], configurations["2d_sam"]
+        assert ("data_identifier" in sam) == own
+        if own:
+            assert sam["patch_size"] == [64, 64] and sam["data_identifier"] == "autosamPlans_2d_sam_64px"
+            assert [p * s for p, s in zip(sam["patch_size"], sam["spacing"])] == pytest.approx(
+                [p * s for p, s in zip(two_d["patch_size"], two_d["spacing"])])
+        assert "patch" in sam["sam"]["reasons"]["patch_size"]
