@@ -346,13 +346,11 @@ def validate_dataset(folder: Path, num_folds: int | None = None) -> list[Finding
     empty = [c for c, s in stats.items() if not s["foreground"]]
     if stats and len(empty) == len(stats):
         out.append(Finding("error", str(folder / "labelsTr"), "every label map is empty; check the export"))
-    elif empty:
-        out.append(Finding("warning", str(folder / "labelsTr"), f"{len(empty)} case(s) have empty labels, e.g. "
-                                                                f"{empty[0]}"))
-    tiny = [c for c, s in stats.items() if 0 < s["fraction"] < 1e-3]
-    if tiny:
-        out.append(Finding("warning", str(folder / "labelsTr"), f"{len(tiny)} case(s) with a target under 0.1% of "
-                                                                "the image (tiny targets)"))
+    elif empty:  # one finding per file, grouped into one line (every file with --all)
+        out += [Finding("warning", str(labels[c]), "empty label map: fine for a case without the target, else "
+                        "re-export the mask") for c in empty]
+    out += [Finding("warning", str(labels[c]), "a target under 0.1% of the image (tiny targets: their Dice swings "
+                    "with a few pixels)") for c, s in stats.items() if 0 < s["fraction"] < 1e-3]
     return out
 
 

@@ -148,3 +148,14 @@ def test_grouping_keeps_each_files_detail_and_the_order_found() -> None:
     assert grouped[0].line(every_file=True) == "error: 3 files: a.png (ids [2]), c.png (ids [3]), d.png: holds ids; fix"
     assert group(grouped) == grouped
 
+
+
+def test_empty_labels_are_one_warning_naming_every_file_with_all(nnunet_folders, capsys) -> None:
+    labels = _files(_demo(nnunet_folders["nnUNet_raw"]) / "labelsTr")
+    for path in labels[:4]:
+        Image.fromarray(np.zeros_like(np.array(Image.open(path)))).save(path)
+    for flags, named in (([], 2), (["--all"], 4)):
+        assert main(["validate", "-d", "992", *flags]) == 0
+        warnings = [line for line in capsys.readouterr().out.splitlines() if "empty label map" in line]
+        assert len(warnings) == 1 and "4 files" in warnings[0], warnings
+        assert sum(_names(warnings[0], p) for p in labels[:4]) == named
