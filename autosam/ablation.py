@@ -41,6 +41,7 @@ def ablate(dataset: str, setups: list[str], options) -> Path:
     from autosam.pipeline import train_once
     from autosam.evaluation.comparison import read_splits
     from autosam.splits import load_groups, resolve_folds
+    from autosam.preprocess import preprocess_sam_data
     from autosam.training import Budget, planned_seed, read_sam_plan, resolve_device
     from autosam.training import trainer_class
 
@@ -52,6 +53,7 @@ def ablate(dataset: str, setups: list[str], options) -> Path:
     chosen = read_sam_plan(dataset).setup.name
     names = [s.name for s in all_setups()] if setups == ["all"] else setups
     trainers = {setup: trainer_class(setup) for setup in names}  # refuses an unknown set-up before training
+    preprocess_sam_data(dataset)
     device = resolve_device(options.device)
     seed = planned_seed(dataset) if options.seed is None else options.seed
     budget = Budget(options.epochs, options.iterations)

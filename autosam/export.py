@@ -131,9 +131,10 @@ def export_network(network: SamSegmenter, output: Path, source: str = "model") -
 def _input_note(network: SamSegmenter) -> str:
     channels = "1 channel repeated to 3" if network.input_channels == 1 else "3 channels"
     scaling = (" min-max scaled to [0, 1] per image," if network.normalisation == "minmax" else "")
-    return (f"the case preprocessed by nnU-Net's plans (its intensity normalisation),{scaling} {channels}, resized "
-            f"bilinearly to {network.image_size} x {network.image_size}, fed to image_encoder directly (not "
-            "Sam.preprocess, whose pixel statistics the network never saw)")
+    return (f"the case preprocessed by nnU-Net's plans (its intensity normalisation, resampled to 'spacing'), "
+            f"patches of 'patch_size' (sliding window, as nnU-Net predicts),{scaling} {channels}, resized bilinearly "
+            f"to {network.image_size} x {network.image_size} where a patch differs, fed to image_encoder directly "
+            "(not Sam.preprocess, whose pixel statistics the network never saw)")
 
 
 def export(dataset: str, fold: str, output: Path, setup: str | None = None,
@@ -165,6 +166,8 @@ def export(dataset: str, fold: str, output: Path, setup: str | None = None,
         "class_tokens": network.num_classes,
         "labels": dataset_json.get("labels"),
         "input_channels": network.input_channels,
+        "spacing": sam_fold.configuration_manager().spacing,
+        "patch_size": sam_fold.configuration_manager().patch_size,
         "input": _input_note(network),
         "decoding": "image_encoder(x) -> prompt_encoder(points=None, boxes=None, masks=None) -> "
                     "mask_decoder.predict_masks(...)[0]: one logit map per class token at a quarter of the input "

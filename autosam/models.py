@@ -133,6 +133,17 @@ class SamFold:
     def path(self) -> Path:
         return self.folder / f"fold_{self.fold}" / self.checkpoint
 
+    def configuration_manager(self):
+        """nnU-Net's view of the configuration the fold trained (spacing, patch, data)."""
+        from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+        return PlansManager(str(self.folder / "plans.json")).get_configuration(self.configuration)
+
+    @property
+    def data(self) -> str:
+        """The preprocessed data the configuration trains on (nnU-Net's data identifier)."""
+        return self.configuration_manager().data_identifier
+
     def plan_and_shape(self) -> tuple[SamPlan, int, int]:
         """The SAM plan the trainer ran, and the network's class and input channel counts."""
         from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
@@ -167,7 +178,7 @@ class SamFold:
         if plan.base_checkpoint is not None:
             file = plan.base_checkpoint.locate()
             base = BaseIdentity(file.name, sha256_of(file))
-        expected = identity(plan.setup, plan.image_size, heads, channels, plan.normalisation, base)
+        expected = identity(plan.setup, plan.image_size, heads, channels, plan.normalisation, base, self.data)
         check_identity(checkpoint.get("autosam"), expected, str(self.path))
         return checkpoint
 
@@ -179,6 +190,6 @@ class SamFold:
         checkpoint, plan, heads, channels = self._read()
         network = network_for_plan(plan, heads, channels)
         network.ensure_base_loaded()
-        check_identity(checkpoint.get("autosam"), identity_of(network), str(self.path))
+        check_identity(checkpoint.get("autosam"), identity_of(network, self.data), str(self.path))
         network.load_state_dict(checkpoint["network_weights"])
         return network.eval(), checkpoint

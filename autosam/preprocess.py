@@ -102,9 +102,22 @@ def preprocess(dataset: str, num_processes: int = 1, configurations: tuple[str, 
         data = out / baseline["configurations"][configuration]["data_identifier"]
         if _preprocessed_cases(data) < num_cases:
             preprocess_dataset(dataset_id, BASELINE_PLANS, (configuration,), (num_processes,), verbose=False)
+    preprocess_sam_data(dataset, num_processes)
+
+
+def preprocess_sam_data(dataset: str, num_processes: int = 1) -> None:
+    """2d_sam's own data (SAM-sized patches at their own spacing) when the plan gives it some and they are
+    missing or incomplete, e.g. after planning again at another image size."""
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import preprocess_dataset
+
+    folders = require_folders("nnUNet_raw", "nnUNet_preprocessed")
+    name = dataset_name(dataset)
+    out = folders["nnUNet_preprocessed"] / name
+    num_cases = json.loads((folders["nnUNet_raw"] / name / "dataset.json").read_text())["numTraining"]
     sam_data = _sam_data_identifier(out)
-    if sam_data and _preprocessed_cases(out / sam_data) < num_cases:  # 2d_sam at the SAM input's own spacing
-        preprocess_dataset(dataset_id, PLANS_NAME, (SAM_CONFIGURATION,), (num_processes,), verbose=False)
+    if sam_data and _preprocessed_cases(out / sam_data) < num_cases:
+        log.info("preprocessing %s for 2d_sam (%s)", name, sam_data)
+        preprocess_dataset(int(name[7:10]), PLANS_NAME, (SAM_CONFIGURATION,), (num_processes,), verbose=False)
 
 
 def _sam_data_identifier(preprocessed: Path) -> str | None:

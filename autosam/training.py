@@ -174,9 +174,12 @@ def train(dataset: str, folds: list[str], setup: str | None = None, budget: Budg
     """``seed``: None takes the plan's."""
     torch_device = resolve_device(device)
     configure_training_processes(torch_device.type)
+    from autosam.preprocess import preprocess_sam_data
+
     cls = trainer_class(setup)
     seed = planned_seed(dataset) if seed is None else seed
     _check_folds([int(f) for f in folds if f != "all"], dataset)
+    preprocess_sam_data(dataset)
     done = []
     for fold in folds:
         trainer = make_trainer(dataset, fold if fold == "all" else int(fold), cls, device=torch_device,

@@ -3,8 +3,8 @@
 For ViT-B and ViT-H encoder+decoder LoRA at 512 and 1024 px: warm-up steps, then timed AdamW (fused) steps
 with nnU-Net's loss under bf16 autocast, random weights (throughput does not depend on them). FLOPs of a
 step (forward + backward) are counted once on the meta device; MFU = achieved FLOP/s / the card's dense bf16
-peak. Memory: torch.cuda.max_memory_allocated against the estimator's tensor prediction (fp32 activations,
-an upper bound under bf16). Writes benchmarks/results/gpu_throughput.json.
+peak. Memory: torch.cuda.max_memory_allocated against the estimator's tensor prediction for bf16 autocast
+(``precision="bf16"``, the activations under CUDA's autocast rules). Writes benchmarks/results/gpu_throughput.json.
 
     python benchmarks/gpu_throughput.py [--steps 10] [--batch 4] [--peak-tflops N]
 """

@@ -5,8 +5,9 @@ builds it (its data loader, augmentation and the planned worker count), then, si
   full = next(loader) + train_step   (loading, augmentation, forward, loss, backward, AdamW)
   bare = train_step on one batch held in memory (the same step, nothing loaded)
 timed as the median over --iterations after warm-up. `overhead = full / bare - 1` is what loading and
-augmentation add to a step; the goal is at most 10 %. With --precision the bare step is also timed under
-bf16 autocast, to show what bf16 gives on this device.
+augmentation add to a step; the goal is at most 10 %. With --precision the bare step is also timed without
+autocast (fp32) and under bf16 autocast, to show what bf16 gives on this device (the planned precision is
+what the full and bare columns run: fp32 on a CPU, bf16 on a GPU with native bf16).
 
     python benchmarks/step_overhead.py                                  # BUSI (shared data or bundled subset)
     python benchmarks/step_overhead.py --setups vit_t_encdec_lora vit_t_dec_lora --image-size 256 --precision
@@ -60,10 +61,14 @@ def measure(dataset: str, setup: str, device: torch.device, iterations: int, pre
         "full_ms": _median_ms(lambda: trainer.train_step(next(loader)), iterations),
         "bare_ms": _median_ms(lambda: trainer.train_step(held), iterations),
     }
-    if precision:
-        trainer.network.compute_dtype = torch.bfloat16
+    if precision:  # the bare step without autocast, then under bf16 autocast, whatever the plan says
+        network = trainer._sam_network()
+        planned = network.precision
+        network.precision = "fp32"
+        row["bare_fp32_ms"] = _median_ms(lambda: trainer.train_step(held), iterations)
+        network.compute_dtype = torch.bfloat16
         row["bare_bf16_ms"] = _median_ms(lambda: trainer.train_step(held), iterations)
-        trainer.network.compute_dtype = None
+        network.compute_dtype, network.precision = None, planned
     if hasattr(loader, "_finish"):  # stop augmentation workers (the fold folder is temporary: nothing to save)
         loader._finish()
     return row
@@ -106,12 +111,13 @@ def main() -> None:
     print(f"\n{source.name}, {args.cases} cases, SAM input {args.image_size} px, device {device}, "
           f"{torch.get_num_threads()} threads")
     header = f"{'set-up':24} {'batch':>5} {'patch':>9} {'workers':>7} {'full ms':>9} {'bare ms':>9} {'overhead':>9}"
-    print(header + (f" {'bare bf16 ms':>13} {'bf16 speed-up':>13}" if args.precision else ""))
+    print(header + (f" {'fp32 ms':>8} {'bf16 ms':>8} {'bf16 speed-up':>13}" if args.precision else ""))
     for r in rows:
         line = (f"{r['setup']:24} {r['batch']:>5} {r['patch']:>9} {r['workers']:>7} {r['full_ms']:>9.0f} "
                 f"{r['bare_ms']:>9.0f} {100 * (r['full_ms'] / r['bare_ms'] - 1):>8.0f}%")
         if args.precision:
-            line += f" {r['bare_bf16_ms']:>13.0f} {r['bare_ms'] / r['bare_bf16_ms']:>12.2f}x"
+            line += (f" {r['bare_fp32_ms']:>8.0f} {r['bare_bf16_ms']:>8.0f} "
+                     f"{r['bare_fp32_ms'] / r['bare_bf16_ms']:>12.2f}x")
         print(line)
 
 

@@ -88,8 +88,10 @@ def _budget_bytes(hardware: Hardware) -> float:
 
 
 def _estimate(setup: Setup, size: int, batch: int, shape: dict, hardware: Hardware, checkpointing: bool) -> float:
+    # the patch the trainer will see: SAM-sized (sam_planner.sam_sized) unless --native-patches
+    patch = shape["patch"] if shape["native_patches"] else tuple(min(p, size) for p in shape["patch"])
     # the trainer runs bf16 autocast on a CUDA GPU (SamPlan.precision), fp32 on a CPU
-    return estimate_training_memory(setup, size, batch, shape["num_classes"], shape["channels"], shape["patch"],
+    return estimate_training_memory(setup, size, batch, shape["num_classes"], shape["channels"], patch,
                                     checkpointing, hardware.device, "bf16" if hardware.device == "cuda" else "fp32").peak
 
 
@@ -106,7 +108,8 @@ def evaluate(setup: Setup, size: int, shape: dict, hardware: Hardware) -> Candid
 def choose(facts: DatasetFacts, hardware: Hardware, num_classes: int, channels: int, patch: tuple[int, int],
            options) -> Choice:
     """``options``: a ``autosam.planners.sam_planner.SamOptions`` (user overrides)."""
-    shape = {"num_classes": num_classes, "channels": channels, "patch": tuple(patch)}
+    shape = {"num_classes": num_classes, "channels": channels, "patch": tuple(patch),
+             "native_patches": options.native_patches}
     reasons: dict[str, str] = {}
     overridden: list[str] = []
     warnings: list[str] = []

@@ -1,8 +1,8 @@
 """nnU-Net experiment planner that adds the SAM configuration ``2d_sam`` to nnU-Net's own plans.
 
 The plans file (``autosamPlans``) holds nnU-Net's regular configurations and ``2d_sam``, which inherits
-``2d`` and reuses the ``nnUNetPlans_2d`` preprocessed data: same spacing, normalisation, resampling and
-``splits_final.json`` as the nnU-Net baseline, so a comparison differs only in the network and its training.
+``2d``: the same normalisation, resampling and ``splits_final.json`` as the nnU-Net baseline, so a comparison
+differs only in the network, its training and (``sam_sized``) the in-plane spacing SAM's input needs.
 The set-up and its numbers are chosen by ``autosam.planners.choose`` from the dataset's facts and the machine.
 nnU-Net's ``-pl`` flag only searches its own package; use the class from Python or ``autosam plan``.
 """

@@ -49,7 +49,7 @@ def test_fine_tuned_tensors_rebuild_the_network_exactly(name: str, base_checkpoi
     network = _trained(name, path)
     weights = fine_tuned_weights(network)
     assert len(weights) < len(network.state_dict())  # the frozen base is not stored
-    torch.save({"network_weights": weights, "autosam": identity_of(network)}, tmp_path / "fold.pth")
+    torch.save({"network_weights": weights, "autosam": identity_of(network, "nnUNetPlans_2d")}, tmp_path / "fold.pth")
 
     # as nnU-Net's predictor does it: build, then load_state_dict (the base loads on the way)
     fresh = build_network(Setup.parse(name), 64, 3, 1, base=BaseCheckpoint.of_file(path))
@@ -77,15 +77,17 @@ def test_a_swapped_base_file_is_refused_on_load(base_checkpoint) -> None:
         other.load_state_dict(weights)
 
 
-def _identity(base: Path | None, setup: str = "test_vit_encdec_lora", size: int = 64, classes: int = 3) -> dict:
+def _identity(base: Path | None, setup: str = "test_vit_encdec_lora", size: int = 64, classes: int = 3,
+              data: str = "autosamPlans_2d_sam_64px") -> dict:
     network = build_network(Setup.parse(setup), size, classes, 1, base=base and BaseCheckpoint.of_file(base))
     network.ensure_base_loaded()
-    return identity_of(network)
+    return identity_of(network, data)
 
 
 @pytest.mark.parametrize("change, phrase", [
     (dict(setup="test_vit_dec_lora"), "trained with set-up test_vit_encdec_lora"),
     (dict(size=128), "trained with image size 64, but the plan now gives 128"),
+    (dict(data="nnUNetPlans_2d"), "trained with preprocessed data \\(spacing and patch\\) autosamPlans_2d_sam_64px"),
     (dict(classes=4), "trained with class count 3"),
     (dict(base=None), "trained from pretrained weights, but this run is from scratch"),
     (dict(base="other.pth"), "fine-tuned from base.pth"),

@@ -84,7 +84,7 @@ def test_plan_text_shows_whose_evidence_each_reason_is() -> None:
 
 
 def test_decoder_only_when_no_encoder_update_fits() -> None:
-    shape = {"num_classes": 2, "channels": 1, "patch": (512, 512)}
+    shape = {"num_classes": 2, "channels": 1, "patch": (512, 512), "native_patches": False}
     smallest = lambda scope: min(evaluate(s, 256, shape, _gpu(0.01)).predicted_memory_gb  # noqa: E731
                                  for s in all_setups() if s.scope == scope)
     dec, encdec = smallest("dec"), smallest("encdec")  # encoder updates with gradient checkpointing
@@ -190,3 +190,7 @@ def test_plans_give_2d_sam_its_own_spacing_and_data_unless_native_patches(nnunet
             assert [p * s for p, s in zip(sam["patch_size"], sam["spacing"])] == pytest.approx(
                 [p * s for p, s in zip(two_d["patch_size"], two_d["spacing"])])
         assert "patch" in sam["sam"]["reasons"]["patch_size"]
+    # planned (not preprocessed) at SAM-sized patches: train preprocesses 2d_sam's own data itself
+    assert main(["plan", "-d", "501", "--setup", "test_vit_encdec_lora", "--image-size", "64", "--from-scratch"]) == 0
+    assert main(["train", "-d", "501", "-f", "0", "--epochs", "1", "--iterations", "1", "--device", "cpu"]) == 0
+    assert len(list((nnunet_folders["nnUNet_preprocessed"] / BUSI / "autosamPlans_2d_sam_64px").glob("*.pkl"))) == 8

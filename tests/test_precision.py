@@ -67,7 +67,8 @@ def test_the_planner_estimates_cuda_memory_for_bf16_autocast() -> None:
     from autosam.planners.choose import _estimate
     from autosam.sam.memory import estimate_training_memory
 
-    setup, shape = Setup.parse("test_vit_encdec_lora"), {"num_classes": 3, "channels": 1, "patch": (256, 256)}
+    setup = Setup.parse("test_vit_encdec_lora")
+    shape = {"num_classes": 3, "channels": 1, "patch": (256, 256), "native_patches": False}
     gpu = _estimate(setup, 256, 2, shape, Hardware("cuda", 24, "test GPU"), False)
     bf16, fp32 = (estimate_training_memory(setup, 256, 2, 3, 1, (256, 256), False, "cuda", p).peak
                   for p in ("bf16", "fp32"))

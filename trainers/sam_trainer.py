@@ -22,7 +22,7 @@ from autosam.seeding import restore_rng_state, rng_state
 from autosam.sam.checkpoints import CATALOGUE, FROM_SCRATCH
 from autosam.sam.fold_checkpoint import check_identity, fine_tuned_weights, identity_of
 from autosam.sam.model import network_for_plan
-from autosam.sam.network import SamSegmenter
+from autosam.sam.network import SamSegmenter, bf16_native
 from autosam.sam.registry import get_backbone
 from autosam.sam.setups import Setup
 from autosam.sam_plan import SamPlan, sam_plan_of
@@ -93,9 +93,14 @@ class nnUNetTrainerSAM(nnUNetTrainer):
         """The network with random weights; the base weights load on first need (``ensure_base_loaded``)."""
         return network_for_plan(cls.plan_for(configuration_manager), num_output_channels, num_input_channels)
 
+    def _sam_network(self) -> SamSegmenter:
+        """The network under nnU-Net's DDP and torch.compile wrappers (their state-dict keys are prefixed)."""
+        network = self.network.module if self.is_ddp else self.network
+        return getattr(network, "_orig_mod", network)
+
     def initialize(self) -> None:
         super().initialize()
-        network = self.network
+        network = self._sam_network()
         if self.from_scratch:
             network.base_loader, network.base_identity = None, FROM_SCRATCH
             self.print_to_log_file(
@@ -104,11 +109,16 @@ class nnUNetTrainerSAM(nnUNetTrainer):
         else:
             identity = network.ensure_base_loaded()
             self.print_to_log_file(f"Base weights: {identity.name} (sha256 {identity.sha256})")
-        if self.sam_plan.precision == "bf16" and self.device.type == "cuda" and torch.cuda.is_bf16_supported():
-            network.compute_dtype = torch.bfloat16
+        if self.device.type != "cuda":
+            precision = "fp32"
+        elif network.precision == "bf16" and bf16_native(self.device):
+            precision = "bf16 autocast"
             self.grad_scaler = None  # bf16 keeps fp32's exponent range: no loss scaling
-        self.print_to_log_file(f"Precision: {'bf16 autocast' if network.compute_dtype else 'fp32'} "
-                               "(weights, gradients and AdamW state fp32)")
+        elif network.precision == "bf16":
+            precision = "fp16 autocast with loss scaling (nnU-Net's; this GPU has no native bf16)"
+        else:
+            precision = "fp32 (autocast off)"
+        self.print_to_log_file(f"Precision: {precision}; weights, gradients and AdamW state fp32")
         params = list(network.parameters())
         trainable = sum(p.numel() for p in params if p.requires_grad)
         self.print_to_log_file(
@@ -144,10 +154,10 @@ class nnUNetTrainerSAM(nnUNetTrainer):
         if self.disable_checkpointing:
             self.print_to_log_file("No checkpoint written, checkpointing is disabled")
             return
-        network = self.network.module if self.is_ddp else self.network
+        network = self._sam_network()
         checkpoint = {
             "network_weights": fine_tuned_weights(network),
-            "autosam": identity_of(network),
+            "autosam": identity_of(network, self.configuration_manager.data_identifier),
             "optimizer_state": self.optimizer.state_dict(),
             "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
             "logging": _plain(self.logger.get_checkpoint()),
@@ -166,10 +176,11 @@ class nnUNetTrainerSAM(nnUNetTrainer):
         checkpoint = filename_or_checkpoint
         if isinstance(checkpoint, str):
             checkpoint = load_fold_checkpoint(checkpoint, map_location=self.device)
-        network = self.network.module if self.is_ddp else self.network
+        network = self._sam_network()
         source = filename_or_checkpoint if isinstance(filename_or_checkpoint, str) else "checkpoint"
-        check_identity(checkpoint.get("autosam"), identity_of(network), source)
-        self.network.load_state_dict(checkpoint["network_weights"])
+        check_identity(checkpoint.get("autosam"), identity_of(network, self.configuration_manager.data_identifier),
+                       source)
+        network.load_state_dict(checkpoint["network_weights"])
         self.my_init_kwargs = checkpoint["init_args"]
         self.current_epoch = checkpoint["current_epoch"]
         self.logger.load_checkpoint(checkpoint["logging"])

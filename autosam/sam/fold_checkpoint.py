@@ -19,7 +19,7 @@ from autosam.sam.checkpoints import FROM_SCRATCH, BaseIdentity, check_base
 from autosam.sam.network import SamSegmenter
 from autosam.sam.setups import Setup
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 def fine_tuned_weights(network: SamSegmenter) -> dict[str, torch.Tensor]:
@@ -35,9 +35,11 @@ def fine_tuned_weights(network: SamSegmenter) -> dict[str, torch.Tensor]:
 
 
 def identity(setup: Setup, image_size: int, num_classes: int, input_channels: int, normalisation: str,
-             base: BaseIdentity) -> dict:
+             base: BaseIdentity, data: str) -> dict:
+    """``data``: the nnU-Net data identifier the fold trains on (its spacing and preprocessing)."""
     return {
         "format_version": FORMAT_VERSION,
+        "data": data,
         "setup": setup.to_dict(),
         "image_size": image_size,
         "num_classes": num_classes,
@@ -47,10 +49,11 @@ def identity(setup: Setup, image_size: int, num_classes: int, input_channels: in
     }
 
 
-def identity_of(network: SamSegmenter) -> dict:
-    """The ``autosam`` block of a fold checkpoint of ``network`` (its base loaded, or from scratch)."""
+def identity_of(network: SamSegmenter, data: str) -> dict:
+    """The ``autosam`` block of a fold checkpoint of ``network`` (its base loaded, or from scratch) trained on
+    the preprocessed data ``data``."""
     return identity(network.setup, network.image_size, network.num_classes, network.input_channels,
-                    network.normalisation, network.base_identity or FROM_SCRATCH)
+                    network.normalisation, network.base_identity or FROM_SCRATCH, data)
 
 
 def check_identity(saved: dict | None, expected: dict, source: str) -> None:
@@ -68,7 +71,8 @@ def check_identity(saved: dict | None, expected: dict, source: str) -> None:
         raise CheckpointError(f"checkpoint {source}: trained with {detail}, but the plan now gives "
                               f"{now['name']} (rank {now['lora_rank']}, alpha {now['lora_alpha']}); restore the plans "
                               f"it was trained with (or plan again with --setup {was['name']}), or retrain")
-    for key, what in (("image_size", "image size"), ("num_classes", "class count"),
+    for key, what in (("image_size", "image size"), ("data", "preprocessed data (spacing and patch)"),
+                      ("num_classes", "class count"),
                       ("input_channels", "input channel count"), ("normalisation", "intensity normalisation")):
         if saved[key] != expected[key]:
             raise CheckpointError(f"checkpoint {source}: trained with {what} {saved[key]}, but the plan now gives "

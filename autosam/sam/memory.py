@@ -39,8 +39,9 @@ CUDA_CONTEXT_BYTES = int(0.75 * GIB)  # CUDA context + cuDNN/cuBLAS workspaces
 
 # CUDA autocast's lists (torch.amp docs), as far as SAM, nnU-Net's loss and their tensor methods use them
 _LOWER_PRECISION = {F.linear, torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.Tensor.__rmatmul__,
-                    torch.mm, torch.Tensor.mm, torch.bmm, torch.Tensor.bmm, torch.addmm, torch.baddbmm, torch.einsum,
-                    F.conv2d, F.conv_transpose2d}
+                    torch.mm, torch.Tensor.mm, torch.bmm, torch.Tensor.bmm, torch.addmm, torch.Tensor.addmm,
+                    torch.baddbmm, torch.Tensor.baddbmm, torch.addbmm, torch.mv, torch.einsum,
+                    F.scaled_dot_product_attention, F.conv1d, F.conv2d, F.conv3d, F.conv_transpose2d}
 _FLOAT32 = {F.softmax, torch.softmax, torch.Tensor.softmax, F.log_softmax, torch.log_softmax,
             torch.Tensor.log_softmax, F.layer_norm, F.group_norm, torch.pow, torch.Tensor.pow, torch.Tensor.__pow__,
             torch.sum, torch.Tensor.sum, torch.exp, torch.Tensor.exp, torch.log, torch.Tensor.log, torch.rsqrt,
@@ -48,7 +49,8 @@ _FLOAT32 = {F.softmax, torch.softmax, torch.Tensor.softmax, F.log_softmax, torch
 
 
 def _cast(value, dtype: torch.dtype):
-    if isinstance(value, torch.Tensor) and value.is_floating_point() and value.dtype != dtype:
+    if isinstance(value, torch.Tensor) and value.dtype in (torch.float32, torch.float16, torch.bfloat16) \
+            and value.dtype != dtype:  # autocast leaves float64 alone
         return value.to(dtype)
     if isinstance(value, (list, tuple)):
         return type(value)(_cast(v, dtype) for v in value)

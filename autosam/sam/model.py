@@ -36,5 +36,7 @@ def build_network(
 
 
 def network_for_plan(plan: SamPlan, num_classes: int, input_channels: int) -> SamSegmenter:
-    return build_network(plan.setup, plan.image_size, num_classes, input_channels, plan.normalisation,
-                         plan.base_checkpoint, plan.gradient_checkpointing)
+    network = build_network(plan.setup, plan.image_size, num_classes, input_channels, plan.normalisation,
+                            plan.base_checkpoint, plan.gradient_checkpointing)
+    network.precision = plan.precision  # training, validation and prediction compute alike
+    return network

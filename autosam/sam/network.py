@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from functools import partial
 
@@ -17,6 +18,11 @@ from autosam.sam.adapter import encoder_attention_blocks
 from autosam.sam.checkpoints import FROM_SCRATCH, check_base
 
 NORMALISATIONS = ("imagenet", "minmax")
+
+
+def bf16_native(device: torch.device) -> bool:
+    """A CUDA GPU that computes in bf16 natively (Ampere and later; older ones emulate it slowly)."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8
 
 
 class SamSegmenter(nn.Module):
@@ -43,7 +49,9 @@ class SamSegmenter(nn.Module):
         self.image_size: int = sam.image_encoder.img_size
         self.num_classes: int = sam.mask_decoder.num_mask_tokens
         self.setup = None  # the applied fine-tuning set-up (setups.apply_setup)
-        # bf16 autocast for the encoder and decoder (weights stay fp32); None: the caller's precision
+        # "bf16": bf16 autocast on CUDA GPUs with native bf16 (weights stay fp32); "fp32": no autocast on CUDA.
+        # compute_dtype forces an autocast dtype on any device (tests, benchmarks).
+        self.precision = "fp32"
         self.compute_dtype: torch.dtype | None = None
         # Loads the frozen base weights on demand, so a state dict holding only the fine-tuned tensors
         # (small checkpoints) can be loaded by code that knows nothing about them, e.g. nnU-Net's predictor.
@@ -78,10 +86,18 @@ class SamSegmenter(nn.Module):
         return any(p.requires_grad for p in self.sam.image_encoder.parameters())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.compute_dtype is None:
+        with self._autocast(x.device):
             return self._forward(x)
-        with torch.autocast(x.device.type, dtype=self.compute_dtype):
-            return self._forward(x)
+
+    def _autocast(self, device: torch.device):
+        """The precision of this forward, whatever autocast the caller runs (nnU-Net's is fp16 on CUDA)."""
+        if self.compute_dtype is not None:
+            return torch.autocast(device.type, dtype=self.compute_dtype)
+        if device.type == "cuda" and self.precision == "bf16" and bf16_native(device):
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if device.type == "cuda" and self.precision == "fp32":
+            return torch.autocast("cuda", enabled=False)
+        return contextlib.nullcontext()
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
