@@ -109,12 +109,17 @@ def stock_loading(backbone: str, image_size: int, num_classes: int, checkpoint: 
             + f" (autosam.sam.registry.build_sam('{backbone}', {image_size}, {num_classes}) builds exactly that)")
 
 
+def peft_folder_for(checkpoint: Path) -> Path:
+    """Where peft's files go next to an exported checkpoint: ``busi_sam.pth`` -> ``busi_sam_peft/``."""
+    return checkpoint.with_name(checkpoint.stem + "_peft")
+
+
 def export_network(network: SamSegmenter, output: Path, source: str = "model") -> Exported:
     """Write ``network`` (fine-tuned, in eval mode) as a stock checkpoint, plus peft's files for LoRA."""
     _refuse_unexportable(network, source)
     output = Path(output)
     peft_model = _lora_as_peft(network) if network.setup.method == "lora" else None
-    peft_folder = output.with_name(output.stem + "_peft") if peft_model else None
+    peft_folder = peft_folder_for(output) if peft_model else None
     if peft_model:  # written before merging, which folds the LoRA weights away
         peft_model.save_pretrained(str(peft_folder))
     state = peft_model.merge_and_unload().state_dict() if peft_model else _stock_copy(network).state_dict()
@@ -146,7 +151,7 @@ def export(dataset: str, fold: str, output: Path, setup: str | None = None,
         raise AutosamError(f"{choice.name} ({choice.why}): only one SAM model exports to a SAM checkpoint; "
                            "pick it with --setup")
     output = Path(output)
-    peft_folder = output.with_name(output.stem + "_peft")
+    peft_folder = peft_folder_for(output)
     for taken in (output, output.with_suffix(".json"), peft_folder):
         if taken.exists():
             raise AutosamError(f"{taken}: already exists; choose another -o (autosam never overwrites a file)")
@@ -156,6 +161,7 @@ def export(dataset: str, fold: str, output: Path, setup: str | None = None,
     network, fold_checkpoint = sam_fold.network()
     exported = export_network(network, output, str(sam_fold.path))
     saved = fold_checkpoint["autosam"]
+    trained_on = sam_fold.configuration_manager()
     dataset_json = json.loads((sam_fold.folder / "dataset.json").read_text())
     atomic_write_json({
         "exported_from": str(sam_fold.path),
@@ -166,8 +172,8 @@ def export(dataset: str, fold: str, output: Path, setup: str | None = None,
         "class_tokens": network.num_classes,
         "labels": dataset_json.get("labels"),
         "input_channels": network.input_channels,
-        "spacing": sam_fold.configuration_manager().spacing,
-        "patch_size": sam_fold.configuration_manager().patch_size,
+        "spacing": trained_on.spacing,
+        "patch_size": trained_on.patch_size,
         "input": _input_note(network),
         "decoding": "image_encoder(x) -> prompt_encoder(points=None, boxes=None, masks=None) -> "
                     "mask_decoder.predict_masks(...)[0]: one logit map per class token at a quarter of the input "
