@@ -87,7 +87,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from autosam.training import Budget, train
 
     for folder in train(args.dataset, args.folds, args.setup, Budget(args.epochs, args.iterations), args.device,
-                        args.continue_training, args.from_scratch, args.npz, args.seed):
+                        args.continue_training, args.from_scratch, args.npz, args.seed, args.gpus):
         print(f"finished: {folder} (validation: {folder / 'validation' / 'summary.json'})")
 
 
@@ -255,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
     p.add_argument("--continue", dest="continue_training", action="store_true", help="resume from the last checkpoint")
     p.add_argument("--npz", action="store_true", help="also save validation probabilities (for ensembling)")
+    p.add_argument("--gpus", type=int, default=1, metavar="N",
+                   help="train each fold on N GPUs with DDP (nnU-Net's; the planned batch is split over them); "
+                   "with --device cpu: N CPU processes (gloo), for testing")
     seed_flag(p, "default: the plan's")
     budget_flags(p)
     p.set_defaults(func=cmd_train)

@@ -28,14 +28,18 @@ def seed_everything(seed: int) -> None:
 def seed_data_loaders(trainer, seed: int) -> None:
     """nnU-Net starts its augmentation workers with ``seeds=None`` (fresh entropy each run) and takes a first
     batch from them before returning the loaders; give each worker a seed derived from the run's and restart
-    the workers with it."""
+    the workers with it. Under DDP every rank starts from the same seed (the same network), then ranks other
+    than 0 draw their batches from streams of their own (else every rank would train on the same patches)."""
     build = trainer.get_dataloaders
+    rank = trainer.local_rank
 
     def seeded():
+        if rank:  # the network is built by now; main-process augmentation draws from the global generators
+            seed_everything(seed + 10_000_000 * rank + 100_000 * trainer.current_epoch)
         loaders = build()
         for offset, loader in enumerate(loaders, start=1):
             if getattr(loader, "seeds", None) is not None:  # multi-process augmenters only
-                first = seed + 1000 * offset + 100_000 * trainer.current_epoch
+                first = seed + 1000 * offset + 100_000 * trainer.current_epoch + 10_000_000 * rank
                 loader.seeds = [first + worker for worker in range(len(loader.seeds))]
                 loader.restart()
         return loaders

@@ -6,6 +6,7 @@ the budget; its output folder and files are exactly those of ``nnUNetv2_train``.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -16,7 +17,7 @@ from pathlib import Path
 import torch
 
 from autosam.errors import AutosamError
-from autosam.nnunet_env import configure_training_processes, dataset_name, require_folders
+from autosam.nnunet_env import configure_training_processes, dataset_name, model_folder, require_folders
 from autosam.safe_load import load_fold_checkpoint
 from autosam.sam_plan import PLANS_NAME, SAM_CONFIGURATION, SamPlan, sam_plan_of
 from autosam.seeding import seed_data_loaders, seed_everything
@@ -130,9 +131,11 @@ def train_fold(trainer, continue_training: bool = False, save_probabilities: boo
     seed_everything(seed)
     trainer.autosam_seed = seed
     seed_data_loaders(trainer, seed)
-    with fold_lock(output):
-        for leftover in output.glob(".*.tmp"):  # a write cut short by a kill (files.py); nothing else writes them
-            leftover.unlink()
+    # under DDP the ranks are one training: rank 0 holds the lock and owns the folder's files
+    with fold_lock(output) if trainer.local_rank == 0 else contextlib.nullcontext():
+        if trainer.local_rank == 0:
+            for leftover in output.glob(".*.tmp"):  # a write cut short by a kill (files.py); nothing else writes them
+                leftover.unlink()
         _train_fold(trainer, output, continue_training, save_probabilities)
     return output
 
@@ -170,8 +173,9 @@ def _check_folds(folds: list[int], dataset: str) -> None:
 
 def train(dataset: str, folds: list[str], setup: str | None = None, budget: Budget = Budget(),
           device: str | None = None, continue_training: bool = False, from_scratch: bool = False,
-          save_probabilities: bool = False, seed: int | None = None) -> list[Path]:
-    """``seed``: None takes the plan's."""
+          save_probabilities: bool = False, seed: int | None = None, gpus: int = 1) -> list[Path]:
+    """``seed``: None takes the plan's. ``gpus`` > 1: each fold is one DDP training on that many GPUs (with
+    ``device='cpu'``: that many CPU processes, gloo)."""
     torch_device = resolve_device(device)
     configure_training_processes(torch_device.type)
     from autosam.preprocess import preprocess_sam_data
@@ -179,13 +183,42 @@ def train(dataset: str, folds: list[str], setup: str | None = None, budget: Budg
     cls = trainer_class(setup)
     seed = planned_seed(dataset) if seed is None else seed
     _check_folds([int(f) for f in folds if f != "all"], dataset)
-    preprocess_sam_data(dataset)
-    done = []
-    for fold in folds:
-        trainer = make_trainer(dataset, fold if fold == "all" else int(fold), cls, device=torch_device,
-                               batch_size=budget.batch_size)
-        if from_scratch and not trainer.from_scratch:
-            trainer.from_scratch = True
-        budget.apply(trainer)
-        done.append(train_fold(trainer, continue_training, save_probabilities, seed))
-    return done
+    preprocess_sam_data(dataset)  # once, before any rank starts
+    if gpus > 1:
+        from autosam.distributed import check_world, launch
+
+        check_world(gpus, torch_device, budget.batch_size or read_sam_plan_batch(dataset))
+        launch(gpus, torch_device, train_folds, dataset, folds, cls, budget, torch_device, continue_training,
+               from_scratch, save_probabilities, seed)
+        return [fold_folder(dataset, cls, fold) for fold in folds]
+    return train_folds(dataset, folds, cls, budget, torch_device, continue_training, from_scratch,
+                       save_probabilities, seed)
+
+
+def train_folds(dataset: str, folds: list[str], cls, budget: Budget, device: torch.device,
+                continue_training: bool, from_scratch: bool, save_probabilities: bool, seed: int) -> list[Path]:
+    """Train the folds one after the other in this process (each rank runs this under DDP)."""
+    return [Path(train_one(dataset, fold, cls, budget, device, continue_training, from_scratch, save_probabilities,
+                           seed).output_folder) for fold in folds]
+
+
+def train_one(dataset: str, fold: str, cls, budget: Budget, device: torch.device, continue_training: bool,
+              from_scratch: bool, save_probabilities: bool, seed: int):
+    """Train and validate one fold; returns the trainer."""
+    trainer = make_trainer(dataset, fold if fold == "all" else int(fold), cls, device=device,
+                           batch_size=budget.batch_size)
+    if from_scratch and not trainer.from_scratch:
+        trainer.from_scratch = True
+    budget.apply(trainer)
+    train_fold(trainer, continue_training, save_probabilities, seed)
+    return trainer
+
+
+def read_sam_plan_batch(dataset: str) -> int:
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    return PlansManager(read_plans(dataset)).get_configuration(SAM_CONFIGURATION).batch_size
+
+
+def fold_folder(dataset: str, cls, fold: str) -> Path:
+    return model_folder(dataset, cls.__name__, PLANS_NAME, SAM_CONFIGURATION) / f"fold_{fold}"

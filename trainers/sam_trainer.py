@@ -50,6 +50,8 @@ class nnUNetTrainerSAM(nnUNetTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
+        if self.is_ddp and device.type == "cpu":  # nnU-Net moves DDP ranks to CUDA; a gloo group stays on the CPU
+            self.device, self.grad_scaler = device, None
         self.sam_plan = self.plan_for(self.configuration_manager)
         self.from_scratch = self.sam_plan.from_scratch
         self.enable_deep_supervision = False
@@ -99,7 +101,10 @@ class nnUNetTrainerSAM(nnUNetTrainer):
         return getattr(network, "_orig_mod", network)
 
     def initialize(self) -> None:
-        super().initialize()
+        from autosam.distributed import cpu_ddp_wrapper
+
+        with cpu_ddp_wrapper(self.device):
+            super().initialize()
         network = self._sam_network()
         if self.from_scratch:
             network.base_loader, network.base_identity = None, FROM_SCRATCH
@@ -194,7 +199,8 @@ class nnUNetTrainerSAM(nnUNetTrainer):
 
     def on_train_start(self) -> None:
         super().on_train_start()
-        # after nnU-Net's loaders took their first batch, as in the run that wrote the checkpoint
-        if self._rng_state_to_restore is not None:
+        # after nnU-Net's loaders took their first batch, as in the run that wrote the checkpoint (rank 0's
+        # states: other DDP ranks keep the streams of their own that seeding gave them)
+        if self._rng_state_to_restore is not None and self.local_rank == 0:
             restore_rng_state(self._rng_state_to_restore)
             self._rng_state_to_restore = None
