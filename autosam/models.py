@@ -178,7 +178,8 @@ class SamFold:
         if plan.base_checkpoint is not None:
             file = plan.base_checkpoint.locate()
             base = BaseIdentity(file.name, sha256_of(file))
-        expected = identity(plan.setup, plan.image_size, heads, channels, plan.normalisation, base, self.data)
+        expected = identity(plan.setup, plan.image_size, heads, channels, plan.normalisation, base, self.data,
+                            plan.prompts)
         check_identity(checkpoint.get("autosam"), expected, str(self.path))
         return checkpoint
 

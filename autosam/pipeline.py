@@ -64,7 +64,8 @@ def refuse_conflicting_flags(sam_options, plans_file: Path, gpu_memory: float | 
              "--checkpoint-dir": (sam_options.checkpoint_dir and str(Path(sam_options.checkpoint_dir).resolve()),
                                   base and base.path and str(Path(base.path).parent)),
              "--gpu-memory": (gpu_memory and detect_hardware(gpu_memory).description, plan.hardware),
-             "--native-patches": (sam_options.native_patches or None, "patch_size" in plan.overridden)}
+             "--native-patches": (sam_options.native_patches or None, "patch_size" in plan.overridden),
+             "--prompts": (sam_options.prompts, plan.prompts)}
     for flag, (wanted, planned) in given.items():
         if wanted is not None and wanted != planned:
             shown = "" if isinstance(wanted, bool) else f" {wanted}"

@@ -69,6 +69,7 @@ class SamPlan:
     gradient_checkpointing: bool = False
     precision: str = "bf16"  # "bf16": autocast on a CUDA GPU that supports it (fp32 elsewhere); "fp32"
     seed: int = 0  # the training seed when none is given (``--seed``); each fold records the one it used
+    prompts: str | None = None  # --prompts: box | point | box+point trains with prompts too; None: promptless
     predicted_memory_gb: float | None = None
     hardware: str = ""
     reasons: dict[str, str] = field(default_factory=dict)
@@ -83,6 +84,8 @@ class SamPlan:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["setup"] = self.setup.to_dict()
+        if self.prompts is None:
+            del data["prompts"]  # promptless plans are written as before
         return {"format_version": PLAN_FORMAT_VERSION, **data, "from_scratch": self.from_scratch}
 
     @classmethod
@@ -93,6 +96,11 @@ class SamPlan:
                 "re-run 'autosam plan-and-preprocess' with this autosam version"
             )
         data = {k: v for k, v in data.items() if k not in ("format_version", "from_scratch")}
+        if data.get("prompts") is not None:
+            from autosam.prompts import MODES
+
+            if data["prompts"] not in MODES:
+                raise AutosamError(f"{source}: SAM plan prompts '{data['prompts']}' is not one of {', '.join(MODES)}")
         try:
             base = data.pop("base_checkpoint")
             return cls(

@@ -19,6 +19,7 @@ from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner
 from autosam.errors import AutosamError
 from autosam.files import atomic_write_json
 from autosam.nnunet_env import require_folders
+from autosam.prompts import check_mode
 from autosam.fingerprint import dataset_facts
 from autosam.hardware import Hardware, detect_hardware
 from autosam.sam.checkpoints import CATALOGUE, find_checkpoint
@@ -46,6 +47,7 @@ class SamOptions:
     unlabelled_dir: str | None = None
     native_patches: bool = False  # keep nnU-Net's 2d patch and data (the network resizes to its input)
     seed: int | None = None
+    prompts: str | None = None  # train with box/point prompts derived from the reference (autosam.prompts.MODES)
 
 
 def base_checkpoint_for(setup: Setup, name: str | None, checkpoint_dir: str | None = None
@@ -136,6 +138,11 @@ class SAMPlanner(ExperimentPlanner):
             reasons=choice.reasons, overridden=choice.overridden, warnings=missing + choice.warnings,
             candidates=[c.to_dict() for c in choice.candidates],
         )
+        if options.prompts is not None:
+            plan.prompts = check_mode(options.prompts)
+            plan.reasons["prompts"] = (f"set by the user (--prompts {options.prompts}): each training image is "
+                                       "prompted with its reference's boxes/points half of the time, else promptless")
+            plan.overridden.append("prompts")
         layout, plan.reasons["patch_size"] = sam_sized(plans["configurations"]["2d"], choice.image_size)
         if options.native_patches:
             layout, plan.reasons["patch_size"] = {}, "set by the user (--native-patches): nnU-Net's 2d patch and data"

@@ -17,6 +17,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
 from autosam.files import atomic_torch_save
+from autosam.prompts import batch_prompts, generator_from_torch
 from autosam.safe_load import load_fold_checkpoint
 from autosam.seeding import restore_rng_state, rng_state
 from autosam.sam.checkpoints import CATALOGUE, FROM_SCRATCH
@@ -27,6 +28,11 @@ from autosam.sam.registry import get_backbone
 from autosam.sam.setups import Setup
 from autosam.sam_plan import SamPlan, sam_plan_of
 from autosam.trainers.schedule import WarmupPolySchedule
+
+
+# With --prompts, the share of training images prompted (each present class gets a prompt); the rest train the
+# promptless path, which the automatic comparison scores, so one model serves both.
+PROMPTED_SHARE = 0.5
 
 
 def _plain(value):
@@ -129,6 +135,10 @@ class nnUNetTrainerSAM(nnUNetTrainer):
         self.print_to_log_file(
             f"SAM set-up {self.sam_plan.setup.name} at {self.sam_plan.image_size} px: "
             f"{trainable:,} of {sum(p.numel() for p in params):,} parameters train")
+        if self.sam_plan.prompts is not None:
+            self.print_to_log_file(
+                f"Prompts: {self.sam_plan.prompts} from the augmented reference, on {PROMPTED_SHARE:.0%} of the "
+                "training images (the rest promptless); SAM's prompt encoder stays frozen")
 
     def _do_i_compile(self) -> bool:
         # torch.compile is opt-in for SAM (peft layers and adapter hooks recompile on shape changes):
@@ -149,7 +159,14 @@ class nnUNetTrainerSAM(nnUNetTrainer):
         return optimizer, schedule
 
     def train_step(self, batch: dict) -> dict:
-        result = super().train_step(batch)
+        if self.sam_plan.prompts is None:
+            result = super().train_step(batch)
+        else:  # prompts from the augmented target nnU-Net's loader gives; nnU-Net's step and loss unchanged
+            target = batch["target"][0] if isinstance(batch["target"], list) else batch["target"]
+            prompts = batch_prompts(target, self.sam_plan.prompts, generator_from_torch(),
+                                    self.label_manager.ignore_label, PROMPTED_SHARE)
+            with self._sam_network().prompting(prompts):
+                result = super().train_step(batch)
         self.lr_scheduler.advance()
         return result
 

@@ -35,8 +35,9 @@ def fine_tuned_weights(network: SamSegmenter) -> dict[str, torch.Tensor]:
 
 
 def identity(setup: Setup, image_size: int, num_classes: int, input_channels: int, normalisation: str,
-             base: BaseIdentity, data: str) -> dict:
-    """``data``: the nnU-Net data identifier the fold trains on (its spacing and preprocessing)."""
+             base: BaseIdentity, data: str, prompts: str | None = None) -> dict:
+    """``data``: the nnU-Net data identifier the fold trains on (its spacing and preprocessing); ``prompts``:
+    the plan's prompt mode, recorded only for prompted folds (promptless identities are as before)."""
     return {
         "format_version": FORMAT_VERSION,
         "data": data,
@@ -46,6 +47,7 @@ def identity(setup: Setup, image_size: int, num_classes: int, input_channels: in
         "input_channels": input_channels,
         "normalisation": normalisation,
         "base": base.to_dict(),
+        **({"prompts": prompts} if prompts is not None else {}),
     }
 
 
@@ -53,7 +55,7 @@ def identity_of(network: SamSegmenter, data: str) -> dict:
     """The ``autosam`` block of a fold checkpoint of ``network`` (its base loaded, or from scratch) trained on
     the preprocessed data ``data``."""
     return identity(network.setup, network.image_size, network.num_classes, network.input_channels,
-                    network.normalisation, network.base_identity or FROM_SCRATCH, data)
+                    network.normalisation, network.base_identity or FROM_SCRATCH, data, network.prompt_mode)
 
 
 def check_identity(saved: dict | None, expected: dict, source: str) -> None:
@@ -77,6 +79,10 @@ def check_identity(saved: dict | None, expected: dict, source: str) -> None:
         if saved[key] != expected[key]:
             raise CheckpointError(f"checkpoint {source}: trained with {what} {saved[key]}, but the plan now gives "
                                   f"{expected[key]}; restore the plans it was trained with, or retrain")
+    if saved.get("prompts") != expected.get("prompts"):
+        was, now = (f"prompts {m}" if m else "no prompts" for m in (saved.get("prompts"), expected.get("prompts")))
+        raise CheckpointError(f"checkpoint {source}: trained with {was}, but the plan now gives {now}; restore the "
+                              "plans it was trained with, or retrain")
     was_scratch, now_scratch = saved["base"]["name"] == FROM_SCRATCH.name, expected["base"]["name"] == FROM_SCRATCH.name
     if was_scratch != now_scratch:
         raise CheckpointError(

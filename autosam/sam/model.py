@@ -39,4 +39,5 @@ def network_for_plan(plan: SamPlan, num_classes: int, input_channels: int) -> Sa
     network = build_network(plan.setup, plan.image_size, num_classes, input_channels, plan.normalisation,
                             plan.base_checkpoint, plan.gradient_checkpointing)
     network.precision = plan.precision  # training, validation and prediction compute alike
+    network.prompt_mode = plan.prompts  # recorded in the fold's identity
     return network

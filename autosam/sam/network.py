@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 
 import torch
@@ -14,6 +14,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
 from autosam.errors import CheckpointError
+from autosam.prompts import ImagePrompts
 from autosam.sam.adapter import encoder_attention_blocks
 from autosam.sam.checkpoints import FROM_SCRATCH, check_base
 
@@ -26,7 +27,8 @@ def bf16_native(device: torch.device) -> bool:
 
 
 class SamSegmenter(nn.Module):
-    """nnU-Net patch (B, C, H, W) -> per-class logits (B, K, H, W), float32, with no prompts.
+    """nnU-Net patch (B, C, H, W) -> per-class logits (B, K, H, W), float32, with no prompts (or with boxes and
+    points per class, ``forward``).
 
     Channels: C = 3 is used as is, C = 1 is repeated to 3, any other C goes through a learnable 1x1
     convolution to 3 channels that starts as the channel mean (trained in every set-up).
@@ -53,6 +55,8 @@ class SamSegmenter(nn.Module):
         # compute_dtype forces an autocast dtype on any device (tests, benchmarks).
         self.precision = "fp32"
         self.compute_dtype: torch.dtype | None = None
+        self.prompt_mode: str | None = None  # the plan's --prompts: how the fold was trained (None: promptless)
+        self._prompts: Sequence[ImagePrompts] | None = None  # set by ``prompting``
         # Loads the frozen base weights on demand, so a state dict holding only the fine-tuned tensors
         # (small checkpoints) can be loaded by code that knows nothing about them, e.g. nnU-Net's predictor.
         self.base_loader: Callable[[SamSegmenter], object] | None = None  # e.g. sam_plan.BaseLoader
@@ -85,9 +89,25 @@ class SamSegmenter(nn.Module):
     def encoder_is_trained(self) -> bool:
         return any(p.requires_grad for p in self.sam.image_encoder.parameters())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, prompts: Sequence[ImagePrompts] | None = None) -> torch.Tensor:
+        """``prompts``: per image, class id -> ``autosam.prompts.Prompt`` in the patch's pixel coordinates
+        (None: the ones ``prompting`` set, else none). A prompted class's logits come from one decoder call
+        with that prompt, read from its own mask token; every other class keeps the promptless logits."""
+        prompts = self._prompts if prompts is None else prompts
+        if prompts is not None and len(prompts) != x.shape[0]:
+            raise ValueError(f"{len(prompts)} prompt sets for a batch of {x.shape[0]} images")
         with self._autocast(x.device):
-            return self._forward(x)
+            return self._forward(x, prompts)
+
+    @contextlib.contextmanager
+    def prompting(self, prompts: Sequence[ImagePrompts]):
+        """Prompts for the forwards inside the block, for callers that call the network as ``network(x)``
+        (nnU-Net's ``train_step``)."""
+        self._prompts = prompts
+        try:
+            yield self
+        finally:
+            self._prompts = None
 
     def _autocast(self, device: torch.device):
         """The precision of this forward, whatever autocast the caller runs (nnU-Net's is fp16 on CUDA)."""
@@ -99,7 +119,7 @@ class SamSegmenter(nn.Module):
             return torch.autocast("cuda", enabled=False)
         return contextlib.nullcontext()
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor, object_prompts: Sequence[ImagePrompts] | None = None) -> torch.Tensor:
         height, width = x.shape[-2:]
         x = self._to_sam_input(x)
         if self.encoder_is_trained():
@@ -117,7 +137,34 @@ class SamSegmenter(nn.Module):
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
         )[0] for embedding in embeddings])
+        if object_prompts is not None:
+            logits = self._prompted(logits, embeddings, object_prompts, height, width)
         return F.interpolate(logits.float(), size=(height, width), mode="bilinear", align_corners=False)
+
+    def _prompted(self, logits: torch.Tensor, embeddings: torch.Tensor, prompts: Sequence[ImagePrompts],
+                  height: int, width: int) -> torch.Tensor:
+        """``logits`` with each prompted class's channel replaced by the decoder's answer to its prompt.
+        The prompt encoder takes coordinates in the SAM input frame: patch pixels are scaled per axis."""
+        encoder = self.sam.prompt_encoder
+        scale = torch.tensor([self.image_size / width, self.image_size / height], device=logits.device)
+        images = []
+        for image_logits, embedding, image_prompts in zip(logits, embeddings, prompts):
+            channels = list(image_logits)
+            for k, prompt in sorted(image_prompts.items()):
+                if not 1 <= k < self.num_classes:
+                    raise ValueError(f"prompt for class {k}: this network segments classes 1..{self.num_classes - 1}")
+                points = boxes = None
+                if prompt.points:  # pixel centres scaled; the encoder adds the half pixel back
+                    coords = (torch.tensor(prompt.points, device=logits.device) + 0.5) * scale - 0.5
+                    points = (coords[None], torch.tensor(prompt.labels, device=logits.device)[None])
+                if prompt.box is not None:
+                    boxes = ((torch.tensor(prompt.box, device=logits.device).view(2, 2) + 0.5) * scale - 0.5).view(1, 4)
+                sparse, dense = encoder(points=points, boxes=boxes, masks=None)
+                channels[k] = self.sam.mask_decoder.predict_masks(
+                    image_embeddings=embedding[None], image_pe=encoder.get_dense_pe(),
+                    sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense)[0][0, k]
+            images.append(torch.stack(channels))
+        return torch.stack(images)
 
     def ensure_base_loaded(self):
         """Load the base weights once (no-op without a loader, e.g. when training from scratch)."""
