@@ -140,7 +140,8 @@ def _run_options(args: argparse.Namespace):
 
     return RunOptions(folds=[int(f) for f in args.folds] if args.folds else None, epochs=args.epochs,
                       iterations=args.iterations, equal_budget=args.equal_budget, device=args.device,
-                      gpu_memory=args.gpu_memory, ensembles=not args.no_ensembles, no_3d=args.no_3d, replan=args.replan, seed=args.seed)
+                      gpu_memory=args.gpu_memory, ensembles=not args.no_ensembles, no_3d=args.no_3d, replan=args.replan, seed=args.seed,
+                      train_cases=args.train_cases, repeats=args.repeats)
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -233,6 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-3d", action="store_true", help="on 3D data, do not train nnU-Net's 3d_fullres baseline")
     p.add_argument("--no-ensembles", action="store_true", help="do not export probabilities or try ensembles")
     p.add_argument("--replan", action="store_true", help="plan again even if a SAM plan exists")
+    p.add_argument("--train-cases", type=int, nargs="+", metavar="K",
+                   help="few-shot: also train every method on K labelled cases of each fold's training part (one "
+                   "per patient when known) and add Dice against K to the report")
+    p.add_argument("--repeats", type=int, default=1, metavar="R",
+                   help="few-shot: draws of the K cases per K (default 1); the report gives the spread over them")
     p.set_defaults(func=cmd_run)
 
     p = verbs.add_parser("ablate", help="train the study's set-ups on the same folds and budget; heat map")

@@ -42,6 +42,8 @@ class RunOptions:
     no_3d: bool = False
     replan: bool = False
     seed: int | None = None  # None: the plan's
+    train_cases: list[int] | None = None  # few-shot: also train every method on K cases per fold (fewshot.py)
+    repeats: int = 1  # few-shot draws per K
 
 
 def refuse_conflicting_flags(sam_options, plans_file: Path, gpu_memory: float | None = None) -> None:
@@ -91,6 +93,11 @@ def train_once(dataset: str, fold: int, trainer_cls, plans: str, configuration: 
              trainer.num_iterations_per_epoch, trainer.configuration_manager.batch_size, seed)
     train_fold(trainer, continue_training=True, save_probabilities=save_probabilities, seed=seed)
     return True
+
+
+def configuration_budget(configuration: str, baseline_budget: Budget) -> Budget:
+    """A baseline configuration's budget: SAM's batch applies to 2d only, a 3d_fullres patch is a volume."""
+    return baseline_budget if configuration == "2d" else Budget(baseline_budget.epochs, baseline_budget.iterations)
 
 
 def budgets(options: RunOptions, plan: SamPlan, sam_batch: int) -> tuple[Budget, Budget, str]:
@@ -195,6 +202,12 @@ def run(dataset: str, sam_options, options: RunOptions) -> Path:
     name = dataset_name(dataset)
     preprocessed = folders["nnUNet_preprocessed"] / name
     options.folds = resolve_folds(options.folds, folders["nnUNet_raw"] / name, preprocessed)
+    if options.train_cases:  # a K the folds cannot give is refused before any work
+        from autosam.fewshot import check_train_cases, fold_splits
+
+        options.train_cases = check_train_cases(options.train_cases, options.repeats, options.folds,
+                                                fold_splits(folders["nnUNet_raw"] / name, preprocessed),
+                                                load_groups(preprocessed))
     plans_file = preprocessed / f"{PLANS_NAME}.json"
     has_plan = plans_file.is_file() and SAM_CONFIGURATION in json.loads(plans_file.read_text())["configurations"]
     if has_plan and not options.replan:
@@ -216,13 +229,16 @@ def run(dataset: str, sam_options, options: RunOptions) -> Path:
     configure_training_processes(torch_device.type)
     for fold in options.folds:
         for configuration in configurations:
-            # SAM's batch applies to the 2d baseline only: a 3d_fullres patch is a volume, not a slice
-            budget = (baseline_budget if configuration == "2d"
-                      else Budget(baseline_budget.epochs, baseline_budget.iterations))
-            train_once(dataset, fold, nnUNetTrainer, BASELINE_PLANS, configuration, budget, torch_device,
+            train_once(dataset, fold, nnUNetTrainer, BASELINE_PLANS, configuration,
+                       configuration_budget(configuration, baseline_budget), torch_device,
                        f"nnU-Net {configuration}", seed, options.ensembles)
         train_once(dataset, fold, nnUNetTrainerSAM, PLANS_NAME, SAM_CONFIGURATION, sam_budget, torch_device, "SAM",
                    seed, options.ensembles)
+    if options.train_cases:
+        from autosam.fewshot import train_fewshot
+
+        fewshot_models = train_fewshot(dataset, options, configurations, baseline_budget, sam_budget, torch_device,
+                                       seed)
 
     baseline_models = [Model(nnUNetTrainer.__name__, BASELINE_PLANS, c) for c in configurations]
     sam_model = Model.for_setup(None)
@@ -244,6 +260,11 @@ def run(dataset: str, sam_options, options: RunOptions) -> Path:
     comparison["budget_policy"], comparison["requested_budgets"] = policy, requested
     comparison["conditions"] = conditions(sam_plan, [b.name for b in baselines], skipped_3d, comparison, best,
                                           groups, splits, trained_sam(sam.model_folder, options.folds))
+    if options.train_cases:
+        from autosam.fewshot import fewshot_report
+
+        comparison["fewshot"] = fewshot_report(fewshot_models, comparison, options, seed, preprocessed,
+                                               results_folder(dataset) / REPORT_FOLDER)
     summary = plan_summary(sam_plan, sam_configuration.batch_size,
                            sam_configuration.configuration["autosam_dataset_facts"])
     report = write_report({**comparison, "best_configuration": best}, baselines + [sam],

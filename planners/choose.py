@@ -18,6 +18,8 @@ CPU_MEMORY_SHARE = 0.5  # a CPU run shares RAM with data loading and the system
 MIN_BATCH, MAX_BATCH = 2, 8  # R11
 LARGE_DATA_SLICES = 1000  # R4
 VANILLA_ENCODER_MIN_SLICES = 500  # R7
+FEW_SHOT_CASES = 50  # R20
+FEW_SHOT_CURVE = (1, 2, 5, 10, 20)  # R20: the K values suggested for 'autosam run --train-cases'
 ITERATIONS_PER_EPOCH = 250  # nnU-Net's epoch
 PASSES, MIN_ITERATIONS, MAX_ITERATIONS = 200, 2500, 50000  # R15
 PEFT_LEARNING_RATE, FULL_ENCODER_LEARNING_RATE = 1e-3, 1e-4  # R13
@@ -144,6 +146,8 @@ def choose(facts: DatasetFacts, hardware: Hardware, num_classes: int, channels: 
                     and facts.num_foreground_slices < VANILLA_ENCODER_MIN_SLICES):
                 c.excluded = (f"{RULES['R7'].label}: {facts.num_foreground_slices} labelled slices < "
                               f"{VANILLA_ENCODER_MIN_SLICES}")
+            elif full and not options.setup and not scratch_only and facts.num_cases < FEW_SHOT_CASES:
+                c.excluded = f"{RULES['R20'].label}: {facts.num_cases} labelled cases < {FEW_SHOT_CASES}"
         viable = sorted((c for c in candidates if c.fits and not c.excluded), key=rank)
         if viable and (viable[0].setup.trains_encoder or size == sizes[-1]):
             break
@@ -210,6 +214,8 @@ def choose(facts: DatasetFacts, hardware: Hardware, num_classes: int, channels: 
     reasons["lora_rank"] = ("set by the user (--lora-rank)" if options.lora_rank else
                             f"rank {DEFAULT_LORA_RANK} with alpha = rank, the study's LoRA")
     reasons["nnunet_baseline"] = cite("R16")
+    if facts.num_cases < FEW_SHOT_CASES:
+        reasons["few_shot"] = few_shot_reason(facts)
     for name in facts.tiny_targets:
         warnings.append(f"label '{name}' covers {100 * facts.median_foreground_fraction[name]:.2f}% of a case "
                         "(median): a tiny target; SAM's 1/4-resolution decoder may miss it, compare with nnU-Net")
@@ -217,6 +223,13 @@ def choose(facts: DatasetFacts, hardware: Hardware, num_classes: int, channels: 
         warnings.append(f"channel names {facts.channels} include an unknown modality; planned as generic images")
     return Choice(setup, size, batch, checkpointing, memory / GIB, base, learning_rate, epochs, iterations,
                   reasons, overridden, warnings, candidates)
+
+
+def few_shot_reason(facts: DatasetFacts) -> str:
+    """R20: the regime, and the command that measures it (K below a fold's training part under 5 folds)."""
+    curve = " ".join(str(k) for k in FEW_SHOT_CURVE if k < 0.8 * facts.num_cases) or "1"
+    return (f"{facts.num_cases} labelled cases < {FEW_SHOT_CASES}: the few-shot regime ({cite('R20')}); measure "
+            f"where SAM stops helping: autosam run -d {facts.dataset[7:10]} --train-cases {curve} --repeats 3")
 
 
 def _batch_size(best: Candidate, size: int, shape: dict, hardware: Hardware, facts: DatasetFacts,

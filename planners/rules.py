@@ -98,6 +98,14 @@ RULES = {
         Rule("R18", "training from scratch (no pretrained weights)", "vanilla image encoder + mask decoder",
              "the study always starts from pretrained weights",
              "adapters and LoRA freeze the base weights, and a frozen random encoder extracts no useful features"),
+        Rule("R20", "fewer than 50 labelled training cases (the few-shot regime)",
+             "no vanilla encoder update, whatever the slice count; measure where SAM stops helping with "
+             "'autosam run --train-cases'",
+             "the study extends its experiments to few-shot settings (abstract), and its code's 5-shot demo trains "
+             "on 5 labelled slices from 5 patients; its few-shot numbers could not be read here, and it gives no "
+             "case count that ends the few-shot regime",
+             "the 50-case threshold, ruling out full encoder updates by case count (R7 counts slices), and the "
+             "Dice-against-K comparison with nnU-Net on the same folds"),
     )
 }
 

@@ -139,3 +139,34 @@ def ablation_heatmap(table: dict[str, dict[str, float]], chosen: str | None, pat
     fig.tight_layout()
     atomic_save_figure(fig, path, dpi=120)
     plt.close(fig)
+
+
+@_own_style
+def fewshot_curve(rows: list[dict], methods: list[str], path: Path) -> None:
+    """``rows``: {k, method, mean, spread, per_repeat} per K and method, K "all" (at ``training_cases``) last:
+    the mean over repeats with the standard deviation as error bars, each repeat a dot, the full-data run
+    joined by a dashed line."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in methods:
+        few = [r for r in rows if r["method"] == method and r["k"] != "all"]
+        full = [r for r in rows if r["method"] == method and r["k"] == "all"]
+        c = colour(method, methods)
+        ks = [r["k"] for r in few]
+        ax.errorbar(ks, [r["mean"] for r in few], yerr=[r["spread"] or 0 for r in few], color=c, marker="o",
+                    capsize=3, label=method)
+        for r in few:
+            ax.scatter([r["k"]] * len(r["per_repeat"]), r["per_repeat"], color=c, s=10, alpha=0.4)
+        if few and full:
+            ax.plot([ks[-1], full[0]["training_cases"]], [few[-1]["mean"], full[0]["mean"]], color=c, ls="--")
+        if full:
+            ax.scatter([full[0]["training_cases"]], [full[0]["mean"]], color=c, marker="s", s=30, zorder=3)
+    ticks = sorted({r["k"] for r in rows if r["k"] != "all"} | {r["training_cases"] for r in rows if r["k"] == "all"})
+    ax.set_xscale("log")
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
+    ax.set(xlabel="labelled training cases per fold (square: the full-data run)", ylabel="Dice (cross-validation)",
+           ylim=(-0.02, 1.02), title="Dice against labelled training cases (mean ± SD over repeats)")
+    ax.legend()
+    fig.tight_layout()
+    atomic_save_figure(fig, path, dpi=120)
+    plt.close(fig)

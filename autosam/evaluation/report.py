@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 
-from autosam.evaluation import figures
+from autosam.evaluation import fewshot_curve, figures
 from autosam.evaluation.collect import reader_for, training_log
 from autosam.evaluation.comparison import Method
 from autosam.evaluation.conventions import ALPHA, METRICS
@@ -167,6 +167,8 @@ def _markdown(comparison: dict, plan: dict | None, images: dict[str, str]) -> st
                 "replace the plan's epochs and iterations.", ""]
         out += [f"- **{k}**: {v}" for k, v in plan["reasons"].items()]
         out += [f"- warning: {w}" for w in plan.get("warnings", [])]
+    if comparison.get("fewshot"):  # autosam run --train-cases; also written alone as fewshot.md
+        out += ["", "## Few labelled cases: Dice against K", ""] + fewshot_curve.markdown_lines(comparison["fewshot"])
     out += ["", "## Figures", ""] + [f"![{title}]({name})" for title, name in images.items()]
     return "\n".join(out) + "\n"
 

@@ -1,0 +1,168 @@
+"""Few-shot runs (``autosam run --train-cases K [K ...] --repeats R``): how many labelled cases before SAM stops
+helping?
+
+Every method of the run trains on K labelled cases of each fold's training part and is validated on the fold's
+whole validation part. The cases are chosen in nnU-Net's split step (``autosam.trainers.fewshot``) by
+``select_cases``: drawn with the run's seed, the repeat and the fold, so every method of a repeat gets the same
+K; one case per patient when the patients are known; nested in K (the 5 cases of a repeat include its 1).
+
+Each (K, repeat) is an nnU-Net plans identifier of its own, ``<plans>_<K>cases_r<repeat>``: a copy of the run's
+plans carrying an ``autosam_fewshot`` block, written next to them. Its model folders
+(``nnUNetTrainerFewShot__nnUNetPlans_5cases_r0__2d``, ``nnUNetTrainerSAMFewShot__autosamPlans_5cases_r0__2d_sam``)
+sit beside the full-data ones without touching them, train on the same preprocessed data, and nnU-Net's own
+tools read them like any other; nnU-Net's find_best_configuration and ``autosam predict`` never see them.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from autosam.errors import AutosamError
+from autosam.files import atomic_write_json
+
+log = logging.getLogger(__name__)
+FEWSHOT_KEY = "autosam_fewshot"  # top-level block of a few-shot plans file: train_cases, repeat, seed
+
+
+def plans_identifier(base: str, train_cases: int, repeat: int) -> str:
+    """The plans identifier of one (K, repeat): ``nnUNetPlans_5cases_r0``."""
+    return f"{base}_{train_cases}cases_r{repeat}"
+
+
+def patients_of(cases: list[str], groups: dict[str, str] | None) -> dict[str, list[str]]:
+    """patient -> its cases (sorted); a case without a recorded patient is its own patient."""
+    patients: dict[str, list[str]] = {}
+    for case in sorted(cases):
+        patients.setdefault((groups or {}).get(case, case), []).append(case)
+    return patients
+
+
+def select_cases(train: list[str], train_cases: int, seed: int, repeat: int, fold: int,
+                 groups: dict[str, str] | None = None) -> list[str]:
+    """``train_cases`` cases of a fold's training part, one per patient when ``groups`` are known.
+
+    Every draw is made whatever K is (a slice per patient, then an order of the patients), so a repeat's sets are
+    nested in K and depend only on (seed, repeat, fold) and the training part."""
+    patients = patients_of(train, groups)
+    if not 1 <= train_cases <= len(patients):
+        unit = "patients" if groups else "cases"
+        raise AutosamError(f"--train-cases {train_cases}: the training part of fold {fold} holds {len(patients)} "
+                           f"{unit}; choose K from 1 to {len(patients)}")
+    rng = np.random.default_rng([seed, repeat, fold])
+    names = sorted(patients)
+    one_each = {p: patients[p][int(rng.integers(len(patients[p])))] for p in names}
+    order = rng.permutation(len(names))
+    return sorted(one_each[names[i]] for i in order[:train_cases])
+
+
+def fold_splits(raw: Path, preprocessed: Path) -> list[dict]:
+    """The folds nnU-Net will train on: ``splits_final.json`` (preprocessed, else the dataset's own), else the
+    seeded 5-fold split nnU-Net writes on its first training."""
+    from nnunetv2.utilities.crossval_split import generate_crossval_split
+
+    for folder in (preprocessed, raw):
+        if (folder / "splits_final.json").is_file():
+            return json.loads((folder / "splits_final.json").read_text())
+    ending = json.loads((raw / "dataset.json").read_text())["file_ending"]
+    cases = sorted(p.name[: -len(ending)] for p in (raw / "labelsTr").glob(f"*{ending}"))
+    return generate_crossval_split(cases, seed=12345, n_splits=5)
+
+
+def check_train_cases(train_cases: list[int], repeats: int, folds: list[int], splits: list[dict],
+                      groups: dict[str, str] | None) -> list[int]:
+    """The K values in increasing order; a K that some fold's training part cannot give (in patients when they
+    are known) is refused before any training."""
+    if repeats < 1:
+        raise AutosamError(f"--repeats {repeats}: give 1 or more")
+    for fold in folds:
+        for k in train_cases:
+            select_cases(splits[fold]["train"], k, 0, 0, fold, groups)
+    return sorted(set(train_cases))
+
+
+def write_plans(preprocessed: Path, base: str, train_cases: int, repeat: int, seed: int,
+                results: Path) -> str:
+    """The few-shot plans file of one (K, repeat), a copy of ``base`` with the few-shot block; returns its
+    identifier. A file whose folds were trained with other settings is refused, never replaced."""
+    name = plans_identifier(base, train_cases, repeat)
+    plans = copy.deepcopy(json.loads((preprocessed / f"{base}.json").read_text()))
+    plans["plans_name"] = name
+    plans[FEWSHOT_KEY] = {"train_cases": train_cases, "repeat": repeat, "seed": seed, "plans": base}
+    path = preprocessed / f"{name}.json"
+    if path.is_file() and json.loads(path.read_text()) != plans:
+        trained = sorted(p.parent.parent.name for p in results.glob(f"*__{name}__*/fold_*/checkpoint_*.pth"))
+        if trained:
+            raise AutosamError(f"{path}: {trained[0]} was trained with other settings ({FEWSHOT_KEY} or "
+                               f"{base}.json changed since, e.g. another --seed); move the folders "
+                               f"{results}/*__{name}__* away to train them again")
+    atomic_write_json(plans, path)
+    return name
+
+
+@dataclass(frozen=True)
+class FewShotModel:
+    method: str  # "nnU-Net 2d", "SAM", as in the comparison
+    train_cases: int
+    repeat: int
+    model_folder: Path
+
+
+def train_fewshot(dataset: str, options, configurations: tuple[str, ...], baseline_budget, sam_budget, device,
+                  seed: int) -> list[FewShotModel]:
+    """Train every method on K cases per fold for every K and repeat (finished folds are skipped)."""
+    from autosam.nnunet_env import dataset_name, model_folder, require_folders
+    from autosam.pipeline import BASELINE_PLANS, configuration_budget, train_once
+    from autosam.sam_plan import PLANS_NAME, SAM_CONFIGURATION
+    from autosam.trainers.fewshot import nnUNetTrainerFewShot, nnUNetTrainerSAMFewShot
+
+    folders = require_folders("nnUNet_preprocessed", "nnUNet_results")
+    name = dataset_name(dataset)
+    preprocessed, results = folders["nnUNet_preprocessed"] / name, folders["nnUNet_results"] / name
+    runs = [(nnUNetTrainerFewShot, BASELINE_PLANS, c, f"nnU-Net {c}", configuration_budget(c, baseline_budget))
+            for c in configurations]
+    runs.append((nnUNetTrainerSAMFewShot, PLANS_NAME, SAM_CONFIGURATION, "SAM", sam_budget))
+    models = []
+    for repeat in range(options.repeats):
+        for k in options.train_cases:
+            for trainer, base, configuration, method, budget in runs:
+                plans = write_plans(preprocessed, base, k, repeat, seed, results)
+                for fold in options.folds:
+                    train_once(dataset, fold, trainer, plans, configuration, budget, device,
+                               f"{method}, {k} cases, repeat {repeat}", seed, False)
+                models.append(FewShotModel(method, k, repeat,
+                                           model_folder(dataset, trainer.__name__, plans, configuration)))
+    return models
+
+
+def fewshot_report(models: list[FewShotModel], comparison: dict, options, seed: int, preprocessed: Path,
+                   out: Path) -> dict:
+    """Dice of every few-shot model under the comparison's conventions, the full-data run as the last point;
+    writes ``fewshot.json``, ``fewshot.md`` and ``fewshot.png`` into ``out`` and returns the summary."""
+    from autosam.ablation import cv_dice
+    from autosam.evaluation.comparison import read_splits
+    from autosam.evaluation.fewshot_curve import summarise, write_fewshot
+    from autosam.splits import load_groups
+
+    groups, splits = load_groups(preprocessed), read_splits(preprocessed)
+    gt = preprocessed / "gt_segmentations"
+    dice = {}
+    for m in models:
+        dice.setdefault((m.method, m.train_cases), {})[m.repeat] = cv_dice(m.model_folder, options.folds, gt, groups,
+                                                                            splits)
+    primary = comparison["primary_row"]
+    full = {method: comparison["summary"][method][primary]["dice"]["mean"] for method in comparison["summary"]}
+    chosen = {fold: {repeat: {k: select_cases(splits[fold]["train"], k, seed, repeat, fold, groups)
+                              for k in options.train_cases} for repeat in range(options.repeats)}
+              for fold in options.folds}
+    summary = summarise(dice, full, {
+        "folds": options.folds, "seed": seed, "repeats": options.repeats, "train_cases": options.train_cases,
+        "unit": comparison["unit"], "full_training_cases": [len(splits[f]["train"]) for f in options.folds],
+        "cases": chosen, "models": sorted({m.model_folder.name for m in models})})
+    write_fewshot(summary, out)
+    return summary
