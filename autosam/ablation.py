@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from autosam.errors import AutosamError
 from autosam.files import atomic_write_json, atomic_write_text
 from autosam.nnunet_env import configure_training_processes, dataset_name, model_folder, require_folders
 from autosam.sam.setups import Setup, all_setups
@@ -35,14 +36,16 @@ def cv_dice(model_folder: Path, folds: list[int], gt_folder: Path, groups: dict[
     return float(np.mean(list(row_units(cases, "set-up", label_rows(labels)[-1], "dice", labels, groups).values())))
 
 
-def ablate(dataset: str, setups: list[str], options) -> Path:
-    """``options``: a ``pipeline.RunOptions`` (folds, budget, device). The dataset must be planned."""
+def ablate(dataset: str, setups: list[str], options, ray_address: str | None = None) -> Path:
+    """``options``: a ``pipeline.RunOptions`` (folds, budget, device). The dataset must be planned.
+    ``ray_address``: train on Ray ("" starts a local instance); a set-up with a fold that failed twice there
+    is named in the table instead of scored."""
     from autosam.evaluation.figures import ablation_heatmap
-    from autosam.pipeline import train_once
+    from autosam.jobs import FoldJob, executor_for
     from autosam.evaluation.comparison import read_splits
     from autosam.splits import load_groups, resolve_folds
     from autosam.preprocess import preprocess_sam_data
-    from autosam.training import Budget, planned_seed, read_sam_plan, resolve_device
+    from autosam.training import Budget, planned_seed, read_sam_plan
     from autosam.training import trainer_class
 
     folders = require_folders("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
@@ -54,25 +57,38 @@ def ablate(dataset: str, setups: list[str], options) -> Path:
     names = [s.name for s in all_setups()] if setups == ["all"] else setups
     trainers = {setup: trainer_class(setup) for setup in names}  # refuses an unknown set-up before training
     preprocess_sam_data(dataset)
-    device = resolve_device(options.device)
-    seed = planned_seed(dataset) if options.seed is None else options.seed
-    budget = Budget(options.epochs, options.iterations)
-    configure_training_processes(device.type)
+    executor = executor_for(ray_address, options.gpu_memory)
+    try:
+        device = executor.device(options.device)
+        seed = planned_seed(dataset) if options.seed is None else options.seed
+        budget = Budget(options.epochs, options.iterations)
+        configure_training_processes(device.type)
+        jobs = [FoldJob(dataset, fold, trainers[setup], PLANS_NAME, SAM_CONFIGURATION, budget, device, setup, seed,
+                        False) for setup in names for fold in options.folds]
+        failed = executor.run(jobs)  # every fold is in before any set-up is scored
+    finally:
+        executor.close()
     results = folders["nnUNet_results"] / name
     rows = []
     for setup in names:
-        trainer = trainers[setup]
-        for fold in options.folds:
-            train_once(dataset, fold, trainer, PLANS_NAME, SAM_CONFIGURATION, budget, device, setup, seed, False)
-        dice = cv_dice(model_folder(dataset, trainer.__name__, PLANS_NAME, SAM_CONFIGURATION), options.folds,
+        lost = [f"fold {job.fold}: {error}" for job, error in failed.items() if job.label == setup]
+        if lost:
+            rows.append({"setup": setup, "cv_dice": None, "failed": lost})
+            log.warning("%s: not scored, %s", setup, "; ".join(lost))
+            continue
+        dice = cv_dice(model_folder(dataset, trainers[setup].__name__, PLANS_NAME, SAM_CONFIGURATION), options.folds,
                        preprocessed / "gt_segmentations", groups, splits)
         rows.append({"setup": setup, "cv_dice": dice})
         log.info("%s: CV Dice %.4f", setup, dice)
-    best = max(rows, key=lambda r: r["cv_dice"])
-    picked = next((r for r in rows if r["setup"] == chosen), None)
+    scored = [r for r in rows if r["cv_dice"] is not None]
+    if not scored:
+        raise AutosamError(f"{dataset_name(dataset)}: no set-up finished its folds (" +
+                           "; ".join(f"{r['setup']} {r['failed'][0]}" for r in rows) + ")")
+    best = max(scored, key=lambda r: r["cv_dice"])
+    picked = next((r for r in scored if r["setup"] == chosen), None)
     out = results / ABLATION_FOLDER
     table: dict[str, dict[str, float]] = {}
-    for row in rows:
+    for row in scored:
         s = Setup.parse(row["setup"])
         table.setdefault(s.backbone, {})[f"{s.scope}_{s.method}"] = row["cv_dice"]
     out.mkdir(parents=True, exist_ok=True)
@@ -80,12 +96,14 @@ def ablate(dataset: str, setups: list[str], options) -> Path:
     summary = {"folds": options.folds, "epochs": options.epochs, "iterations": options.iterations, "seed": seed,
                "unit": "patient" if groups else "case",
                "selection": SELECTION_NOTE, "rows": rows,
+               "failed": {r["setup"]: r["failed"] for r in rows if "failed" in r},
                "best": best["setup"], "planner_pick": chosen,
                "planner_gap_to_best": None if picked is None else round(best["cv_dice"] - picked["cv_dice"], 4)}
     atomic_write_json(summary, out / "ablation.json")
     lines = ["| set-up | CV Dice |", "|---|---|"] + [
         f"| {r['setup']}{' (planner)' if r['setup'] == chosen else ''}{' (best)' if r is best else ''} | "
-        f"{r['cv_dice']:.4f} |" for r in sorted(rows, key=lambda r: -r["cv_dice"])]
+        f"{r['cv_dice']:.4f} |" for r in sorted(scored, key=lambda r: -r["cv_dice"])] + [
+        f"| {r['setup']} | failed: {'; '.join(r['failed'])} |" for r in rows if "failed" in r]
     atomic_write_text("\n".join(lines) + f"\n\nCV Dice: the foreground mean, averaged per {summary['unit']} (the "
                       f"comparison report's conventions). Seed {seed}. {SELECTION_NOTE}\n\n"
                       "![heat map](ablation_heatmap.png)\n", out / "ablation.md")

@@ -147,7 +147,7 @@ def _run_options(args: argparse.Namespace):
 def cmd_run(args: argparse.Namespace) -> None:
     from autosam.pipeline import run
 
-    run(args.dataset, _sam_options(args), _run_options(args))
+    run(args.dataset, _sam_options(args), _run_options(args), ray_address=args.ray)
 
 
 def cmd_ablate(args: argparse.Namespace) -> None:
@@ -157,7 +157,7 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     ablate(args.dataset, args.setups, RunOptions(folds=[int(f) for f in args.folds] if args.folds else None,
                                                  epochs=args.epochs,
                                                  iterations=args.iterations, device=args.device, ensembles=False,
-                                                 seed=args.seed))
+                                                 seed=args.seed, gpu_memory=args.gpu_memory), args.ray)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -186,6 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     def dataset_flag(p: argparse.ArgumentParser) -> None:
         p.add_argument("-d", "--dataset", required=True, help="dataset id or name, e.g. 501 or Dataset501_BUSI")
+
+    def ray_flag(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                       help="train each fold as a Ray task on the cluster at ADDRESS (e.g. ray://head:10001 or "
+                       "head:6379); without ADDRESS on a local Ray instance sized to this machine "
+                       "(pip install 'autosam[ray]')")
 
     def budget_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--epochs", type=int, help="training epochs (with 'run': for every method, equal budgets)")
@@ -234,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-3d", action="store_true", help="on 3D data, do not train nnU-Net's 3d_fullres baseline")
     p.add_argument("--no-ensembles", action="store_true", help="do not export probabilities or try ensembles")
     p.add_argument("--replan", action="store_true", help="plan again even if a SAM plan exists")
+    ray_flag(p)
     p.add_argument("--train-cases", type=int, nargs="+", metavar="K",
                    help="few-shot: also train every method on K labelled cases of each fold's training part (one "
                    "per patient when known) and add Dice against K to the report")
@@ -247,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", nargs="+", help="folds (default: every fold of splits_final.json, else all five)")
     p.add_argument("--device", choices=("cpu", "cuda"))
     p.add_argument("--epochs", type=int, help="training epochs (every set-up the same)")
+    ray_flag(p)
+    p.add_argument("--gpu-memory", type=float, metavar="GB",
+                   help="with --ray: the cluster GPUs' memory; a set-up predicted to need more is refused")
     p.add_argument("--iterations", type=int, help="iterations per epoch (every set-up the same)")
     seed_flag(p, "default: the plan's")
     p.set_defaults(func=cmd_ablate)
@@ -265,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
     p.add_argument("--continue", dest="continue_training", action="store_true", help="resume from the last checkpoint")
     p.add_argument("--npz", action="store_true", help="also save validation probabilities (for ensembling)")
+    p.add_argument("--gpus", type=int, default=1, metavar="N",
+                   help="train each fold on N GPUs with DDP (nnU-Net's; the planned batch is split over them); "
+                   "with --device cpu: N CPU processes (gloo), for testing")
     p.add_argument("--gpus", type=int, default=1, metavar="N",
                    help="train each fold on N GPUs with DDP (nnU-Net's; the planned batch is split over them); "
                    "with --device cpu: N CPU processes (gloo), for testing")

@@ -20,9 +20,10 @@ from pathlib import Path
 
 from autosam.errors import AutosamError
 from autosam.hardware import detect_hardware
+from autosam.jobs import FoldJob, executor_for
 from autosam.nnunet_env import configure_training_processes, dataset_name, model_folder, require_folders
 from autosam.sam_plan import PLANS_NAME, SAM_CONFIGURATION, SamPlan
-from autosam.training import Budget, latest_checkpoint, make_trainer, resolve_device, train_fold
+from autosam.training import Budget, latest_checkpoint, make_trainer, train_fold
 
 log = logging.getLogger(__name__)
 BASELINE_PLANS = "nnUNetPlans"
@@ -98,6 +99,20 @@ def train_once(dataset: str, fold: int, trainer_cls, plans: str, configuration: 
 def configuration_budget(configuration: str, baseline_budget: Budget) -> Budget:
     """A baseline configuration's budget: SAM's batch applies to 2d only, a 3d_fullres patch is a volume."""
     return baseline_budget if configuration == "2d" else Budget(baseline_budget.epochs, baseline_budget.iterations)
+
+
+def without_failed(configurations: list[str], failed: dict) -> tuple[list[str], list[str]]:
+    """Baseline configurations whose folds all trained, and the report's lines on those left out. A failed
+    SAM fold, or every baseline failing, leaves nothing to compare: one error naming every failed job."""
+    if not failed:
+        return configurations, []
+    names = "; ".join(f"{job.name} ({error})" for job, error in failed.items())
+    lost = {job.configuration for job in failed}
+    if SAM_CONFIGURATION in lost or lost >= set(configurations):
+        raise AutosamError(f"failed twice on Ray: {names}; nothing to compare without them. Finished folds are "
+                           "kept: run the same command again to retry the rest")
+    return ([c for c in configurations if c not in lost],
+            [f"WARNING: left out of the comparison after failing twice on Ray: {names}"])
 
 
 def budgets(options: RunOptions, plan: SamPlan, sam_batch: int) -> tuple[Budget, Budget, str]:
@@ -182,7 +197,9 @@ def _seeds_text(training: dict) -> str:
     return f"seed {seeds.pop()} for every fold" if len(seeds) == 1 else f"seeds differ between folds: {sorted(seeds)}"
 
 
-def run(dataset: str, sam_options, options: RunOptions) -> Path:
+def run(dataset: str, sam_options, options: RunOptions, ray_address: str | None = None) -> Path:
+    """``ray_address``: train every fold job as a Ray task ("" starts a local instance); the comparison waits
+    for all of them."""
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
@@ -225,15 +242,21 @@ def run(dataset: str, sam_options, options: RunOptions) -> Path:
     sam_plan = sam_plan_of(sam_configuration.configuration)
     baseline_budget, sam_budget, policy = budgets(options, sam_plan, sam_configuration.batch_size)
     seed = sam_plan.seed if options.seed is None else options.seed
-    torch_device = resolve_device(options.device)
-    configure_training_processes(torch_device.type)
-    for fold in options.folds:
-        for configuration in configurations:
-            train_once(dataset, fold, nnUNetTrainer, BASELINE_PLANS, configuration,
-                       configuration_budget(configuration, baseline_budget), torch_device,
-                       f"nnU-Net {configuration}", seed, options.ensembles)
-        train_once(dataset, fold, nnUNetTrainerSAM, PLANS_NAME, SAM_CONFIGURATION, sam_budget, torch_device, "SAM",
-                   seed, options.ensembles)
+    executor = executor_for(ray_address, options.gpu_memory)  # serial, or each fold job a Ray task
+    try:
+        torch_device = executor.device(options.device)
+        configure_training_processes(torch_device.type)
+        jobs = []
+        for fold in options.folds:
+            jobs += [FoldJob(dataset, fold, nnUNetTrainer, BASELINE_PLANS, configuration,
+                             configuration_budget(configuration, baseline_budget), torch_device,
+                             f"nnU-Net {configuration}", seed, options.ensembles) for configuration in configurations]
+            jobs.append(FoldJob(dataset, fold, nnUNetTrainerSAM, PLANS_NAME, SAM_CONFIGURATION, sam_budget,
+                                torch_device, "SAM", seed, options.ensembles))
+        failed = executor.run(jobs)  # every fold is in before the comparison starts
+    finally:
+        executor.close()
+    configurations, left_out = without_failed(configurations, failed)
     if options.train_cases:
         from autosam.fewshot import train_fewshot
 
@@ -259,7 +282,7 @@ def run(dataset: str, sam_options, options: RunOptions) -> Path:
     best = ("ensemble of " if len(chosen.models) > 1 else "") + chosen.name
     comparison["budget_policy"], comparison["requested_budgets"] = policy, requested
     comparison["conditions"] = conditions(sam_plan, [b.name for b in baselines], skipped_3d, comparison, best,
-                                          groups, splits, trained_sam(sam.model_folder, options.folds))
+                                          groups, splits, trained_sam(sam.model_folder, options.folds)) + left_out
     if options.train_cases:
         from autosam.fewshot import fewshot_report
 
@@ -278,4 +301,3 @@ def run(dataset: str, sam_options, options: RunOptions) -> Path:
 
 def results_folder(dataset: str) -> Path:
     return require_folders("nnUNet_results")["nnUNet_results"] / dataset_name(dataset)
-

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from autosam.cli import main
-from autosam.demo import DEMO_DATASET
-from tests.conftest import busi_or_demo, case_ids, copy_subset
+from autosam.demo import DEMO_DATA, DEMO_DATASET
+from tests.conftest import case_ids, copy_subset
 
 EPOCHS, ITERATIONS = 2, 2
 
@@ -40,8 +40,7 @@ def _train_rank(dataset: str, out: str) -> None:
 def test_ddp_on_two_cpu_processes_keeps_ranks_equal_and_rank_0_writes(nnunet_folders, tmp_path: Path, capsys) -> None:
     from autosam.distributed import launch
 
-    source = busi_or_demo()
-    copy_subset(source, nnunet_folders["nnUNet_raw"], case_ids(source)[:10], DEMO_DATASET)
+    copy_subset(DEMO_DATA, nnunet_folders["nnUNet_raw"], case_ids(DEMO_DATA)[:10])  # small images: quick
     assert main(["plan-and-preprocess", "-d", "901", "--setup", "test_vit_encdec_lora", "--image-size", "64",
                  "--from-scratch", "--batch-size", "2"]) == 0
     out = tmp_path / "ranks"
