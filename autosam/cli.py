@@ -166,6 +166,20 @@ def cmd_demo(args: argparse.Namespace) -> None:
     run_demo(args.dir, args.full, args.device, args.seed)
 
 
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from autosam.pretrain import PretrainOptions, pretrain
+
+    options = PretrainOptions(backbone=args.backbone, image_size=args.image_size, epochs=args.epochs,
+                              iterations=args.iterations, batch_size=args.batch_size, mask_ratio=args.mask_ratio,
+                              learning_rate=args.lr, base=args.base, checkpoint_dir=args.checkpoint_dir,
+                              modality=args.modality, seed=args.seed, device=args.device)
+    result = pretrain(args.output, options, args.dataset, args.images)
+    print(f"pretrained checkpoint: {result.checkpoint} (sha256 {result.entry.sha256})")
+    print(f"registered as '{result.entry.name}' ({result.entry.backbone}, modality {result.entry.modality}) in "
+          f"{result.catalogue}; use it with --checkpoint-dir {result.checkpoint.parent} --checkpoint "
+          f"{result.entry.name}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autosam", description="Auto-configured SAM fine-tuning inside nnU-Net, compared with nnU-Net."
@@ -320,6 +334,30 @@ def build_parser() -> argparse.ArgumentParser:
                         help=r"the patient is group 1 of REGEX matched against the whole case id, e.g. '(.*)_z\d+'")
     p.add_argument("--num-folds", type=int, default=5)
     p.set_defaults(func=cmd_split)
+
+    p = verbs.add_parser("pretrain", help="self-supervised (masked-autoencoder) pretraining of SAM's image encoder "
+                         "on unlabelled images; writes a base checkpoint and catalogues it")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", type=Path, help="a folder of images (any format nnU-Net reads)")
+    source.add_argument("-d", "--dataset", nargs="+", help="nnU-Net raw datasets (ids or names); labels are ignored")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="the checkpoint to write (.pth); its folder's autosam_catalogue.json registers it by file stem")
+    p.add_argument("--backbone", default="vit_b", choices=("vit_t", "vit_b", "vit_l", "vit_h"),
+                   help="image encoder (default vit_b)")
+    p.add_argument("--from", dest="base", metavar="CHECKPOINT",
+                   help="start from these weights: a catalogue name (e.g. sam_vit_b) or a file (default: random)")
+    p.add_argument("--checkpoint-dir", help="folder holding the weights files (or $AUTOSAM_CHECKPOINT_DIR)")
+    p.add_argument("--epochs", type=int, default=100, help="training epochs (default 100)")
+    p.add_argument("--iterations", type=int, help="steps per epoch (default: one pass over the slices)")
+    p.add_argument("--mask-ratio", type=float, default=0.75, help="share of 16-px patches masked (default 0.75)")
+    p.add_argument("--image-size", type=int, default=1024, help="SAM input size in pixels (default 1024)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per step (default 8)")
+    p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default 1e-4)")
+    p.add_argument("--modality", help="the images' modality (e.g. MR, CT, US); default: from the datasets' "
+                   "channel names. The planner prefers the checkpoint for datasets of this modality")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.set_defaults(func=cmd_pretrain)
     return parser
 
 

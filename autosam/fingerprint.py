@@ -9,14 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from autosam.files import atomic_write_json
-from autosam.sam.checkpoints import CATALOGUE, CHECKPOINT_DIR_ENV
+from autosam.sam.checkpoints import CATALOGUE, CHECKPOINT_DIR_ENV, user_catalogue
 
 # Channel names (lower case, any separator) -> modality. Unknown names map to "unknown", stated in the plan.
 MODALITY_WORDS = {
@@ -56,6 +56,8 @@ class DatasetFacts:
     tiny_targets: list[str]
     unlabelled_images: int
     checkpoints_present: list[str]
+    # 'autosam pretrain' checkpoints present in the checkpoint folder: name -> {"backbone", "modality"}
+    pretrained_checkpoints: dict[str, dict] = field(default_factory=dict)
 
     @property
     def modality(self) -> str:
@@ -71,6 +73,15 @@ def checkpoints_present(checkpoint_dir: str | None = None) -> list[str]:
     if not folder:
         return []
     return [name for name, e in CATALOGUE.items() if (Path(folder) / e.filename).is_file()]
+
+
+def pretrained_present(checkpoint_dir: str | None = None) -> dict[str, dict]:
+    """The user catalogue's checkpoints whose files are in the checkpoint folder, with backbone and modality."""
+    folder = checkpoint_dir or os.environ.get(CHECKPOINT_DIR_ENV)
+    if not folder:
+        return {}
+    return {name: {"backbone": e.backbone, "modality": e.modality} for name, e in user_catalogue(folder).items()
+            if (Path(folder) / e.filename).is_file()}
 
 
 def _label_statistics(raw: Path, meta: dict, transpose: list[int]) -> tuple[int, int, dict[str, float]]:
@@ -131,4 +142,5 @@ def dataset_facts(raw: Path, preprocessed: Path, transpose: list[int], unlabelle
         tiny_targets=[k for k, v in fractions.items() if 0 < v < TINY_TARGET_FRACTION],
         unlabelled_images=unlabelled,
         checkpoints_present=checkpoints_present(checkpoint_dir),
+        pretrained_checkpoints=pretrained_present(checkpoint_dir),
     )

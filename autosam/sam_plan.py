@@ -31,11 +31,12 @@ class BaseCheckpoint:
 
     def locate(self) -> Path:
         """The file: where the planner found it, else by name in --checkpoint-dir / $AUTOSAM_CHECKPOINT_DIR."""
-        from autosam.sam.checkpoints import CATALOGUE, find_checkpoint
+        from autosam.sam.checkpoints import catalogue_entry, find_checkpoint
 
         if self.path and Path(self.path).is_file():
             return Path(self.path)
-        return find_checkpoint(self.name if self.name in CATALOGUE else (self.path or self.file))
+        known = self.name != self.file and catalogue_entry(self.name) is not None  # official or user catalogue
+        return find_checkpoint(self.name if known else (self.path or self.file))
 
 
 @dataclass(frozen=True)

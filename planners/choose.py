@@ -74,9 +74,20 @@ def default_image_size(facts: DatasetFacts, hardware: Hardware) -> tuple[int, st
     return size, f"median slice {facts.median_slice_shape} -> {size} px ({RULES['R10'].choice})"
 
 
-def backbone_order(facts: DatasetFacts, hardware: Hardware, ssl: bool) -> list[str]:
+def in_domain_checkpoints(facts: DatasetFacts) -> dict[str, str]:
+    """R19: 'autosam pretrain' checkpoints present whose recorded modality is the dataset's, name -> backbone."""
+    if facts.modality in ("mixed", "unknown"):
+        return {}
+    return {name: e["backbone"] for name, e in sorted(facts.pretrained_checkpoints.items())
+            if e.get("modality") == facts.modality}
+
+
+def backbone_order(facts: DatasetFacts, hardware: Hardware, ssl: bool, pretrained: str | None = None) -> list[str]:
+    """``pretrained``: the backbone of an in-domain self-supervised checkpoint (R19), first on a GPU."""
     if hardware.device == "cpu":
         return ["vit_t", "vit_b", "vit_h"]
+    if pretrained:
+        return [pretrained] + [b for b in ("vit_b", "vit_t", "vit_h") if b != pretrained]
     if ssl:
         return ["vit_b", "vit_t", "vit_h"]
     if facts.num_foreground_slices >= LARGE_DATA_SLICES:
@@ -116,6 +127,7 @@ def choose(facts: DatasetFacts, hardware: Hardware, num_classes: int, channels: 
     overridden: list[str] = []
     warnings: list[str] = []
     ssl = facts.modality == "MR" and "ssl_mri_vit_b" in facts.checkpoints_present and not options.from_scratch
+    own = {} if options.from_scratch or options.checkpoint else in_domain_checkpoints(facts)  # R19
 
     if options.image_size:
         sizes, overridden = [options.image_size], overridden + ["image_size"]
@@ -124,7 +136,7 @@ def choose(facts: DatasetFacts, hardware: Hardware, num_classes: int, channels: 
         start, reasons["image_size"] = default_image_size(facts, hardware)
         sizes = list(range(start, 255, -IMAGE_SIZE_STEP))  # smaller only when nothing fits (monotonic in memory)
 
-    order = backbone_order(facts, hardware, ssl)
+    order = backbone_order(facts, hardware, ssl, next(iter(own.values()), None))
     rank = lambda c: (c.setup.scope != "encdec", ("lora", "adapter", "vanilla").index(c.setup.method),  # noqa: E731
                       order.index(c.setup.backbone) if c.setup.backbone in order else len(order))
     rank_option = {} if options.lora_rank is None else {"lora_rank": options.lora_rank,
@@ -190,12 +202,21 @@ def choose(facts: DatasetFacts, hardware: Hardware, num_classes: int, channels: 
         base = options.checkpoint
         reasons["base_checkpoint"] = "set by the user (--checkpoint)"
         overridden.append("base_checkpoint")
+    elif any(b == setup.backbone for b in own.values()):
+        base = next(n for n, b in own.items() if b == setup.backbone)
+        reasons["base_checkpoint"] = (f"{base}: self-supervised by 'autosam pretrain' on {facts.modality} images, "
+                                      f"the dataset's modality ({cite('R19')})")
+        if hardware.device != "cpu":
+            reasons["setup"] += f"; {setup.backbone}: the backbone of {base} ({RULES['R19'].label})"
     elif ssl and setup.backbone == "vit_b":
         base = "ssl_mri_vit_b"
         reasons["base_checkpoint"] = f"MR data and the SSL MRI weights are present ({cite('R8')})"
     else:
         base = get_backbone(setup.backbone).checkpoint
         reasons["base_checkpoint"] = f"the official {setup.backbone} weights"
+    if own and base not in own:
+        warnings.append(f"{', '.join(own)} ({'/'.join(sorted(set(own.values())))}), self-supervised on "
+                        f"{facts.modality} images, is not used: the planned backbone is {setup.backbone}")
     reasons["normalisation"] = cite("R9")
 
     learning_rate = learning_rate_for(setup)

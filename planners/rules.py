@@ -98,6 +98,14 @@ RULES = {
         Rule("R18", "training from scratch (no pretrained weights)", "vanilla image encoder + mask decoder",
              "the study always starts from pretrained weights",
              "adapters and LoRA freeze the base weights, and a frozen random encoder extracts no useful features"),
+        Rule("R19", "a checkpoint 'autosam pretrain' trained on images of the dataset's modality is in the "
+             "checkpoint folder", "start from it, its backbone first",
+             "further self-supervised training improves performance (finding 4); the README's best model is "
+             "self-supervised pretraining of the image encoder on unlabelled in-domain images, then "
+             "parameter-efficient tuning of encoder and decoder; the released self-supervised weights are "
+             "MRI-specific (abstract)",
+             "matching any modality by the one the checkpoint records, and preferring it to the official and the "
+             "study's MRI weights"),
         Rule("R20", "fewer than 50 labelled training cases (the few-shot regime)",
              "no vanilla encoder update, whatever the slice count; measure where SAM stops helping with "
              "'autosam run --train-cases'",

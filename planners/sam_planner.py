@@ -22,7 +22,7 @@ from autosam.nnunet_env import require_folders
 from autosam.prompts import check_mode
 from autosam.fingerprint import dataset_facts
 from autosam.hardware import Hardware, detect_hardware
-from autosam.sam.checkpoints import CATALOGUE, find_checkpoint
+from autosam.sam.checkpoints import catalogue_entry, catalogue_entry_for, find_checkpoint
 from autosam.sam.setups import Setup
 from autosam.seeding import DEFAULT_SEED
 from autosam.sam_plan import PLANS_NAME, SAM_CONFIGURATION, BaseCheckpoint, SamPlan
@@ -56,15 +56,17 @@ def base_checkpoint_for(setup: Setup, name: str | None, checkpoint_dir: str | No
     if name is None:
         return None, [f"--from-scratch: {setup.backbone} starts from random weights; expect far lower Dice "
                       "than from pretrained SAM weights"]
-    entry = CATALOGUE.get(name)
-    if entry is not None and entry.backbone != setup.backbone:
-        raise AutosamError(f"--checkpoint {name}: holds {entry.backbone} weights, but the set-up is {setup.name}")
+    entry = catalogue_entry(name, checkpoint_dir)  # official, or in the folder's user catalogue
     try:
-        path, warnings = str(find_checkpoint(name, checkpoint_dir).resolve()), []
+        found = find_checkpoint(name, checkpoint_dir).resolve()
+        path, warnings = str(found), []
+        entry = entry or catalogue_entry_for(found)  # a user-catalogued file given by its path
     except AutosamError as e:
         if entry is None:
             raise
         path, warnings = None, [str(e)]
+    if entry is not None and entry.backbone != setup.backbone:
+        raise AutosamError(f"--checkpoint {name}: holds {entry.backbone} weights, but the set-up is {setup.name}")
     file = entry.filename if entry else Path(name).name
     return BaseCheckpoint(entry.name if entry else file, file, path, entry.sha256 if entry else None), warnings
 
@@ -125,7 +127,7 @@ class SAMPlanner(ExperimentPlanner):
         patch = plans["configurations"]["2d"]["patch_size"]
         self.choice = choice = choose(facts, self.hardware, num_classes, channels, patch, options)
         base, missing = base_checkpoint_for(choice.setup, choice.base_checkpoint, options.checkpoint_dir)
-        entry = CATALOGUE.get(base.name) if base else None
+        entry = base and (catalogue_entry_for(Path(base.path)) if base.path else catalogue_entry(base.name))
         plan = SamPlan(
             setup=choice.setup, image_size=choice.image_size,
             normalisation=entry.normalisation if entry else "imagenet", base_checkpoint=base,

@@ -8,8 +8,10 @@ checked key by key and shape by shape against the backbone before it touches the
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
+import json
 import os
 import pickle
 import zipfile
@@ -36,6 +38,11 @@ class CatalogueEntry:
     sha256: str | None  # when published
     source: str  # where a user obtains the file
     normalisation: str = "imagenet"  # "imagenet": SAM's pixel statistics; "minmax": per-image [0, 1]
+    modality: str | None = None  # user catalogue: the modality of the images 'autosam pretrain' trained on
+
+    @property
+    def official(self) -> bool:
+        return CATALOGUE.get(self.name) is self
 
 
 CATALOGUE: dict[str, CatalogueEntry] = {
@@ -76,17 +83,73 @@ CATALOGUE: dict[str, CatalogueEntry] = {
 }
 
 
+# The user catalogue: checkpoints 'autosam pretrain' wrote into a folder, described in this file beside them.
+USER_CATALOGUE = "autosam_catalogue.json"
+USER_CATALOGUE_FORMAT = 1
+
+
+def user_catalogue(folder: str | os.PathLike) -> dict[str, CatalogueEntry]:
+    """The entries of ``folder``'s user catalogue (none when the folder has no catalogue file)."""
+    path = Path(folder) / USER_CATALOGUE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        if data.get("format_version") != USER_CATALOGUE_FORMAT:
+            raise ValueError(f"format {data.get('format_version')} is not {USER_CATALOGUE_FORMAT}")
+        return {name: CatalogueEntry(name=name, **fields) for name, fields in data["checkpoints"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{path}: not a checkpoint catalogue autosam can read ({e}); restore the file, or "
+                              "move it away and run 'autosam pretrain' again") from None
+
+
+def register_user_checkpoint(entry: CatalogueEntry, folder: str | os.PathLike) -> Path:
+    """Add ``entry`` to ``folder``'s user catalogue (one writer at a time; written atomically)."""
+    from autosam.files import atomic_write_json
+
+    if entry.name in CATALOGUE or entry.filename in {e.filename for e in CATALOGUE.values()}:
+        raise CheckpointError(f"{Path(folder) / entry.filename}: '{entry.name}' is an official checkpoint's name; "
+                              "choose another output file name")
+    path = Path(folder) / USER_CATALOGUE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{USER_CATALOGUE}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        entries = {name: e for name, e in user_catalogue(folder).items() if name != entry.name}
+        entries[entry.name] = entry
+        fields = lambda e: {k: v for k, v in e.__dict__.items() if k != "name"}  # noqa: E731
+        atomic_write_json({"format_version": USER_CATALOGUE_FORMAT,
+                           "checkpoints": {name: fields(e) for name, e in sorted(entries.items())}}, path)
+    return path
+
+
+def catalogue_entry(name: str, checkpoint_dir: str | os.PathLike | None = None) -> CatalogueEntry | None:
+    """An official entry by name, else one of the user catalogue in the checkpoint folder."""
+    if name in CATALOGUE:
+        return CATALOGUE[name]
+    folder = checkpoint_dir or os.environ.get(CHECKPOINT_DIR_ENV)
+    return user_catalogue(folder).get(name) if folder else None
+
+
 def find_checkpoint(name_or_path: str | os.PathLike, checkpoint_dir: str | os.PathLike | None = None) -> Path:
-    """A catalogue name ('sam_vit_b') or a file path -> an existing file, or a one-line error saying where to get it."""
+    """A catalogue name ('sam_vit_b', or one of the user catalogue in the checkpoint folder) or a file path ->
+    an existing file, or a one-line error saying where to get it."""
     path = Path(name_or_path)
+    folder = checkpoint_dir or os.environ.get(CHECKPOINT_DIR_ENV)
     entry = CATALOGUE.get(str(name_or_path))
     if entry is None:
         if path.is_file():
             return path
-        raise CheckpointError(
-            f"checkpoint {path}: no such file; pass an existing file or one of: {', '.join(CATALOGUE)}"
-        )
-    folder = checkpoint_dir or os.environ.get(CHECKPOINT_DIR_ENV)
+        entry = catalogue_entry(str(name_or_path), folder)
+        if entry is None:
+            raise CheckpointError(
+                f"checkpoint {path}: no such file; pass an existing file or one of: {', '.join(CATALOGUE)}"
+                + (f" (or a name in {Path(folder) / USER_CATALOGUE})" if folder else "")
+            )
+        if not (Path(folder) / entry.filename).is_file():
+            raise CheckpointError(
+                f"checkpoint {entry.name}: {Path(folder) / entry.filename} is listed in {Path(folder) / USER_CATALOGUE} "
+                f"but missing; put the file back or run 'autosam pretrain' again ({entry.source})"
+            )
     if folder and (Path(folder) / entry.filename).is_file():
         return Path(folder) / entry.filename
     where = f"{folder}/" if folder else f"a folder named by --checkpoint-dir or ${CHECKPOINT_DIR_ENV}"
@@ -97,7 +160,9 @@ def find_checkpoint(name_or_path: str | os.PathLike, checkpoint_dir: str | os.Pa
 
 
 def catalogue_entry_for(path: Path) -> CatalogueEntry | None:
-    return next((e for e in CATALOGUE.values() if e.filename == path.name), None)
+    """The official entry of a file by its name, else the entry of its own folder's user catalogue."""
+    official = next((e for e in CATALOGUE.values() if e.filename == path.name), None)
+    return official or next((e for e in user_catalogue(path.parent).values() if e.filename == path.name), None)
 
 
 def sha256_of(path: Path) -> str:
@@ -116,18 +181,21 @@ def _sha256_cached(path: str, _size: int, _mtime_ns: int, chunk: int = 1 << 24) 
     return digest.hexdigest()
 
 
-def verify_file(path: Path, size: int | None, sha256: str | None) -> str:
-    """Check size then sha256 (when known); return the file's sha256."""
+def verify_file(path: Path, size: int | None, sha256: str | None, user: bool = False) -> str:
+    """Check size then sha256 (when known); return the file's sha256. ``user``: the file is in a user
+    catalogue (written by 'autosam pretrain'), so the fix is to pretrain again, not to download."""
+    published = "catalogued" if user else "published"
+    fix = "the file changed after 'autosam pretrain' wrote it; run it again" if user else "download it again"
     if size is not None and path.stat().st_size != size:
         raise CheckpointError(
             f"checkpoint {path}: {path.stat().st_size} bytes, expected {size}; the file is truncated or "
-            "not the published one, download it again"
+            f"not the {published} one, {fix}"
         )
     actual = sha256_of(path)
     if sha256 is not None and actual != sha256:
         raise CheckpointError(
-            f"checkpoint {path}: sha256 {actual[:12]}... does not match the published {sha256[:12]}...; "
-            "the file is corrupt or a different release, download it again"
+            f"checkpoint {path}: sha256 {actual[:12]}... does not match the {published} {sha256[:12]}...; "
+            f"the file is corrupt or a different release, {fix}"
         )
     return actual
 
@@ -297,7 +365,7 @@ def load_base_checkpoint(
     entry = catalogue_entry_for(path)
     size = entry.size if entry else None
     sha = expected_sha256 or (entry.sha256 if entry else None)
-    actual_sha = verify_file(path, size, sha) if verify else None
+    actual_sha = verify_file(path, size, sha, user=bool(entry and not entry.official)) if verify else None
     state = read_state_dict(path)
     check_compatible(state, model, backbone, path)
     model.load_state_dict(_fit_to_model(state, model, get_backbone(backbone)), strict=False)

@@ -1,0 +1,188 @@
+"""Unlabelled images for 'autosam pretrain': read by nnU-Net's readers, normalised as training sees them.
+
+Sources are nnU-Net raw datasets (``-d``: every case of ``imagesTr`` and ``imagesTs``, labels ignored) or a
+folder of images (``--images``: every file with an ending one of nnU-Net's readers supports, each file one
+image). Each image goes through the normalisation nnU-Net's preprocessing gives its channel name
+(``get_normalization_scheme``: z-score per image for most names, CT windowing with the dataset's foreground
+statistics from nnU-Net's fingerprint for ``CT``); the SAM network receives exactly such data
+(``SamSegmenter``). Not reproduced: the nonzero-region cropping and ``use_mask_for_norm`` that nnU-Net's plans
+may add, and its resampling (the network resizes every patch to its input anyway). A folder's images have no
+channel names: they are z-scored per image, CT included.
+
+3D volumes are cut into 2D slices along their coarsest axis (nnU-Net's 2D configuration slices the same way);
+slices holding a single value (e.g. the empty slices of a skull-stripped MRI) are skipped. Channels become
+SAM's three as in the network: one channel is repeated, three are kept, any other count is averaged (the
+network's channel mixer starts as the channel mean). Each slice is resized (bilinear) to the square SAM
+input and kept in memory as float16.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from autosam.errors import AutosamError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ImageSet:
+    """One source of images: a dataset or a folder."""
+
+    name: str
+    cases: list[list[str]]  # per image, one file per channel
+    channel_names: list[str]
+    reader: type
+    ct_properties: dict[int, dict] = field(default_factory=dict)  # channel -> nnU-Net's intensity statistics
+
+    @property
+    def modality(self) -> str:
+        from autosam.fingerprint import modality_of
+
+        found = {modality_of(n) for n in self.channel_names}
+        return found.pop() if len(found) == 1 else "mixed"
+
+
+def _reader_for(ending: str, example: str) -> type:
+    from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_file_ending
+
+    try:
+        return determine_reader_writer_from_file_ending(ending, example, verbose=False)
+    except RuntimeError:
+        raise AutosamError(f"{example}: no nnU-Net reader opens this file; convert the images to NIfTI, PNG or "
+                           "TIFF") from None
+
+
+def dataset_images(dataset: str) -> ImageSet:
+    """Every case of a raw nnU-Net dataset's imagesTr and imagesTs (labels are not read)."""
+    from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
+    from nnunetv2.utilities.utils import create_paths_fn, get_identifiers_from_splitted_dataset_folder, subfiles
+
+    from autosam.nnunet_env import dataset_name, require_folders
+
+    name = dataset_name(dataset)
+    raw = require_folders("nnUNet_raw")["nnUNet_raw"] / name
+    meta_file = raw / "dataset.json"
+    if not meta_file.is_file():
+        raise AutosamError(f"{meta_file}: not found; -d takes datasets in nnUNet_raw's format")
+    meta = json.loads(meta_file.read_text())
+    ending = meta["file_ending"]
+    cases = []
+    for folder in (str(raw / f) for f in ("imagesTr", "imagesTs") if (raw / f).is_dir()):
+        # nnU-Net's grouping of <case>_XXXX files, without its process pool
+        files = subfiles(folder, suffix=ending, join=False, sort=True)
+        cases += [create_paths_fn(folder, files, ending, case)
+                  for case in get_identifiers_from_splitted_dataset_folder(folder, ending)]
+    if not cases:
+        raise AutosamError(f"{raw}/imagesTr: no <case>_0000{ending} images; check the dataset's file_ending")
+    reader = determine_reader_writer_from_dataset_json(meta, cases[0][0], verbose=False)
+    channels = meta.get("channel_names", meta.get("modality", {}))
+    names = [str(channels[k]) for k in sorted(channels, key=int)]
+    images = ImageSet(name, cases, names, reader)
+    ct = [c for c, n in enumerate(names) if n.casefold() == "ct"]
+    if ct:
+        images.ct_properties = _ct_properties(name, ct)
+    return images
+
+
+def _ct_properties(name: str, channels: list[int]) -> dict[int, dict]:
+    """nnU-Net's foreground intensity statistics (its CT normalisation needs them), fingerprinting if needed."""
+    from autosam.nnunet_env import require_folders
+
+    fingerprint = require_folders("nnUNet_preprocessed")["nnUNet_preprocessed"] / name / "dataset_fingerprint.json"
+    if not fingerprint.is_file():
+        from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprint_dataset
+
+        log.info("%s: CT normalisation needs nnU-Net's fingerprint; computing it (as 'autosam plan' does)", name)
+        with contextlib.redirect_stdout(sys.stderr):  # nnU-Net prints the dataset's name
+            extract_fingerprint_dataset(int(name[7:10]), num_processes=1, check_dataset_integrity=False,
+                                        verbose=False)
+    properties = json.loads(fingerprint.read_text())["foreground_intensity_properties_per_channel"]
+    return {c: properties[str(c)] for c in channels}
+
+
+def folder_images(folder: str | os.PathLike) -> ImageSet:
+    """Every file in ``folder`` that one of nnU-Net's readers supports, each file one image."""
+    from nnunetv2.imageio.reader_writer_registry import LIST_OF_IO_CLASSES
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise AutosamError(f"--images {folder}: no such folder")
+    endings = sorted({e for io in LIST_OF_IO_CLASSES for e in io.supported_file_endings}, key=len, reverse=True)
+    files = sorted(str(p) for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(tuple(endings)))
+    if not files:
+        raise AutosamError(f"--images {folder}: no images nnU-Net can read ({', '.join(sorted(endings))})")
+    ending = next(e for e in endings if files[0].lower().endswith(e))
+    others = [f for f in files if not f.lower().endswith(ending)]
+    if others:
+        raise AutosamError(f"--images {folder}: mixes {ending} with other file types (e.g. {Path(others[0]).name}); "
+                           "keep one type per folder")
+    return ImageSet(folder.name, [[f] for f in files], [], _reader_for(ending, files[0]))
+
+
+def _normalise(image: np.ndarray, images: ImageSet) -> np.ndarray:
+    """(C, Z, Y, X) -> float32, each channel as nnU-Net's preprocessing normalises it."""
+    from nnunetv2.preprocessing.normalization.default_normalization_schemes import CTNormalization, ZScoreNormalization
+    from nnunetv2.preprocessing.normalization.map_channel_name_to_normalization import get_normalization_scheme
+
+    out = np.empty(image.shape, dtype=np.float32)
+    for c in range(image.shape[0]):
+        scheme = get_normalization_scheme(images.channel_names[c]) if c < len(images.channel_names) else \
+            ZScoreNormalization
+        properties = images.ct_properties.get(c)
+        if scheme is CTNormalization and properties is None:
+            scheme = ZScoreNormalization  # a folder's CT: no dataset statistics
+        out[c] = scheme(use_mask_for_norm=False, intensityproperties=properties or {}).run(image[c].astype(np.float32))
+    return out
+
+
+def _to_three_channels(slice_: np.ndarray) -> np.ndarray:
+    if slice_.shape[0] in (1, 3):
+        return slice_
+    return slice_.mean(0, keepdims=True)
+
+
+def read_slices(image_sets: list[ImageSet], image_size: int, max_memory_gb: float | None = None) -> list[torch.Tensor]:
+    """Every non-constant 2D slice of every image, normalised, at ``image_size`` (float16, 1 or 3 channels)."""
+    slices: list[torch.Tensor] = []
+    skipped = 0
+    for images in image_sets:
+        reader = images.reader()
+        for files in tqdm(images.cases, desc=f"reading {images.name}", unit="image", leave=False):
+            try:
+                data, properties = reader.read_images(files)
+            except Exception as e:  # readers raise anything from RuntimeError to IndexError on a bad file
+                raise AutosamError(f"{files[0]}: cannot be read ({type(e).__name__}: {str(e)[:80]}); fix or "
+                                   "remove the file") from None
+            volume = _normalise(data, images)
+            axis = 1 + int(np.argmax(properties["spacing"]))  # the coarsest axis; ties -> the first
+            for index in range(volume.shape[axis]):
+                plane = _to_three_channels(np.take(volume, index, axis=axis))
+                if np.ptp(plane) == 0:
+                    skipped += 1
+                    continue
+                resized = F.interpolate(torch.from_numpy(np.ascontiguousarray(plane))[None], size=(image_size,) * 2,
+                                        mode="bilinear", align_corners=False)[0]
+                slices.append(resized.half())
+            held = sum(s.numel() for s in slices) * 2 / 1e9
+            if max_memory_gb is not None and held > max_memory_gb:
+                raise AutosamError(f"the slices at {image_size} px already take {held:.1f} GB of memory (limit "
+                                   f"{max_memory_gb:.1f} GB); pretrain at a smaller --image-size or on fewer images")
+    if not slices:
+        raise AutosamError(f"{', '.join(s.name for s in image_sets)}: every slice holds a single value; nothing "
+                           "to learn from")
+    log.info("%d slices from %s (%d constant slices skipped), %.2f GB in memory", len(slices),
+             ", ".join(f"{s.name} ({len(s.cases)} images)" for s in image_sets), skipped,
+             sum(s.numel() for s in slices) * 2 / 1e9)
+    return slices
