@@ -180,6 +180,37 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
           f"{result.entry.name}")
 
 
+def cmd_weights(args: argparse.Namespace) -> None:
+    from autosam.weights import checkpoint_folder, download, entries, status
+
+    folder = checkpoint_folder(args.checkpoint_dir)
+    if args.action == "download":
+        for entry in entries(args.names):
+            path, fetched = download(entry, folder)
+            print(f"{entry.name}: {path} ({'downloaded and verified' if fetched else 'present and verified, reused'})")
+        return
+    checked = [status(e, folder) for e in entries(args.names)]
+    if args.action == "list":
+        print(f"checkpoint folder: {folder}")
+        _print_table([{"name": s.entry.name, "file": s.entry.filename, "backbone": s.entry.backbone,
+                       "size": f"{s.entry.size / 2**20:.0f} MB" if s.entry.size else "?", "state": s.state,
+                       "from": s.entry.source} for s in checked],
+                     [("name", "name"), ("file", "file"), ("backbone", "backbone"), ("size", "size"),
+                      ("state", "state"), ("from", "from")])
+        return
+    checked = [s for s in checked if s.state != "missing" or args.names]
+    if not checked:
+        raise AutosamError(f"{folder}: holds no catalogue checkpoint to verify; `autosam weights download NAME` "
+                           "fetches one")
+    for s in checked:
+        print(f"{s.entry.name}: {s.path}: {s.state}")
+    failed = [s for s in checked if not s.ok and not s.state.startswith("present")]
+    if failed:
+        raise AutosamError(f"{len(failed)} of {len(checked)} checkpoint(s) failed verification ("
+                           f"{', '.join(s.entry.name for s in failed)}); run `autosam weights download NAME` for "
+                           "each (move a file that failed away first)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autosam", description="Auto-configured SAM fine-tuning inside nnU-Net, compared with nnU-Net."
@@ -358,6 +389,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=cmd_pretrain)
+
+    p = verbs.add_parser("weights", help="list, download (official addresses, resumable) and verify the SAM "
+                         "checkpoints of the catalogue")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, names, what in (
+            ("list", "*", "each catalogue entry: present and verified (size + sha256), partial or missing"),
+            ("download", "+", "fetch from the official address with a progress bar, resuming a partial file; "
+                              "verified before it gets its name; a verified file present is reused"),
+            ("verify", "*", "check the present files' size and sha256 again (default: every present file)")):
+        q = actions.add_parser(action, help=what)
+        q.add_argument("names", nargs=names, metavar="NAME", help="catalogue names, e.g. mobile_sam"
+                       + (" (default: all)" if names == "*" else ""))
+        q.add_argument("--checkpoint-dir", help="folder of the weights files (or $AUTOSAM_CHECKPOINT_DIR)")
+        q.set_defaults(func=cmd_weights)
     return parser
 
 

@@ -1,9 +1,10 @@
 """Base checkpoints: the catalogue, locating files, safe loading, verification and size adaptation.
 
-autosam never downloads weights. A user passes a file (``--checkpoint PATH``) or puts the catalogue's file
-name in a folder (``--checkpoint-dir`` or ``$AUTOSAM_CHECKPOINT_DIR``). Every load goes through
-``torch.load(weights_only=True)``; known files are checked by size and sha256, and every state dict is
-checked key by key and shape by shape against the backbone before it touches the model.
+Nothing here downloads: planning, training and prediction only read files. A user passes a file
+(``--checkpoint PATH``) or puts the catalogue's file name in a folder (``--checkpoint-dir`` or
+``$AUTOSAM_CHECKPOINT_DIR``), by hand or with ``autosam weights download NAME`` (autosam/weights.py). Every
+load goes through ``torch.load(weights_only=True)``; known files are checked by size and sha256, and every state
+dict is checked key by key and shape by shape against the backbone before it touches the model.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hashlib
 import json
 import os
 import pickle
+import shlex
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,13 +38,18 @@ class CatalogueEntry:
     backbone: str
     size: int | None  # bytes, when published
     sha256: str | None  # when published
-    source: str  # where a user obtains the file
+    source: str  # where a user obtains the file: its official address, or where to find it
     normalisation: str = "imagenet"  # "imagenet": SAM's pixel statistics; "minmax": per-image [0, 1]
     modality: str | None = None  # user catalogue: the modality of the images 'autosam pretrain' trained on
 
     @property
     def official(self) -> bool:
         return CATALOGUE.get(self.name) is self
+
+    @property
+    def url(self) -> str | None:
+        """The official download address, when the file has one (``autosam weights download`` fetches it)."""
+        return self.source if self.source.startswith(("https://", "http://")) else None
 
 
 CATALOGUE: dict[str, CatalogueEntry] = {
@@ -66,7 +73,7 @@ CATALOGUE: dict[str, CatalogueEntry] = {
         CatalogueEntry(
             "mobile_sam", "mobile_sam.pt", "vit_t", 40_728_226,
             "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f",
-            "the MobileSAM repository (ChaoningZhang/MobileSAM), folder weights/",
+            "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt",
         ),
         CatalogueEntry(
             "medsam_vit_b", "medsam_vit_b.pth", "vit_b", None, None,
@@ -152,11 +159,27 @@ def find_checkpoint(name_or_path: str | os.PathLike, checkpoint_dir: str | os.Pa
             )
     if folder and (Path(folder) / entry.filename).is_file():
         return Path(folder) / entry.filename
-    where = f"{folder}/" if folder else f"a folder named by --checkpoint-dir or ${CHECKPOINT_DIR_ENV}"
-    raise CheckpointError(
-        f"checkpoint {entry.filename} not found: download it from {entry.source} and put it in {where} "
-        "(autosam never downloads weights), or train with --from-scratch"
-    )
+    where = f"in {folder}" if folder else f"(no --checkpoint-dir or ${CHECKPOINT_DIR_ENV})"
+    raise CheckpointError(f"checkpoint {entry.filename} not found {where}: {how_to_get(entry, checkpoint_dir)}, "
+                          "or train with --from-scratch")
+
+
+def download_command(name: str, checkpoint_dir: str | os.PathLike | None = None) -> str:
+    """The command that fetches a catalogue file into ``checkpoint_dir`` (default: $AUTOSAM_CHECKPOINT_DIR)."""
+    return f"autosam weights download {name}" + (f" --checkpoint-dir {shlex.quote(str(checkpoint_dir))}"
+                                                  if checkpoint_dir else "")
+
+
+def how_to_get(entry: CatalogueEntry, checkpoint_dir: str | os.PathLike | None = None) -> str:
+    """What a user does to obtain a missing catalogue file, for one-line messages."""
+    folder = checkpoint_dir or os.environ.get(CHECKPOINT_DIR_ENV)
+    if entry.url is None:
+        where = folder or f"a folder, and export {CHECKPOINT_DIR_ENV}=that folder"
+        return f"get {entry.filename} from {entry.source}; put it in {where}"
+    if folder:
+        return f"fetch it with `{download_command(entry.name, checkpoint_dir)}` (from {entry.url})"
+    return (f"fetch it with `{download_command(entry.name, 'DIR')}` and `export {CHECKPOINT_DIR_ENV}=DIR` "
+            f"(from {entry.url})")
 
 
 def catalogue_entry_for(path: Path) -> CatalogueEntry | None:
@@ -360,9 +383,11 @@ def load_base_checkpoint(
 ) -> BaseIdentity:
     """Verify ``path`` and load it into a SAM of ``backbone`` (plain, or with a set-up already applied)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path}: no such file")
     entry = catalogue_entry_for(path)
+    if not path.is_file():
+        known = entry is not None and entry.official
+        raise CheckpointError(f"checkpoint {path}: no such file" + (f"; {how_to_get(entry, path.parent)}" if known
+                                                                     else ""))
     size = entry.size if entry else None
     sha = expected_sha256 or (entry.sha256 if entry else None)
     actual_sha = verify_file(path, size, sha, user=bool(entry and not entry.official)) if verify else None
