@@ -28,7 +28,8 @@ from autosam.errors import AutosamError
 from autosam.files import atomic_torch_save
 from autosam.pretrain_images import ImageSet, dataset_images, folder_images, read_slices
 from autosam.sam.checkpoints import (CATALOGUE, CatalogueEntry, _fit_to_model, catalogue_entry_for, find_checkpoint,
-                                     load_base_checkpoint, register_user_checkpoint, sha256_of, user_catalogue)
+                                     USER_CATALOGUE, load_base_checkpoint, register_user_checkpoint, sha256_of,
+                                     user_catalogue)
 from autosam.sam.mae import MaskedAutoencoder
 from autosam.sam.network import bf16_native
 from autosam.sam.registry import build_sam, get_backbone
@@ -74,6 +75,9 @@ def _check_output(output: Path) -> None:
     if output.stem in CATALOGUE or output.name in {e.filename for e in CATALOGUE.values()}:
         raise AutosamError(f"-o {output}: '{output.stem}' is an official checkpoint's name; choose another")
     stale = user_catalogue(output.parent).get(output.stem)  # also refuses an unreadable catalogue now
+    if stale is not None and (output.parent / stale.filename).exists():
+        raise AutosamError(f"-o {output}: '{output.stem}' already names {output.parent / stale.filename} in "
+                           f"{output.parent / USER_CATALOGUE}; choose another file name")
     if stale is not None:
         log.warning("%s: its catalogue entry '%s' names a file that is gone; the entry will be replaced",
                     output.parent, output.stem)

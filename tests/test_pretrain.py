@@ -144,6 +144,8 @@ def test_pretrain_command_end_to_end(tmp_path: Path, capsys) -> None:
     written = output.read_bytes()
     assert main(command) == 2  # never over an existing file
     assert "exists" in capsys.readouterr().err and output.read_bytes() == written
+    assert main(command[:3] + ["-o", str(output.with_suffix(".pt"))] + command[5:]) == 2  # nor its catalogue name
+    assert "already names" in capsys.readouterr().err
 
 
 def _facts(modality: str, pretrained: dict) -> DatasetFacts:
