@@ -146,7 +146,7 @@ def fewshot_report(models: list[FewShotModel], comparison: dict, options, seed: 
     writes ``fewshot.json``, ``fewshot.md`` and ``fewshot.png`` into ``out`` and returns the summary."""
     from autosam.ablation import cv_dice
     from autosam.evaluation.comparison import read_splits
-    from autosam.evaluation.fewshot_curve import summarise, write_fewshot
+    from autosam.evaluation.fewshot_curve import markdown_lines, summarise, write_fewshot
     from autosam.splits import load_groups
 
     groups, splits = load_groups(preprocessed), read_splits(preprocessed)
@@ -165,4 +165,5 @@ def fewshot_report(models: list[FewShotModel], comparison: dict, options, seed: 
         "unit": comparison["unit"], "full_training_cases": [len(splits[f]["train"]) for f in options.folds],
         "cases": chosen, "models": sorted({m.model_folder.name for m in models})})
     write_fewshot(summary, out)
+    print("\n".join(markdown_lines(summary)[:len(summary["rows"]) + 4]))  # the table and SAM's gap per K
     return summary

@@ -66,8 +66,9 @@ def markdown_lines(summary: dict) -> list[str]:
         "",
         f"SAM minus the best nnU-Net configuration, mean Dice over repeats (no test): {gaps}.",
         "",
-        f"Each method trained on K labelled cases of each fold's training part ({', '.join(map(str, summary['folds']))}"
-        f"; the full-data run: all {'/'.join(map(str, summary['full_training_cases']))} cases) and was validated on "
+        f"Each method trained on K labelled cases of each fold's training part (folds "
+        f"{', '.join(map(str, summary['folds']))}; the full-data run: all "
+        f"{'/'.join(map(str, summary['full_training_cases']))} cases) and was validated on "
         f"the fold's whole validation part. The cases were drawn with seed {summary['seed']} and the repeat index "
         f"({summary['repeats']} repeat(s)), the same for every method within a repeat, "
         + ("one per patient, " if unit == "patient" else "")
