@@ -59,6 +59,7 @@ def _sam_options(args: argparse.Namespace):
         unlabelled_dir=args.unlabelled,
         seed=args.seed,
         native_patches=args.native_patches,
+        embedding_cache=not args.no_embedding_cache,
         prompts=args.prompts,
     )
 
@@ -259,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--unlabelled", help="folder of unlabelled images of the same kind (counted in the facts)")
         p.add_argument("--native-patches", action="store_true",
                        help="keep nnU-Net's 2d patch and data for SAM (the network resizes each patch to its input)")
+        p.add_argument("--no-embedding-cache", action="store_true",
+                       help="decoder-only set-ups encode every augmented patch instead of training on embeddings "
+                            "encoded once per slice (keeps nnU-Net's augmentation; slower)")
         p.add_argument("--prompts", choices=("box", "point", "box+point"),
                        help="also train SAM with box and/or point prompts from the reference masks (default: "
                        "promptless); 'run' then adds an interactive evaluation with simulated clicks")

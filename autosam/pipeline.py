@@ -69,6 +69,7 @@ def refuse_conflicting_flags(sam_options, plans_file: Path, gpu_memory: float | 
              "--gpu-memory": (gpu_memory and detect_hardware(gpu_memory).description, plan.hardware),
              "--native-patches": (sam_options.native_patches or None, "patch_size" in plan.overridden),
              "--prompts": (sam_options.prompts, plan.prompts)}
+    given["--no-embedding-cache"] = (not sam_options.embedding_cache or None, not plan.embedding_cache)
     for flag, (wanted, planned) in given.items():
         if wanted is not None and wanted != planned:
             shown = "" if isinstance(wanted, bool) else f" {wanted}"

@@ -12,6 +12,7 @@ from autosam.sam.memory import GIB, estimate_training_memory
 from autosam.sam.registry import IMAGE_SIZE_STEP, get_backbone
 from autosam.sam.setups import DEFAULT_LORA_RANK, Setup, all_setups
 from autosam.planners.rules import RULES, cite
+from autosam.planners.step_cost import embedding_cache_reason, iteration_gflops
 
 MEMORY_HEADROOM = 0.9  # R17
 CPU_MEMORY_SHARE = 0.5  # a CPU run shares RAM with data loading and the system
@@ -33,11 +34,12 @@ class Candidate:
     fits: bool
     excluded: str | None = None  # a rule that rules it out whatever the memory
     why_not: str = ""
+    step_gflops: float | None = None  # training compute per image and iteration (step_cost.py)
 
     def to_dict(self) -> dict:
         return {"name": self.setup.name, "predicted_memory_gb": round(self.predicted_memory_gb, 2),
                 "fits": self.fits, "gradient_checkpointing": self.gradient_checkpointing,
-                "why_not": self.why_not}
+                "why_not": self.why_not, "step_gflops": self.step_gflops}
 
 
 @dataclass
@@ -172,6 +174,7 @@ def choose(facts: DatasetFacts, hardware: Hardware, num_classes: int, channels: 
     best = viable[0]
     for c in candidates:
         c.why_not = _why_not(c, best, facts, hardware)
+        c.step_gflops = round(iteration_gflops(c.setup, size, num_classes, options.embedding_cache), 3)
     if size != sizes[0]:
         reasons["image_size"] += f"; reduced to {size} px so that an encoder update fits"
     setup = best.setup
@@ -191,6 +194,9 @@ def choose(facts: DatasetFacts, hardware: Hardware, num_classes: int, channels: 
                             "gradients and AdamW state stay fp32, no loss scaling); fp32 on a CPU, whose bf16 "
                             "speed and rounding vary from CPU to CPU (benchmarks/step_overhead.py --precision "
                             "measures it)")
+    reasons["embedding_cache"] = embedding_cache_reason(setup, size, num_classes, options.embedding_cache)
+    if not options.embedding_cache:
+        overridden.append("embedding_cache")
     reasons["predicted_memory_gb"] = (f"meta-device activation probe x batch + weights, gradients, AdamW state "
                                       f"and transients, for {hardware.description}")
 

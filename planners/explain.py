@@ -50,10 +50,13 @@ def plan_text(summary: dict, explain: bool) -> str:
         lines.append(f"set by you: {', '.join(summary['overridden'])}")
     lines += [f"warning: {w}" for w in summary["warnings"]]
     if explain:
-        lines += ["", f"all {len(summary['candidates'])} candidates (memory at batch 2):"]
+        lines += ["", f"all {len(summary['candidates'])} candidates (memory at batch 2; training GFLOPs per image and "
+                      "iteration, decoder-only on cached embeddings unless --no-embedding-cache):"]
         width = max(len(c["name"]) for c in summary["candidates"])
         for c in sorted(summary["candidates"], key=lambda c: c["why_not"] != "chosen"):
             fits = "fits" if c["fits"] else "too big"
             ckpt = " +ckpt" if c["gradient_checkpointing"] else ""
-            lines.append(f"  {c['name']:<{width}}  {c['predicted_memory_gb']:>7.2f} GB{ckpt:<6} {fits:<8} {c['why_not']}")
+            step = f"{c['step_gflops']:>9.2f} GFLOPs" if c.get("step_gflops") is not None else ""  # older plans: none
+            lines.append(f"  {c['name']:<{width}}  {c['predicted_memory_gb']:>7.2f} GB{ckpt:<6} {fits:<8} {step} "
+                         f"{c['why_not']}")
     return "\n".join(lines)

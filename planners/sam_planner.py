@@ -46,6 +46,7 @@ class SamOptions:
     lora_rank: int | None = None
     unlabelled_dir: str | None = None
     native_patches: bool = False  # keep nnU-Net's 2d patch and data (the network resizes to its input)
+    embedding_cache: bool = True  # False: --no-embedding-cache (decoder-only set-ups encode every patch)
     seed: int | None = None
     prompts: str | None = None  # train with box/point prompts derived from the reference (autosam.prompts.MODES)
 
@@ -139,6 +140,7 @@ class SAMPlanner(ExperimentPlanner):
             predicted_memory_gb=round(choice.predicted_memory_gb, 2), hardware=self.hardware.description,
             reasons=choice.reasons, overridden=choice.overridden, warnings=missing + choice.warnings,
             candidates=[c.to_dict() for c in choice.candidates],
+            embedding_cache=options.embedding_cache,
         )
         if options.prompts is not None:
             plan.prompts = check_mode(options.prompts)

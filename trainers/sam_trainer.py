@@ -27,6 +27,7 @@ from autosam.sam.network import SamSegmenter, bf16_native
 from autosam.sam.registry import get_backbone
 from autosam.sam.setups import Setup
 from autosam.sam_plan import SamPlan, sam_plan_of
+from autosam.trainers.cached import EmbeddingBatch, cached_train_step, cached_training_loader, why_not_cached
 from autosam.trainers.schedule import WarmupPolySchedule
 
 
@@ -158,7 +159,20 @@ class nnUNetTrainerSAM(nnUNetTrainer):
                                       self.sam_plan.poly_exponent)
         return optimizer, schedule
 
+    def get_dataloaders(self):
+        train, val = super().get_dataloaders()
+        why_not = why_not_cached(self)
+        if why_not is None:  # decoder-only: train on embeddings encoded once (trainers/cached.py)
+            return cached_training_loader(self, train), val
+        if not self.sam_plan.setup.trains_encoder:
+            self.print_to_log_file(f"Embedding cache not used: {why_not}")
+        return train, val
+
     def train_step(self, batch: dict) -> dict:
+        if isinstance(batch, EmbeddingBatch):
+            result = cached_train_step(self, batch)
+            self.lr_scheduler.advance()
+            return result
         if self.sam_plan.prompts is None:
             result = super().train_step(batch)
         else:  # prompts from the augmented target nnU-Net's loader gives; nnU-Net's step and loss unchanged

@@ -89,6 +89,32 @@ class SamSegmenter(nn.Module):
     def encoder_is_trained(self) -> bool:
         return any(p.requires_grad for p in self.sam.image_encoder.parameters())
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch (B, C, H, W) -> image embeddings (B, D, S/16, S/16); a frozen encoder runs without gradients.
+        Runs in the caller's precision (``forward`` and the embedding cache set it)."""
+        x = self._to_sam_input(x)
+        if self.encoder_is_trained():
+            return self.sam.image_encoder(x)
+        with torch.no_grad():  # a frozen encoder keeps no activations for backward
+            return self.sam.image_encoder(x)
+
+    def decode(self, embeddings: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """Image embeddings -> promptless per-class logits (B, K, S/4, S/4), or float32 logits resized to
+        ``size`` as ``forward`` resizes them to the patch (training on cached embeddings calls this)."""
+        prompts = self.sam.prompt_encoder
+        sparse, dense = prompts(points=None, boxes=None, masks=None)
+        # One image per decoder call, as segment-anything's own predictor does: its decoder repeats the image
+        # embedding once per prompt, so a batch of images with a batch of prompts is not its contract.
+        logits = torch.cat([self.sam.mask_decoder.predict_masks(
+            image_embeddings=embedding[None],
+            image_pe=prompts.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+        )[0] for embedding in embeddings])
+        if size is None:
+            return logits
+        return F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
+
     def forward(self, x: torch.Tensor, prompts: Sequence[ImagePrompts] | None = None) -> torch.Tensor:
         """``prompts``: per image, class id -> ``autosam.prompts.Prompt`` in the patch's pixel coordinates
         (None: the ones ``prompting`` set, else none). A prompted class's logits come from one decoder call
@@ -121,22 +147,8 @@ class SamSegmenter(nn.Module):
 
     def _forward(self, x: torch.Tensor, object_prompts: Sequence[ImagePrompts] | None = None) -> torch.Tensor:
         height, width = x.shape[-2:]
-        x = self._to_sam_input(x)
-        if self.encoder_is_trained():
-            embeddings = self.sam.image_encoder(x)
-        else:
-            with torch.no_grad():  # a frozen encoder keeps no activations for backward
-                embeddings = self.sam.image_encoder(x)
-        prompts = self.sam.prompt_encoder
-        sparse, dense = prompts(points=None, boxes=None, masks=None)
-        # One image per decoder call, as segment-anything's own predictor does: its decoder repeats the image
-        # embedding once per prompt, so a batch of images with a batch of prompts is not its contract.
-        logits = torch.cat([self.sam.mask_decoder.predict_masks(
-            image_embeddings=embedding[None],
-            image_pe=prompts.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-        )[0] for embedding in embeddings])
+        embeddings = self.encode(x)
+        logits = self.decode(embeddings)
         if object_prompts is not None:
             logits = self._prompted(logits, embeddings, object_prompts, height, width)
         return F.interpolate(logits.float(), size=(height, width), mode="bilinear", align_corners=False)

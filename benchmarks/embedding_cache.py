@@ -1,0 +1,123 @@
+"""Decoder-only training with and without the embedding cache, side by side in one run.
+
+For each set-up, on one dataset planned once (random weights, ``--from-scratch``: time does not depend on them),
+two of nnU-Net's trainers are built and started as ``autosam train`` builds them: one on the normal path (the
+plan's ``embedding_cache`` turned off: nnU-Net's loader and augmentation, the whole network per patch) and one
+on cached embeddings (the cache is built from nothing in its start: the one-off cost). Then
+  step = next(loader) + train_step      (loading or sampling, forward, loss, backward, AdamW)
+timed as the median over --iterations after warm-up, alternating the two trainers so a busy machine slows both
+alike. ``speed-up = normal / cached``; ``build`` is the cache's one-off time for the fold's training slices and
+``break-even`` the iterations after which it has paid for itself. Writes benchmarks/results/embedding_cache.json.
+
+    python benchmarks/embedding_cache.py                       # vit_t and vit_b decoder-only LoRA at 256 px
+    python benchmarks/embedding_cache.py --setups vit_b_dec_vanilla --image-size 512 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_BUSI = REPO.parent / "shared" / "data" / "Dataset501_BUSI"
+
+
+def _started_trainer(dataset: str, setup: str, device: torch.device, cached: bool):
+    from autosam.training import make_trainer, trainer_class
+
+    trainer = make_trainer(dataset, 0, trainer_class(setup), device=device)
+    trainer.sam_plan.embedding_cache = cached
+    start = time.perf_counter()
+    trainer.on_train_start()  # nnU-Net's start; with the cache, its build
+    trainer.on_train_epoch_start()
+    return trainer, time.perf_counter() - start
+
+
+def measure(dataset: str, setup: str, device: torch.device, iterations: int, warmup: int = 2) -> dict:
+    from autosam.embedding_cache import FOLDER
+    from autosam.nnunet_env import require_folders
+
+    cache = require_folders("nnUNet_preprocessed")["nnUNet_preprocessed"] / dataset / FOLDER
+    shutil.rmtree(cache, ignore_errors=True)  # the build is timed from nothing
+    normal, normal_start = _started_trainer(dataset, setup, device, cached=False)
+    cached, cached_start = _started_trainer(dataset, setup, device, cached=True)
+    info = cached.embedding_cache_info
+    times: dict[str, list[float]] = {"normal": [], "cached": []}
+    for i in range(warmup + iterations):
+        for name, trainer in (("normal", normal), ("cached", cached)):
+            start = time.perf_counter()
+            trainer.train_step(next(trainer.dataloader_train))
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    for trainer in (normal, cached):
+        if hasattr(trainer.dataloader_train, "_finish"):
+            trainer.dataloader_train._finish()
+    normal_ms, cached_ms = (1000 * statistics.median(times[k]) for k in ("normal", "cached"))
+    return {
+        "setup": setup, "batch": cached.batch_size, "normal_ms": normal_ms, "cached_ms": cached_ms,
+        "speed_up": normal_ms / cached_ms, "build_s": info.seconds, "slices": info.slices,
+        "build_ms_per_slice": 1000 * info.seconds / max(1, info.slices), "cache_mib": info.bytes / 2**20,
+        "break_even_iterations": info.seconds / max(1e-9, (normal_ms - cached_ms) / 1000),
+        "start_s": {"normal": normal_start, "cached": cached_start},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, help="an nnU-Net raw dataset folder (default: BUSI)")
+    parser.add_argument("--setups", nargs="+", default=["vit_t_dec_lora", "vit_b_dec_lora"])
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--cases", type=int, default=20, help="cases copied from the dataset")
+    parser.add_argument("--iterations", type=int, default=8)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "embedding_cache.json")
+    args = parser.parse_args()
+
+    sys.path.insert(0, str(REPO))
+    from autosam.cli import main as autosam
+    from autosam.demo import DEMO_DATA
+    from autosam.files import atomic_write_json
+    from autosam.nnunet_env import configure_training_processes
+    from tests.conftest import case_ids, copy_subset
+
+    source = args.data or (SHARED_BUSI if (SHARED_BUSI / "dataset.json").is_file() else DEMO_DATA)
+    device = torch.device(args.device)
+    with tempfile.TemporaryDirectory() as work:
+        for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+            os.environ[name] = str(Path(work) / name)
+            Path(os.environ[name]).mkdir()
+        target = copy_subset(source, Path(os.environ["nnUNet_raw"]), case_ids(source)[:args.cases])
+        dataset = target.name
+        code = autosam(["plan-and-preprocess", "-d", dataset, "--setup", args.setups[0], "--image-size",
+                        str(args.image_size), "--batch-size", str(args.batch_size), "--from-scratch",
+                        "--device", args.device])
+        if code:
+            raise SystemExit(code)
+        configure_training_processes(device.type)
+        rows = [measure(dataset, setup, device, args.iterations) for setup in args.setups]
+
+    result = {"dataset": source.name, "cases": args.cases, "image_size": args.image_size, "device": str(device),
+              "threads": torch.get_num_threads(), "iterations": args.iterations, "rows": rows}
+    atomic_write_json(result, args.out)
+    print(f"\n{source.name}, {args.cases} cases (fold 0 trains on {rows[0]['slices']} slices), SAM input "
+          f"{args.image_size} px, device {device}, {torch.get_num_threads()} threads; median of {args.iterations} steps")
+    print(f"{'set-up':18} {'batch':>5} {'normal ms':>10} {'cached ms':>10} {'speed-up':>9} {'build s':>8} "
+          f"{'ms/slice':>9} {'MiB':>6} {'break-even':>10}")
+    for r in rows:
+        print(f"{r['setup']:18} {r['batch']:>5} {r['normal_ms']:>10.0f} {r['cached_ms']:>10.1f} "
+              f"{r['speed_up']:>8.1f}x {r['build_s']:>8.1f} {r['build_ms_per_slice']:>9.0f} {r['cache_mib']:>6.1f} "
+              f"{r['break_even_iterations']:>7.0f} it")
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Compute per training iteration and image, from forward FLOPs counted on the meta device.
+
+A simple and stated model: a part that trains every weight costs its forward and a backward of about twice
+the forward (3x); a part with frozen base weights and adapters or LoRA costs its forward and the input
+gradients (2x); a frozen encoder under no_grad costs one forward; with the embedding cache a decoder-only
+set-up costs no encoder at all per iteration, only once per slice when the cache is built.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from autosam.sam.costs import meta_network
+from autosam.sam.setups import Setup
+
+
+@lru_cache(maxsize=None)
+def forward_gflops(backbone: str, image_size: int, num_classes: int) -> tuple[float, float]:
+    """(image encoder, mask decoder with its prompt-free inputs) forward GFLOPs for one image."""
+    network = meta_network(Setup(backbone, "dec", "vanilla"), image_size, num_classes, 3)
+    x = torch.empty(1, 3, image_size, image_size, device="meta")
+    with FlopCounterMode(display=False) as encoder, torch.no_grad():
+        embeddings = network.encode(x)
+    with FlopCounterMode(display=False) as decoder, torch.no_grad():
+        network.decode(embeddings)
+    return encoder.get_total_flops() / 1e9, decoder.get_total_flops() / 1e9
+
+
+def iteration_gflops(setup: Setup, image_size: int, num_classes: int, embedding_cache: bool) -> float:
+    """Training GFLOPs per image and iteration of ``setup`` (the model in this module's docstring)."""
+    encoder, decoder = forward_gflops(setup.backbone, image_size, num_classes)
+    factor = 3.0 if setup.method == "vanilla" else 2.0
+    if setup.trains_encoder:
+        return factor * (encoder + decoder)
+    return factor * decoder + (0.0 if embedding_cache else encoder)
+
+
+def embedding_cache_reason(setup: Setup, image_size: int, num_classes: int, enabled: bool) -> str:
+    """The plan's reason for ``embedding_cache``, with the compute it saves for ``setup``."""
+    if not enabled:
+        return ("set by the user (--no-embedding-cache): decoder-only set-ups encode every augmented patch in "
+                "every iteration")
+    encoder, _ = forward_gflops(setup.backbone, image_size, num_classes)
+    without = iteration_gflops(setup, image_size, num_classes, False)
+    cached = iteration_gflops(setup, image_size, num_classes, True)
+    saving = (f"{setup.name}: {cached:.2f} instead of {without:.2f} GFLOPs per image and iteration, plus "
+              f"{encoder:.2f} GFLOPs once per slice to build the cache" if not setup.trains_encoder else
+              f"{setup.name} trains the encoder, so it does not use the cache")
+    return ("decoder-only set-ups train the mask decoder on image embeddings encoded once per preprocessed slice "
+            "(the frozen encoder's output never changes), at the price of nnU-Net's augmentation of the training "
+            f"patches; validation and prediction run the whole network ({saving}; --no-embedding-cache keeps "
+            "the normal path)")
