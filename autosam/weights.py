@@ -92,58 +92,65 @@ class _ResumingDownloader:
         self.entry, self.part = entry, part
 
     def __call__(self, url: str, output_file: str, _pooch) -> None:
-        import requests
-        from pooch import HTTPDownloader
-        from tqdm import tqdm
-
-        size = self.entry.size
         with open(self.part, "ab") as f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise AutosamError(f"{self.part}: another `autosam weights download` is fetching "
                                    f"{self.entry.filename}; wait for it to finish") from None
-            done = os.fstat(f.fileno()).st_size
-            if size is not None and done > size:  # not a prefix of the published file
-                f.truncate(0)
-                done = 0
-            if size is None or done < size:
-                if done:
-                    log.info("resuming %s at %d of %s bytes", self.entry.filename, done, size or "?")
+            try:
+                self._fetch(f, url, output_file)
+            finally:  # nothing arrived: leave no empty part behind
+                if os.fstat(f.fileno()).st_size == 0:
+                    self.part.unlink(missing_ok=True)
 
-                answered = []
+    def _fetch(self, f, url: str, output_file: str) -> None:
+        import requests
+        from pooch import HTTPDownloader
+        from tqdm import tqdm
 
-                def restart_if_whole(response, *_args, **_kwargs):
-                    answered.append(response.status_code)
-                    if done and response.status_code == 200:  # the server ignored the Range: it sends it all
-                        f.truncate(0)
+        size = self.entry.size
+        done = os.fstat(f.fileno()).st_size
+        if size is not None and done > size:  # not a prefix of the published file
+            f.truncate(0)
+            done = 0
+        if size is None or done < size:
+            if done:
+                log.info("resuming %s at %d of %s bytes", self.entry.filename, done, size or "?")
 
-                headers = {"Range": f"bytes={done}-"} if done else {}
-                bar = tqdm(total=(size or 0) - done, desc=self.entry.filename, unit="B", unit_scale=True,
-                           disable=None)  # shown on a terminal; pooch skips it when the size is unknown (total 0)
-                try:
-                    HTTPDownloader(progressbar=bar, chunk_size=CHUNK, headers=headers,
-                                   hooks={"response": restart_if_whole})(url, f, None)
-                except requests.HTTPError as e:
-                    raise AutosamError(f"download of {url} failed: the server answered {e.response.status_code} "
-                                       f"{e.response.reason}; {self._by_hand()}") from None
-                except requests.RequestException as e:
-                    got = os.fstat(f.fileno()).st_size
-                    if answered:  # the transfer started, then broke off
-                        raise AutosamError(f"download of {url} interrupted after {got} of {size or '?'} bytes "
-                                           f"({type(e).__name__}); run `{self._command()}` again to resume") from None
-                    raise AutosamError(f"cannot reach {url} ({_reason(e)}); check the network connection and run "
-                                       f"`{self._command()}` again, or {self._by_hand()}") from None
-                finally:
-                    bar.close()
-            got = os.fstat(f.fileno()).st_size
-            if size is not None and got != size:
-                if got > size:
-                    self.part.unlink()
-                raise AutosamError(f"download of {url} ended after {got} of {size} bytes; nothing was written under "
-                                   f"{self.entry.filename}; run `{self._command()}` again"
-                                   + (" to resume" if got < size else ""))
-            os.replace(self.part, output_file)  # the part's inode (and its umask-respecting mode) goes to pooch
+            answered = []
+
+            def restart_if_whole(response, *_args, **_kwargs):
+                answered.append(response.status_code)
+                if done and response.status_code == 200:  # the server ignored the Range: it sends it all
+                    f.truncate(0)
+
+            headers = {"Range": f"bytes={done}-"} if done else {}
+            bar = tqdm(total=(size or 0) - done, desc=self.entry.filename, unit="B", unit_scale=True,
+                       disable=None)  # shown on a terminal; pooch skips it when the size is unknown (total 0)
+            try:
+                HTTPDownloader(progressbar=bar, chunk_size=CHUNK, headers=headers,
+                               hooks={"response": restart_if_whole})(url, f, None)
+            except requests.HTTPError as e:
+                raise AutosamError(f"download of {url} failed: the server answered {e.response.status_code} "
+                                   f"{e.response.reason}; {self._by_hand()}") from None
+            except requests.RequestException as e:
+                got = os.fstat(f.fileno()).st_size
+                if answered:  # the transfer started, then broke off
+                    raise AutosamError(f"download of {url} interrupted after {got} of {size or '?'} bytes "
+                                       f"({type(e).__name__}); run `{self._command()}` again to resume") from None
+                raise AutosamError(f"cannot reach {url} ({_reason(e)}); check the network connection and run "
+                                   f"`{self._command()}` again, or {self._by_hand()}") from None
+            finally:
+                bar.close()
+        got = os.fstat(f.fileno()).st_size
+        if size is not None and got != size:
+            if got > size:
+                self.part.unlink()
+            raise AutosamError(f"download of {url} ended after {got} of {size} bytes; nothing was written under "
+                               f"{self.entry.filename}; run `{self._command()}` again"
+                               + (" to resume" if got < size else ""))
+        os.replace(self.part, output_file)  # the part's inode (and its umask-respecting mode) goes to pooch
 
     def _command(self) -> str:
         return download_command(self.entry.name, self.part.parent)
