@@ -327,9 +327,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus", type=int, default=1, metavar="N",
                    help="train each fold on N GPUs with DDP (nnU-Net's; the planned batch is split over them); "
                    "with --device cpu: N CPU processes (gloo), for testing")
-    p.add_argument("--gpus", type=int, default=1, metavar="N",
-                   help="train each fold on N GPUs with DDP (nnU-Net's; the planned batch is split over them); "
-                   "with --device cpu: N CPU processes (gloo), for testing")
     seed_flag(p, "default: the plan's")
     budget_flags(p)
     p.set_defaults(func=cmd_train)
