@@ -66,10 +66,14 @@ def cpu_ddp_wrapper(device: torch.device) -> Iterator[None]:
         nnunet_trainer.DDP = original
 
 
-def check_world(world_size: int, device: torch.device, batch_size: int) -> None:
-    """Refuse, before any process starts, what nnU-Net's DDP would stop on later."""
+def check_world(world_size: int, device: torch.device, batch_size: int, cpu_asked: bool = False) -> None:
+    """Refuse, before any process starts, what nnU-Net's DDP would stop on later, and CPU processes nobody
+    asked for (``cpu_asked``: ``--device cpu`` was given)."""
     if world_size < 2:
         return
+    if device.type == "cpu" and not cpu_asked:
+        raise AutosamError(f"--gpus {world_size}: no CUDA GPU is visible to torch; add --device cpu to train on "
+                           f"{world_size} CPU processes instead (gloo)")
     if device.type == "cuda" and torch.cuda.device_count() < world_size:
         raise AutosamError(f"--gpus {world_size}: only {torch.cuda.device_count()} CUDA GPU(s) are visible; "
                            "give at most that many (CUDA_VISIBLE_DEVICES decides which)")

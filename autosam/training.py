@@ -187,7 +187,7 @@ def train(dataset: str, folds: list[str], setup: str | None = None, budget: Budg
     if gpus > 1:
         from autosam.distributed import check_world, launch
 
-        check_world(gpus, torch_device, budget.batch_size or read_sam_plan_batch(dataset))
+        check_world(gpus, torch_device, budget.batch_size or read_sam_plan_batch(dataset), device == "cpu")
         launch(gpus, torch_device, train_folds, dataset, folds, cls, budget, torch_device, continue_training,
                from_scratch, save_probabilities, seed)
         return [fold_folder(dataset, cls, fold) for fold in folds]

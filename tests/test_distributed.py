@@ -67,6 +67,9 @@ def test_ddp_on_two_cpu_processes_keeps_ranks_equal_and_rank_0_writes(nnunet_fol
     capsys.readouterr()  # nnU-Net can only split a batch into one patch per rank or more: refused before spawning
     assert main(["train", "-d", "901", "-f", "1", "--device", "cpu", "--gpus", "3"]) == 2
     assert "--gpus 3: the global batch size is 2, and each GPU needs at least one patch" in capsys.readouterr().err
+    if not torch.cuda.is_available():  # GPUs asked for, none there: CPU processes only when asked for
+        assert main(["train", "-d", "901", "-f", "1", "--gpus", "2"]) == 2
+        assert "--gpus 2: no CUDA GPU is visible to torch; add --device cpu" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("backbone", ["test_vit", "test_tiny_vit"])
