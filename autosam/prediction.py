@@ -6,6 +6,7 @@ input's spacing, origin and direction. Input files follow nnU-Net's naming (``<c
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -89,3 +90,64 @@ def predict(dataset: str, input_dir: Path, output_dir: Path, folds: list[str] | 
             _predict_model(folder, folds_used, input_dir, member, torch_device, checkpoint, mirroring,
                            probabilities=len(members) > 1)
         _ensemble_and_postprocess(members, choice, Path(work), output_dir)
+
+
+def predict_with_prompts(dataset: str, input_dir: Path, output_dir: Path, prompts_file: Path,
+                         folds: list[str] | None = None, setup: str | None = None, device: str | None = None,
+                         checkpoint: str = "checkpoint_final.pth") -> None:
+    """Segment every 2D image of ``input_dir`` with the prompted SAM model, using the user's boxes and points
+    (``autosam.prompt_file``) for the classes they name; images and classes without prompts are segmented
+    automatically. Each image is one network input: the whole preprocessed slice, resized to the SAM input (as
+    in the interactive evaluation; no sliding window, no mirroring); the folds' probabilities are averaged and
+    written in the input's geometry by nnU-Net's exporter. The prompts file is checked before anything is written."""
+    from nnunetv2.inference.export_prediction import export_prediction_from_logits
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    from tqdm import tqdm
+
+    from autosam.prompt_file import read_prompt_file, to_preprocessed
+
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    if not input_dir.is_dir():
+        raise AutosamError(f"{input_dir}: no such input folder")
+    if output_dir.resolve() == input_dir.resolve():
+        raise AutosamError(f"{output_dir}: output folder must differ from the input folder (inputs are never overwritten)")
+    model = Model.for_setup(setup)
+    folder = trained_model_folder(dataset, model)
+    use_folds = _check_folds(folder, model, folds, checkpoint)
+    dataset_json = json.loads((folder / "dataset.json").read_text())
+    plans = PlansManager(str(folder / "plans.json"))
+    configuration = plans.get_configuration(model.configuration)
+    networks = [SamFold(folder, model.trainer, model.configuration, str(f), checkpoint).network()[0] for f in use_folds]
+    if networks[0].prompt_mode is None:
+        raise AutosamError(f"{folder}: this SAM model was trained without prompts; plan and train with --prompts "
+                           "box|point|box+point to predict with prompts")
+    ending = dataset_json["file_ending"]
+    channels = len(dataset_json.get("channel_names", dataset_json.get("modality", {})))
+    cases = sorted(p.name[: -len(f"_0000{ending}")] for p in input_dir.glob(f"*_0000{ending}"))
+    if not cases:
+        raise AutosamError(f"{input_dir}: no <case>_0000{ending} images")
+    reader = plans.image_reader_writer_class()
+    files = {c: [str(input_dir / f"{c}_{i:04d}{ending}") for i in range(channels)] for c in cases}
+    shapes = {c: reader.read_images(files[c])[0].shape[1:] for c in cases}
+    flat = [c for c, shape in shapes.items() if shape[0] != 1]
+    if flat:
+        raise AutosamError(f"{input_dir / (flat[0] + '_0000' + ending)}: --prompts takes 2D images; this one holds "
+                           f"{shapes[flat[0]][0]} slices")
+    labels = {name: v for name, v in dataset_json["labels"].items() if isinstance(v, int) and v > 0 and name != "ignore"}
+    requests = read_prompt_file(prompts_file, {c: tuple(s[1:]) for c, s in shapes.items()}, labels)
+
+    torch_device = resolve_device(device)
+    for network in networks:
+        network.to(torch_device).eval()
+    preprocessor = configuration.preprocessor_class(verbose=False)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for case in tqdm(cases, desc="prompted prediction", unit="image"):
+        data, _, properties = preprocessor.run_case(files[case], None, plans, configuration, dataset_json)
+        prompts = {k: to_preprocessed(p, properties, data.shape[1:], plans.transpose_forward)
+                   for k, p in requests.get(case, {}).items()}
+        x = torch.from_numpy(data[:, 0]).float()[None].to(torch_device)
+        with torch.no_grad():
+            probabilities = torch.stack([torch.softmax(n(x, [prompts]), 1) for n in networks]).mean(0)
+        logits = torch.log(probabilities.clamp_min(1e-8))[0][:, None].cpu()  # (K, 1, H, W), as nnU-Net's 2D
+        export_prediction_from_logits(logits, properties, configuration, plans, dataset_json,
+                                      str(output_dir / case), False)

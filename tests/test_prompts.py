@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,3 +155,87 @@ def test_promptless_plans_are_written_as_before() -> None:
     assert SamPlan.from_dict(plan.to_dict()).prompts is None
     plan.prompts = "box"
     assert SamPlan.from_dict(plan.to_dict()).prompts == "box"
+
+
+def test_the_prompted_fold_is_evaluated_interactively(prompted_fold, tmp_path) -> None:
+    from autosam.evaluation.interactive_report import curve, interactive_section, markdown_lines
+
+    summary = interactive_section("501", [0], torch.device("cpu"), None)
+    splits = json.loads((prompted_fold["folders"]["nnUNet_preprocessed"] / "Dataset501_BUSI"
+                         / "splits_final.json").read_text())
+    assert [c["case"] for c in summary["cases"]] == splits[0]["val"]  # every validation case, per case
+    for case in summary["cases"]:
+        assert set(case["starts"]) == {"box", "click"}
+        assert all(len(case["starts"][s]["1"]["dice"]) == 5 for s in ("box", "click"))
+    assert [(r["start"], r["label"], len(r["dice"])) for r in summary["rows"]] == [("box", "lesion", 5),
+                                                                                  ("click", "lesion", 5)]
+    assert summary["rows"][0]["dice"][2]["mean"] == pytest.approx(
+        np.mean([c["starts"]["box"]["1"]["dice"][2] for c in summary["cases"]]))
+    text = "\n".join(markdown_lines(summary))
+    assert "| box | lesion | 2 |" in text and "not comparable to the automatic" in text
+    curve(summary, tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").stat().st_size > 0
+    written = prompted_fold["fold"] / "interactive.json"
+    before = written.stat().st_mtime_ns
+    interactive_section("501", [0], torch.device("cpu"), None)
+    assert written.stat().st_mtime_ns == before  # evaluated once per final checkpoint
+
+
+def test_prompts_map_through_nnunet_crop_and_resampling() -> None:
+    from autosam.prompt_file import to_preprocessed
+
+    properties = {"bbox_used_for_cropping": [[0, 1], [10, 50], [20, 80]],
+                  "shape_after_cropping_and_before_resampling": (1, 40, 60)}
+    mapped = to_preprocessed(Prompt((20.0, 10.0, 79.0, 49.0), ((50.0, 30.0), (5.0, 5.0)), (1, 0)), properties,
+                             (1, 80, 30), [0, 1, 2])
+    assert mapped.box == pytest.approx((0.0, 0.5, 29.0, 78.5))  # x halves, y doubles, clipped to the slice
+    assert [list(p) for p in mapped.points] == [[14.75, 40.5], [0.0, 0.0]]  # outside the crop: clipped to it
+    assert mapped.labels == (1, 0)
+
+
+def _unseen(prompted_fold, name: str) -> tuple[Path, list[str]]:
+    folder = prompted_fold["root"] / name
+    folder.mkdir()
+    cases = case_ids(prompted_fold["source"])[-2:]
+    for case in cases:
+        image = prompted_fold["source"] / "imagesTr" / f"{case}_0000.png"
+        (folder / image.name).write_bytes(image.read_bytes())
+    return folder, cases
+
+
+def test_predict_with_prompts_writes_the_input_geometry(prompted_fold) -> None:
+    import SimpleITK as sitk
+
+    unseen, cases = _unseen(prompted_fold, "unseen")
+    height, width = sitk.GetArrayFromImage(sitk.ReadImage(str(unseen / f"{cases[0]}_0000.png"))).shape[:2]
+    prompts = prompted_fold["root"] / "prompts.json"
+    prompts.write_text(json.dumps({cases[0]: {"lesion": {"box": [5, 5, width // 2, height // 2]}},
+                                   cases[1]: {"1": {"points": [[10, 12], [3, 3]], "labels": [1, 0]}}}))
+    out = prompted_fold["root"] / "predicted"
+    assert main(["predict", "-d", "501", "-i", str(unseen), "-o", str(out), "-f", "0", "--device", "cpu",
+                 "--prompts", str(prompts)]) == 0
+    for case in cases:
+        image = sitk.GetArrayFromImage(sitk.ReadImage(str(unseen / f"{case}_0000.png")))
+        prediction = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{case}.png")))
+        assert prediction.shape == image.shape[:2] and set(np.unique(prediction)) <= {0, 1}
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"no_such_case": {"lesion": {"box": [1, 1, 5, 5]}}}, "unknown image 'no_such_case'"),
+    ({"CASE": {"lesion": {"box": [1, 1, 5, 99999]}}}, "lies outside the image"),
+    ({"CASE": {"lesion": {"points": [[-1, 3]]}}}, "lies outside the image"),
+    ({"CASE": {"tumour": {"box": [1, 1, 5, 5]}}}, "unknown class 'tumour'"),
+    ("{not json", "not valid JSON"),
+])
+def test_a_malformed_prompts_file_is_one_line_and_writes_nothing(prompted_fold, capsys, content, message) -> None:
+    unseen, cases = _unseen(prompted_fold, f"unseen_{abs(hash(message)) % 10**6}_{len(str(content))}")
+    prompts = unseen.parent / f"{unseen.name}.json"
+    text = content if isinstance(content, str) else json.dumps(content).replace("CASE", cases[0])
+    prompts.write_text(text)
+    out = unseen.parent / f"{unseen.name}_out"
+    capsys.readouterr()
+    assert main(["predict", "-d", "501", "-i", str(unseen), "-o", str(out), "-f", "0", "--device", "cpu",
+                 "--prompts", str(prompts)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and str(prompts) in error[0] and message in error[0], error
+    assert not out.exists()

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 
-from autosam.evaluation import fewshot_curve, figures
+from autosam.evaluation import fewshot_curve, figures, interactive_report
 from autosam.evaluation.collect import reader_for, training_log
 from autosam.evaluation.comparison import Method
 from autosam.evaluation.conventions import ALPHA, METRICS
@@ -169,6 +169,9 @@ def _markdown(comparison: dict, plan: dict | None, images: dict[str, str]) -> st
         out += [f"- warning: {w}" for w in plan.get("warnings", [])]
     if comparison.get("fewshot"):  # autosam run --train-cases; also written alone as fewshot.md
         out += ["", "## Few labelled cases: Dice against K", ""] + fewshot_curve.markdown_lines(comparison["fewshot"])
+    if comparison.get("interactive"):  # a prompted plan: Dice after simulated clicks (autosam.interactive)
+        out += ["", "## Interactive: Dice after 1, 3 and 5 interactions", ""] + \
+            interactive_report.markdown_lines(comparison["interactive"])
     out += ["", "## Figures", ""] + [f"![{title}]({name})" for title, name in images.items()]
     return "\n".join(out) + "\n"
 
@@ -227,6 +230,9 @@ def write_report(comparison: dict, methods: list[Method], out: Path, raw_images:
     if rows:
         figures.overlays(rows, out / "overlays.png")
         images["Best, median and worst cases"] = "overlays.png"
+    if comparison.get("interactive"):
+        interactive_report.curve(comparison["interactive"], out / "interactive_dice.png")
+        images["Interactive SAM: Dice against interactions (prompts from the reference)"] = "interactive_dice.png"
     comparison = {**comparison, "plan": plan}
     atomic_write_json(_clean(comparison), out / "comparison.json")
     markdown = _markdown(comparison, plan, images)
