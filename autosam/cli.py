@@ -95,8 +95,13 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> None:
     from autosam.models import resolve_model
-    from autosam.prediction import predict
+    from autosam.prediction import predict, predict_with_prompts
 
+    if args.prompts:  # the prompted SAM model, whatever find_best_configuration chose
+        predict_with_prompts(args.dataset, args.input, args.output, args.prompts, args.folds, args.setup,
+                             args.device, args.checkpoint_name)
+        print(f"predictions with the prompts of {args.prompts} written to {args.output}")
+        return
     choice = resolve_model(args.dataset, args.setup)
     print(f"model: {choice.name}: {choice.why}")
     predict(args.dataset, args.input, args.output, args.folds, choice, device=args.device,
@@ -341,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
     p.add_argument("--checkpoint-name", default="checkpoint_final.pth")
     p.add_argument("--disable-tta", action="store_true", help="no mirroring test-time augmentation (faster)")
+    p.add_argument("--prompts", type=Path, metavar="JSON",
+                   help="boxes/points per image and class (see README) for a SAM model trained with --prompts")
     p.set_defaults(func=cmd_predict)
 
     p = verbs.add_parser("export", help="a trained SAM fold as a stock segment-anything checkpoint (LoRA merged), "

@@ -289,6 +289,10 @@ def run(dataset: str, sam_options, options: RunOptions, ray_address: str | None 
 
         comparison["fewshot"] = fewshot_report(fewshot_models, comparison, options, seed, preprocessed,
                                                results_folder(dataset) / REPORT_FOLDER)
+    if sam_plan.prompts is not None:  # a prompted plan: the click loop on the same folds, its own table
+        from autosam.evaluation.interactive_report import interactive_section
+
+        comparison["interactive"] = interactive_section(dataset, options.folds, torch_device, groups)
     summary = plan_summary(sam_plan, sam_configuration.batch_size,
                            sam_configuration.configuration["autosam_dataset_facts"])
     report = write_report({**comparison, "best_configuration": best}, baselines + [sam],
@@ -296,6 +300,11 @@ def run(dataset: str, sam_options, options: RunOptions, ray_address: str | None 
                           preprocessed / "gt_segmentations", summary)
     for line in headline(comparison):
         print(line)
+    if comparison.get("interactive"):
+        from autosam.evaluation.interactive_report import headline_lines
+
+        for line in headline_lines(comparison["interactive"]):
+            print(line)
     print(f"report: {report}")
     return report
 
