@@ -36,25 +36,40 @@ def cv_dice(model_folder: Path, folds: list[int], gt_folder: Path, groups: dict[
     return float(np.mean(list(row_units(cases, "set-up", label_rows(labels)[-1], "dice", labels, groups).values())))
 
 
+def cache_note(plan, names: list[str]) -> list[str]:
+    """Decoder-only set-ups on the embedding cache see no augmentation: said beside their Dice."""
+    cached = [n for n in names if not Setup.parse(n).trains_encoder]
+    if not (plan.embedding_cache and plan.prompts is None and cached):
+        return []
+    return [f"The decoder-only set-ups ({', '.join(cached)}) trained on cached embeddings of un-augmented slices "
+            "(the plan's embedding cache), the others with nnU-Net's augmentation; plan with --no-embedding-cache "
+            "to compare them at equal augmentation."]
+
+
 def ablate(dataset: str, setups: list[str], options, ray_address: str | None = None) -> Path:
     """``options``: a ``pipeline.RunOptions`` (folds, budget, device). The dataset must be planned.
     ``ray_address``: train on Ray ("" starts a local instance); a set-up with a fold that failed twice there
     is named in the table instead of scored."""
     from autosam.evaluation.figures import ablation_heatmap
     from autosam.jobs import FoldJob, executor_for
+    from autosam.ray_runner import import_ray
     from autosam.evaluation.comparison import read_splits
     from autosam.splits import load_groups, resolve_folds
     from autosam.preprocess import preprocess_sam_data
     from autosam.training import Budget, planned_seed, read_sam_plan
     from autosam.training import trainer_class
 
+    if ray_address is not None:
+        import_ray()  # without Ray, say how to get it before any work
     folders = require_folders("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
     name = dataset_name(dataset)
     preprocessed = folders["nnUNet_preprocessed"] / name
     options.folds = resolve_folds(options.folds, folders["nnUNet_raw"] / name, preprocessed)
     groups, splits = load_groups(preprocessed), read_splits(preprocessed)
-    chosen = read_sam_plan(dataset).setup.name
+    plan = read_sam_plan(dataset)
+    chosen = plan.setup.name
     names = [s.name for s in all_setups()] if setups == ["all"] else setups
+    notes = [SELECTION_NOTE] + cache_note(plan, names)
     trainers = {setup: trainer_class(setup) for setup in names}  # refuses an unknown set-up before training
     preprocess_sam_data(dataset)
     executor = executor_for(ray_address, options.gpu_memory)
@@ -95,7 +110,7 @@ def ablate(dataset: str, setups: list[str], options, ray_address: str | None = N
     ablation_heatmap(table, chosen, out / "ablation_heatmap.png")
     summary = {"folds": options.folds, "epochs": options.epochs, "iterations": options.iterations, "seed": seed,
                "unit": "patient" if groups else "case",
-               "selection": SELECTION_NOTE, "rows": rows,
+               "selection": SELECTION_NOTE, "notes": notes, "rows": rows,
                "failed": {r["setup"]: r["failed"] for r in rows if "failed" in r},
                "best": best["setup"], "planner_pick": chosen,
                "planner_gap_to_best": None if picked is None else round(best["cv_dice"] - picked["cv_dice"], 4)}
@@ -105,10 +120,10 @@ def ablate(dataset: str, setups: list[str], options, ray_address: str | None = N
         f"{r['cv_dice']:.4f} |" for r in sorted(scored, key=lambda r: -r["cv_dice"])] + [
         f"| {r['setup']} | failed: {'; '.join(r['failed'])} |" for r in rows if "failed" in r]
     atomic_write_text("\n".join(lines) + f"\n\nCV Dice: the foreground mean, averaged per {summary['unit']} (the "
-                      f"comparison report's conventions). Seed {seed}. {SELECTION_NOTE}\n\n"
+                      f"comparison report's conventions). Seed {seed}. {' '.join(notes)}\n\n"
                       "![heat map](ablation_heatmap.png)\n", out / "ablation.md")
     print("\n".join(lines))
-    print(SELECTION_NOTE)
+    print("\n".join(notes))
     if picked is None:
         print(f"the planner's pick ({chosen}) was not in this grid")
     else:

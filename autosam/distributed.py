@@ -69,6 +69,8 @@ def cpu_ddp_wrapper(device: torch.device) -> Iterator[None]:
 def check_world(world_size: int, device: torch.device, batch_size: int, cpu_asked: bool = False) -> None:
     """Refuse, before any process starts, what nnU-Net's DDP would stop on later, and CPU processes nobody
     asked for (``cpu_asked``: ``--device cpu`` was given)."""
+    if world_size < 1:
+        raise AutosamError(f"--gpus {world_size}: give 1 or more processes")
     if world_size < 2:
         return
     if device.type == "cpu" and not cpu_asked:

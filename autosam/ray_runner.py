@@ -171,8 +171,14 @@ class RayExecutor:
         self.owns = not ray.is_initialized()
         if self.owns:
             log.info("Ray: %s", f"connecting to {address}" if address else "starting a local instance")
-            ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.WARNING)
+            try:
+                ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
+                         logging_level=logging.WARNING)
+            except (ConnectionError, RuntimeError) as e:
+                where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+                raise AutosamError(f"--ray {address}: cannot reach {where} ({str(e).strip().splitlines()[0]}); "
+                                   "check the head's address and port (ray status on the head), or omit the "
+                                   "address to run locally") from None
         if gpu_memory_gb is None and torch.cuda.is_available():
             gpu_memory_gb = torch.cuda.get_device_properties(0).total_memory / GIB
         self.gpu_memory_gb = gpu_memory_gb  # None: unknown, GPU memory is not checked

@@ -98,6 +98,8 @@ class SamPlan:
                 "re-run 'autosam plan-and-preprocess' with this autosam version"
             )
         data = {k: v for k, v in data.items() if k not in ("format_version", "from_scratch")}
+        # a plan written before the embedding cache existed trains as planned: with nnU-Net's augmentation
+        data.setdefault("embedding_cache", False)
         if data.get("prompts") is not None:
             from autosam.prompts import MODES
 

@@ -184,10 +184,10 @@ def train(dataset: str, folds: list[str], setup: str | None = None, budget: Budg
     seed = planned_seed(dataset) if seed is None else seed
     _check_folds([int(f) for f in folds if f != "all"], dataset)
     preprocess_sam_data(dataset)  # once, before any rank starts
-    if gpus > 1:
-        from autosam.distributed import check_world, launch
+    from autosam.distributed import check_world, launch
 
-        check_world(gpus, torch_device, budget.batch_size or read_sam_plan_batch(dataset), device == "cpu")
+    check_world(gpus, torch_device, budget.batch_size or read_sam_plan_batch(dataset), device == "cpu")
+    if gpus > 1:
         launch(gpus, torch_device, train_folds, dataset, folds, cls, budget, torch_device, continue_training,
                from_scratch, save_probabilities, seed)
         return [fold_folder(dataset, cls, fold) for fold in folds]

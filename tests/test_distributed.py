@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -80,10 +81,10 @@ def test_every_trainable_tensor_gets_a_gradient(backbone: str) -> None:
     from autosam.sam.model import build_network
     from autosam.sam.setups import Setup
 
-    for scope in ("dec", "encdec"):
-        for method in ("vanilla", "adapter", "lora"):
-            network = build_network(Setup.parse(f"{backbone}_{scope}_{method}"), 64, 2, 1)
-            image, target = torch.randn(2, 1, 64, 64), torch.randint(0, 2, (2, 1, 64, 64))
-            nnunet_loss()(network(image), target).backward()
-            trainable = [n for n, p in network.named_parameters() if p.requires_grad]
-            assert trainable and not [n for n, p in network.named_parameters() if p.requires_grad and p.grad is None]
+    # two channels: the learnable channel mixer in front of the encoder
+    for scope, method, channels in itertools.product(("dec", "encdec"), ("vanilla", "adapter", "lora"), (1, 2)):
+        network = build_network(Setup.parse(f"{backbone}_{scope}_{method}"), 64, 2, channels)
+        image, target = torch.randn(2, channels, 64, 64), torch.randint(0, 2, (2, 1, 64, 64))
+        nnunet_loss()(network(image), target).backward()
+        trainable = [n for n, p in network.named_parameters() if p.requires_grad]
+        assert trainable and not [n for n, p in network.named_parameters() if p.requires_grad and p.grad is None]

@@ -31,7 +31,8 @@ class SamSegmenter(nn.Module):
     points per class, ``forward``).
 
     Channels: C = 3 is used as is, C = 1 is repeated to 3, any other C goes through a learnable 1x1
-    convolution to 3 channels that starts as the channel mean (trained in every set-up).
+    convolution to 3 channels that starts as the channel mean (trained when the encoder trains; a
+    decoder-only set-up keeps the mean, since its frozen encoder runs without autograd).
     Intensities: nnU-Net's normalised data (z-score or CT normalisation: about zero mean, unit variance
     per channel) are already in the range SAM's own pixel normalisation produces, so with
     ``normalisation="imagenet"`` (SAM, MobileSAM and the SSL weights) they enter the encoder unchanged. With

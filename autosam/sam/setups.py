@@ -111,7 +111,8 @@ def apply_setup(network: nn.Module, setup: Setup) -> ParameterCount:
             sam.image_encoder.requires_grad_(True)
     for part in DECODER_HEAD:
         getattr(sam.mask_decoder, part).requires_grad_(True)
-    if network.channel_mixer is not None:
+    if network.channel_mixer is not None and setup.trains_encoder:
+        # its gradient flows through the image encoder, which a decoder-only set-up runs without autograd
         network.channel_mixer.requires_grad_(True)
     for name, param in network.named_parameters():
         if name.startswith(UNUSED):
