@@ -175,11 +175,31 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from autosam.pretrain import PretrainOptions, pretrain
 
+    if args.prompted:
+        _prompted_pretrain(args)
+        return
     options = PretrainOptions(backbone=args.backbone, image_size=args.image_size, epochs=args.epochs,
                               iterations=args.iterations, batch_size=args.batch_size, mask_ratio=args.mask_ratio,
                               learning_rate=args.lr, base=args.base, checkpoint_dir=args.checkpoint_dir,
                               modality=args.modality, seed=args.seed, device=args.device)
     result = pretrain(args.output, options, args.dataset, args.images)
+    print(f"pretrained checkpoint: {result.checkpoint} (sha256 {result.entry.sha256})")
+    print(f"registered as '{result.entry.name}' ({result.entry.backbone}, modality {result.entry.modality}) in "
+          f"{result.catalogue}; use it with --checkpoint-dir {result.checkpoint.parent} --checkpoint "
+          f"{result.entry.name}")
+
+
+def _prompted_pretrain(args: argparse.Namespace) -> None:
+    from autosam.prompted_pretrain import PromptedOptions, prompted_pretrain
+
+    if not args.dataset:
+        raise AutosamError("pretrain --prompted: give labelled nnU-Net datasets with -d ID [ID ...], not --images")
+    options = PromptedOptions(backbone=args.backbone, image_size=args.image_size, prompts=args.prompts,
+                              epochs=args.epochs, iterations=args.iterations, batch_size=args.batch_size,
+                              learning_rate=args.lr, base=args.base, checkpoint_dir=args.checkpoint_dir,
+                              modality=args.modality, seed=args.seed, device=args.device)
+    result = prompted_pretrain(args.output, options, args.dataset)
+    print(f"Dice + BCE on the fixed evaluation slices: {result.loss_before:.4f} before, {result.loss_after:.4f} after")
     print(f"pretrained checkpoint: {result.checkpoint} (sha256 {result.entry.sha256})")
     print(f"registered as '{result.entry.name}' ({result.entry.backbone}, modality {result.entry.modality}) in "
           f"{result.catalogue}; use it with --checkpoint-dir {result.checkpoint.parent} --checkpoint "
@@ -389,6 +409,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=100, help="training epochs (default 100)")
     p.add_argument("--iterations", type=int, help="steps per epoch (default: one pass over the slices)")
     p.add_argument("--mask-ratio", type=float, default=0.75, help="share of 16-px patches masked (default 0.75)")
+    p.add_argument("--prompted", action="store_true",
+                   help="instead of MAE: prompt-based training (MedSAM's recipe) on the -d datasets' imagesTr + "
+                   "labelsTr, one object per slice and class; the image encoder and mask decoder train, the prompt "
+                   "encoder stays as it started")
+    p.add_argument("--prompts", choices=("box", "point", "box+point"), default="box",
+                   help="with --prompted: the objects' prompts (default box)")
     p.add_argument("--image-size", type=int, default=1024, help="SAM input size in pixels (default 1024)")
     p.add_argument("--batch-size", type=int, default=8, help="images per step (default 8)")
     p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default 1e-4)")

@@ -110,11 +110,14 @@ def _augment(batch: list[torch.Tensor], image_size: int, minmax: bool) -> torch.
     transform = v2.Compose([v2.RandomResizedCrop(image_size, scale=(0.2, 1.0), antialias=True),
                             v2.RandomHorizontalFlip()])
     images = torch.stack([transform(s.float()).expand(3, -1, -1) for s in batch])
-    if minmax:  # as SamSegmenter does for min-max weights (MedSAM)
-        flat = images.flatten(1)
-        lo, hi = flat.min(1)[0].view(-1, 1, 1, 1), flat.max(1)[0].view(-1, 1, 1, 1)
-        images = (images - lo) / (hi - lo).clamp_min(1e-8)
-    return images
+    return scale_minmax(images) if minmax else images
+
+
+def scale_minmax(images: torch.Tensor) -> torch.Tensor:
+    """Each image of (B, 3, H, W) scaled to [0, 1], as SamSegmenter does for min-max weights (MedSAM)."""
+    flat = images.flatten(1)
+    lo, hi = flat.min(1)[0].view(-1, 1, 1, 1), flat.max(1)[0].view(-1, 1, 1, 1)
+    return (images - lo) / (hi - lo).clamp_min(1e-8)
 
 
 def _start(options: PretrainOptions, sam) -> tuple[str, str]:

@@ -1,7 +1,7 @@
 """Unlabelled images for 'autosam pretrain': read by nnU-Net's readers, normalised as training sees them.
 
-Sources are nnU-Net raw datasets (``-d``: every case of ``imagesTr`` and ``imagesTs``, labels ignored) or a
-folder of images (``--images``: every file with an ending one of nnU-Net's readers supports, each file one
+Sources are nnU-Net raw datasets (``-d``: every case of ``imagesTr`` and ``imagesTs``, labels ignored; or,
+for prompted pretraining, ``imagesTr`` with its ``labelsTr`` label maps, ``labelled=True``) or a folder of images (``--images``: every file with an ending one of nnU-Net's readers supports, each file one
 image). Each image goes through the normalisation nnU-Net's preprocessing gives its channel name
 (``get_normalization_scheme``: z-score per image for most names, CT windowing with the dataset's foreground
 statistics from nnU-Net's fingerprint for ``CT``); the SAM network receives exactly such data
@@ -13,7 +13,8 @@ channel names: they are z-scored per image, CT included.
 slices holding a single value (e.g. the empty slices of a skull-stripped MRI) are skipped. Channels become
 SAM's three as in the network: one channel is repeated, three are kept, any other count is averaged (the
 network's channel mixer starts as the channel mean). Each slice is resized (bilinear) to the square SAM
-input and kept in memory as float16.
+input and kept in memory as float16; a label slice is resized by nearest neighbour to the same size and kept
+as int16 (``read_labelled_slices``).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class ImageSet:
     channel_names: list[str]
     reader: type
     ct_properties: dict[int, dict] = field(default_factory=dict)  # channel -> nnU-Net's intensity statistics
+    labels: list[str] = field(default_factory=list)  # per image, its label map (labelled datasets only)
+    ignore_label: int | None = None  # dataset.json's "ignore" label, if any
 
     @property
     def modality(self) -> str:
@@ -64,8 +67,9 @@ def _reader_for(ending: str, example: str) -> type:
                            "TIFF") from None
 
 
-def dataset_images(dataset: str) -> ImageSet:
-    """Every case of a raw nnU-Net dataset's imagesTr and imagesTs (labels are not read)."""
+def dataset_images(dataset: str, labelled: bool = False) -> ImageSet:
+    """Every case of a raw nnU-Net dataset's imagesTr and imagesTs (labels are not read), or with ``labelled``
+    the cases of imagesTr with their labelsTr label maps."""
     from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
     from nnunetv2.utilities.utils import create_paths_fn, get_identifiers_from_splitted_dataset_folder, subfiles
 
@@ -79,7 +83,7 @@ def dataset_images(dataset: str) -> ImageSet:
     meta = json.loads(meta_file.read_text())
     ending = meta["file_ending"]
     cases = []
-    for folder in (str(raw / f) for f in ("imagesTr", "imagesTs") if (raw / f).is_dir()):
+    for folder in (str(raw / f) for f in (("imagesTr",) if labelled else ("imagesTr", "imagesTs")) if (raw / f).is_dir()):
         # nnU-Net's grouping of <case>_XXXX files, without its process pool
         files = subfiles(folder, suffix=ending, join=False, sort=True)
         cases += [create_paths_fn(folder, files, ending, case)
@@ -90,6 +94,13 @@ def dataset_images(dataset: str) -> ImageSet:
     channels = meta.get("channel_names", meta.get("modality", {}))
     names = [str(channels[k]) for k in sorted(channels, key=int)]
     images = ImageSet(name, cases, names, reader)
+    if labelled:
+        images.labels = [str(raw / "labelsTr" / (Path(c[0]).name[:-len(ending) - 5] + ending)) for c in cases]
+        missing = [f for f in images.labels if not Path(f).is_file()]
+        if missing:
+            raise AutosamError(f"{missing[0]}: not found; prompted pretraining needs a label map in labelsTr for "
+                               "every case of imagesTr")
+        images.ignore_label = meta["labels"].get("ignore")
     ct = [c for c, n in enumerate(names) if n.casefold() == "ct"]
     if ct:
         images.ct_properties = _ct_properties(name, ct)
@@ -153,19 +164,39 @@ def _to_three_channels(slice_: np.ndarray) -> np.ndarray:
     return slice_.mean(0, keepdims=True)
 
 
+def _read(read, files: list[str], what: str):
+    try:
+        return read(files)
+    except Exception as e:  # readers raise anything from RuntimeError to IndexError on a bad file
+        raise AutosamError(f"{files[0]}: cannot be read as {what} ({type(e).__name__}: {str(e)[:80]}); fix or "
+                           "remove the file") from None
+
+
 def read_slices(image_sets: list[ImageSet], image_size: int, max_memory_gb: float | None = None) -> list[torch.Tensor]:
     """Every non-constant 2D slice of every image, normalised, at ``image_size`` (float16, 1 or 3 channels)."""
-    slices: list[torch.Tensor] = []
+    return [image for image, _ in _slices(image_sets, image_size, max_memory_gb, labelled=False)]
+
+
+def read_labelled_slices(image_sets: list[ImageSet], image_size: int, max_memory_gb: float | None = None
+                         ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """As ``read_slices``, each slice with its label slice ``(image_size, image_size)`` (int16, nearest
+    neighbour), for image sets read with ``dataset_images(..., labelled=True)``."""
+    return _slices(image_sets, image_size, max_memory_gb, labelled=True)
+
+
+def _slices(image_sets: list[ImageSet], image_size: int, max_memory_gb: float | None, labelled: bool
+            ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    slices: list[tuple[torch.Tensor, torch.Tensor | None]] = []
     skipped = 0
     for images in image_sets:
         reader = images.reader()
-        for files in tqdm(images.cases, desc=f"reading {images.name}", unit="image", leave=False):
-            try:
-                data, properties = reader.read_images(files)
-            except Exception as e:  # readers raise anything from RuntimeError to IndexError on a bad file
-                raise AutosamError(f"{files[0]}: cannot be read ({type(e).__name__}: {str(e)[:80]}); fix or "
-                                   "remove the file") from None
+        for i, files in enumerate(tqdm(images.cases, desc=f"reading {images.name}", unit="image", leave=False)):
+            data, properties = _read(reader.read_images, files, "an image")
             volume = _normalise(data, images)
+            label = _read(lambda f: reader.read_seg(f[0])[0], [images.labels[i]], "a label map") if labelled else None
+            if label is not None and label.shape[1:] != volume.shape[1:]:
+                raise AutosamError(f"{images.labels[i]}: shape {label.shape[1:]} differs from its image's "
+                                   f"{volume.shape[1:]}; the label map must match the image voxel for voxel")
             axis = 1 + int(np.argmax(properties["spacing"]))  # the coarsest axis; ties -> the first
             for index in range(volume.shape[axis]):
                 plane = _to_three_channels(np.take(volume, index, axis=axis))
@@ -174,8 +205,13 @@ def read_slices(image_sets: list[ImageSet], image_size: int, max_memory_gb: floa
                     continue
                 resized = F.interpolate(torch.from_numpy(np.ascontiguousarray(plane))[None], size=(image_size,) * 2,
                                         mode="bilinear", align_corners=False)[0]
-                slices.append(resized.half())
-            held = sum(s.numel() for s in slices) * 2 / 1e9
+                label_slice = None
+                if label is not None:
+                    label_plane = torch.from_numpy(np.ascontiguousarray(np.take(label[0], index, axis=axis - 1)))
+                    label_slice = F.interpolate(label_plane[None, None].float(), size=(image_size,) * 2,
+                                                mode="nearest")[0, 0].to(torch.int16)
+                slices.append((resized.half(), label_slice))
+            held = sum(s.numel() * 2 + (0 if t is None else t.numel() * 2) for s, t in slices) / 1e9
             if max_memory_gb is not None and held > max_memory_gb:
                 raise AutosamError(f"the slices at {image_size} px already take {held:.1f} GB of memory (limit "
                                    f"{max_memory_gb:.1f} GB); pretrain at a smaller --image-size or on fewer images")
@@ -184,5 +220,5 @@ def read_slices(image_sets: list[ImageSet], image_size: int, max_memory_gb: floa
                            "to learn from")
     log.info("%d slices from %s (%d constant slices skipped), %.2f GB in memory", len(slices),
              ", ".join(f"{s.name} ({len(s.cases)} images)" for s in image_sets), skipped,
-             sum(s.numel() for s in slices) * 2 / 1e9)
+             sum(s.numel() for s, _ in slices) * 2 / 1e9)
     return slices
