@@ -144,6 +144,9 @@ def cmd_split(args: argparse.Namespace) -> None:
 def _run_options(args: argparse.Namespace):
     from autosam.pipeline import RunOptions
 
+    if args.repeats != 1 and not args.train_cases:
+        raise AutosamError(f"--repeats {args.repeats}: repeats are few-shot draws; give --train-cases K too")
+
     return RunOptions(folds=[int(f) for f in args.folds] if args.folds else None, epochs=args.epochs,
                       iterations=args.iterations, equal_budget=args.equal_budget, device=args.device,
                       gpu_memory=args.gpu_memory, ensembles=not args.no_ensembles, no_3d=args.no_3d, replan=args.replan, seed=args.seed,
@@ -211,11 +214,11 @@ def cmd_weights(args: argparse.Namespace) -> None:
 
     folder = checkpoint_folder(args.checkpoint_dir)
     if args.action == "download":
-        for entry in entries(args.names):
+        for entry in entries(args.names, folder):
             path, fetched = download(entry, folder)
             print(f"{entry.name}: {path} ({'downloaded and verified' if fetched else 'present and verified, reused'})")
         return
-    checked = [status(e, folder) for e in entries(args.names)]
+    checked = [status(e, folder) for e in entries(args.names, folder)]
     if args.action == "list":
         print(f"checkpoint folder: {folder}")
         _print_table([{"name": s.entry.name, "file": s.entry.filename, "backbone": s.entry.backbone,

@@ -81,6 +81,8 @@ def check_train_cases(train_cases: list[int], repeats: int, folds: list[int], sp
     if repeats < 1:
         raise AutosamError(f"--repeats {repeats}: give 1 or more")
     for fold in folds:
+        if not 0 <= fold < len(splits):
+            raise AutosamError(f"--folds {fold}: the split has folds 0 to {len(splits) - 1}")
         for k in train_cases:
             select_cases(splits[fold]["train"], k, 0, 0, fold, groups)
     return sorted(set(train_cases))

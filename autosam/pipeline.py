@@ -23,7 +23,7 @@ from autosam.hardware import detect_hardware
 from autosam.jobs import FoldJob, executor_for
 from autosam.nnunet_env import configure_training_processes, dataset_name, model_folder, require_folders
 from autosam.sam_plan import PLANS_NAME, SAM_CONFIGURATION, SamPlan
-from autosam.training import Budget, latest_checkpoint, make_trainer, train_fold
+from autosam.training import Budget, latest_checkpoint, make_trainer, resolve_device, train_fold
 
 log = logging.getLogger(__name__)
 BASELINE_PLANS = "nnUNetPlans"
@@ -261,8 +261,9 @@ def run(dataset: str, sam_options, options: RunOptions, ray_address: str | None 
     if options.train_cases:
         from autosam.fewshot import train_fewshot
 
-        fewshot_models = train_fewshot(dataset, options, configurations, baseline_budget, sam_budget, torch_device,
-                                       seed)
+        # here, after the fold jobs: on this machine's device, whatever the Ray cluster has
+        fewshot_models = train_fewshot(dataset, options, configurations, baseline_budget, sam_budget,
+                                       resolve_device(options.device), seed)
 
     baseline_models = [Model(nnUNetTrainer.__name__, BASELINE_PLANS, c) for c in configurations]
     sam_model = Model.for_setup(None)

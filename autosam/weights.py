@@ -16,7 +16,7 @@ from pathlib import Path
 
 from autosam.errors import AutosamError
 from autosam.sam.checkpoints import (CATALOGUE, CHECKPOINT_DIR_ENV, CatalogueEntry, download_command, how_to_get,
-                                     sha256_of)
+                                     sha256_of, user_catalogue)
 
 log = logging.getLogger("autosam")
 # bytes per read: pooch's 1 kB default costs a write and a flush per kB of a 2.5 GB file; a broken transfer
@@ -33,13 +33,15 @@ def checkpoint_folder(checkpoint_dir: str | os.PathLike | None) -> Path:
     return Path(folder)
 
 
-def entries(names: list[str]) -> list[CatalogueEntry]:
-    """Catalogue entries by name (every entry when none is named)."""
-    unknown = [n for n in names if n not in CATALOGUE]
+def entries(names: list[str], folder: Path) -> list[CatalogueEntry]:
+    """Catalogue entries by name (every entry when none is named): the official ones and those that
+    ``autosam pretrain`` registered in ``folder``."""
+    known = {**CATALOGUE, **user_catalogue(folder)}
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise AutosamError(f"unknown checkpoint name {unknown[0]}: choose from {', '.join(CATALOGUE)} "
+        raise AutosamError(f"unknown checkpoint name {unknown[0]}: choose from {', '.join(known)} "
                            "(`autosam weights list` shows them)")
-    return [CATALOGUE[n] for n in names] if names else list(CATALOGUE.values())
+    return [known[n] for n in names] if names else list(known.values())
 
 
 def problem(path: Path, entry: CatalogueEntry) -> str | None:

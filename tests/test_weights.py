@@ -162,3 +162,20 @@ def test_missing_weights_name_the_download_command(tmp_path: Path, capsys) -> No
     assert any(command in w for w in warnings)  # what `autosam plan` prints
     code, _, errors = _weights(capsys, "download", "medsam_vit_b", "--checkpoint-dir", str(tmp_path))
     assert code == 2 and len(errors) == 1 and CATALOGUE["medsam_vit_b"].source in errors[0]
+
+
+def test_verify_covers_the_folders_own_pretrained_checkpoints(base_checkpoint, tmp_path: Path, capsys) -> None:
+    """`autosam pretrain` registers its files in the folder's catalogue: list and verify check them too."""
+    from autosam.sam.checkpoints import register_user_checkpoint
+
+    path, _ = base_checkpoint("test_vit", 64, 4, name="mine.pth")
+    folder = path.parent
+    body = path.read_bytes()
+    register_user_checkpoint(CatalogueEntry("mine", "mine.pth", "test_vit", len(body),
+                                            hashlib.sha256(body).hexdigest(), "autosam pretrain", modality="US"),
+                             folder)
+    code, out, _ = _weights(capsys, "verify", "--checkpoint-dir", str(folder))
+    assert code == 0 and f"mine: {path}: verified" in out
+    path.write_bytes(body[:-1] + bytes([body[-1] ^ 1]))  # same size, one bit changed
+    code, out, errors = _weights(capsys, "verify", "--checkpoint-dir", str(folder))
+    assert code == 2 and "mine" in errors[0] and "FAILED: sha256" in out
