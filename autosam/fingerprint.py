@@ -76,12 +76,12 @@ def checkpoints_present(checkpoint_dir: str | None = None) -> list[str]:
 
 
 def pretrained_present(checkpoint_dir: str | None = None) -> dict[str, dict]:
-    """The user catalogue's checkpoints whose files are in the checkpoint folder, with backbone and modality."""
+    """The user catalogue's checkpoints whose files are in the checkpoint folder: backbone, modality, start."""
     folder = checkpoint_dir or os.environ.get(CHECKPOINT_DIR_ENV)
     if not folder:
         return {}
-    return {name: {"backbone": e.backbone, "modality": e.modality} for name, e in user_catalogue(folder).items()
-            if (Path(folder) / e.filename).is_file()}
+    return {name: {"backbone": e.backbone, "modality": e.modality, "started_from": e.started_from}
+            for name, e in user_catalogue(folder).items() if (Path(folder) / e.filename).is_file()}
 
 
 def _label_statistics(raw: Path, meta: dict, transpose: list[int]) -> tuple[int, int, dict[str, float]]:

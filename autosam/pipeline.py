@@ -165,7 +165,21 @@ def conditions(plan: SamPlan, baselines: list[str], skipped_3d: bool, comparison
               _seeds_text(comparison["training"]),
               f"best configuration by nnU-Net's find_best_configuration: {best} — selected on the same "
               "cross-validation folds it is scored on (optimistic)"]
-    return lines + grouping_warnings(comparison["dataset"], [c["case"] for c in comparison["cases"]], groups, splits)
+    return lines + pretraining_warnings(plan, comparison["dataset"]) + grouping_warnings(
+        comparison["dataset"], [c["case"] for c in comparison["cases"]], groups, splits)
+
+
+def pretraining_warnings(plan: SamPlan, dataset: str) -> list[str]:
+    """A base that 'autosam pretrain' trained on this dataset's images has seen every validation image."""
+    from autosam.sam.checkpoints import catalogue_entry_for
+
+    base = plan.base_checkpoint
+    entry = catalogue_entry_for(Path(base.path)) if base and base.path and Path(base.path).is_file() else None
+    if entry is None or dataset not in entry.datasets:
+        return []
+    return [f"WARNING: the base checkpoint {entry.name} was pretrained on this dataset's images, every fold's "
+            "validation images included (unlabelled): SAM has seen them and nnU-Net has not, so the comparison "
+            "favours SAM; pretrain on other datasets or on images outside the folds"]
 
 
 def grouping_warnings(dataset: str, cases: list[str], groups: dict[str, str] | None,

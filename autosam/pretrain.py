@@ -27,7 +27,7 @@ from tqdm import tqdm
 from autosam.errors import AutosamError
 from autosam.files import atomic_torch_save
 from autosam.pretrain_images import ImageSet, dataset_images, folder_images, read_slices
-from autosam.sam.checkpoints import (CATALOGUE, CatalogueEntry, _fit_to_model, catalogue_entry_for, find_checkpoint,
+from autosam.sam.checkpoints import (CATALOGUE, RANDOM_START, CatalogueEntry, _fit_to_model, catalogue_entry_for, find_checkpoint,
                                      USER_CATALOGUE, load_base_checkpoint, register_user_checkpoint, sha256_of,
                                      user_catalogue)
 from autosam.sam.mae import MaskedAutoencoder
@@ -124,7 +124,7 @@ def _start(options: PretrainOptions, sam) -> tuple[str, str]:
     """Load ``--from`` into ``sam``; (its name, its normalisation)."""
     if options.base is None:
         log.warning("no --from: the encoder starts from random weights")
-        return "random weights", "imagenet"
+        return RANDOM_START, "imagenet"
     path = find_checkpoint(options.base, options.checkpoint_dir)
     identity = load_base_checkpoint(sam, options.backbone, path)
     entry = catalogue_entry_for(path)
@@ -191,7 +191,8 @@ def pretrain(output: str | os.PathLike, options: PretrainOptions, datasets: list
               f"{', '.join(s.name for s in image_sets)}, from {start}, seed {options.seed}")
     checkpoint = _write(sam.to("cpu"), options.backbone, output)
     entry = CatalogueEntry(output.stem, output.name, options.backbone, checkpoint.stat().st_size,
-                           sha256_of(checkpoint), source, normalisation, modality)
+                           sha256_of(checkpoint), source, normalisation, modality, start,
+                           tuple(s.name for s in image_sets))
     catalogue = register_user_checkpoint(entry, output.parent)
     log.info("wrote %s (sha256 %s...), registered as '%s' (modality %s) in %s", checkpoint, entry.sha256[:12],
              entry.name, modality, catalogue)

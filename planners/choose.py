@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from autosam.errors import AutosamError
 from autosam.fingerprint import DatasetFacts
 from autosam.hardware import Hardware
+from autosam.sam.checkpoints import RANDOM_START
 from autosam.sam.memory import GIB, estimate_training_memory
 from autosam.sam.registry import IMAGE_SIZE_STEP, get_backbone
 from autosam.sam.setups import DEFAULT_LORA_RANK, Setup, all_setups
@@ -77,11 +78,13 @@ def default_image_size(facts: DatasetFacts, hardware: Hardware) -> tuple[int, st
 
 
 def in_domain_checkpoints(facts: DatasetFacts) -> dict[str, str]:
-    """R19: 'autosam pretrain' checkpoints present whose recorded modality is the dataset's, name -> backbone."""
+    """R19: 'autosam pretrain' checkpoints present whose recorded modality is the dataset's, name -> backbone.
+    One pretrained from random weights is never preferred to SAM's own (the study continues SAM's pretraining);
+    ``--checkpoint NAME`` still uses it."""
     if facts.modality in ("mixed", "unknown"):
         return {}
     return {name: e["backbone"] for name, e in sorted(facts.pretrained_checkpoints.items())
-            if e.get("modality") == facts.modality}
+            if e.get("modality") == facts.modality and e.get("started_from") != RANDOM_START}
 
 
 def backbone_order(facts: DatasetFacts, hardware: Hardware, ssl: bool, pretrained: str | None = None) -> list[str]:

@@ -16,7 +16,9 @@ from autosam.hardware import Hardware
 from autosam.planners.choose import choose
 from autosam.planners.sam_planner import SamOptions, base_checkpoint_for
 from autosam.pretrain import PretrainOptions, pretrain
-from autosam.sam.checkpoints import CHECKPOINT_DIR_ENV, USER_CATALOGUE, sha256_of
+from autosam.pipeline import pretraining_warnings
+from autosam.sam_plan import SamPlan
+from autosam.sam.checkpoints import CHECKPOINT_DIR_ENV, RANDOM_START, USER_CATALOGUE, sha256_of
 from autosam.sam.mae import MaskedAutoencoder, random_patch_mask
 from autosam.sam.model import build_network
 from autosam.sam.registry import build_sam
@@ -101,8 +103,11 @@ def test_pretrained_checkpoint_loads_into_every_setup_through_the_catalogue(nnun
     result = pretrain(folder / "ct_test.pth", PretrainOptions(backbone="test_vit", image_size=64, epochs=1,
                                                               batch_size=16), datasets=["991"])
     assert len(result.losses) == 1 and result.entry.modality == "CT"
-    assert json.loads((folder / USER_CATALOGUE).read_text())["checkpoints"]["ct_test"]["sha256"] == \
-        sha256_of(result.checkpoint)
+    recorded = json.loads((folder / USER_CATALOGUE).read_text())["checkpoints"]["ct_test"]
+    assert recorded["sha256"] == sha256_of(result.checkpoint)
+    # what it started from and whose images it saw: the planner and the report read them
+    assert recorded["started_from"] == RANDOM_START and recorded["datasets"] == [result.entry.datasets[0]]
+    assert result.entry.datasets[0].startswith("Dataset991")
     written = torch.load(result.checkpoint, weights_only=True)
     assert written["image_encoder.pos_embed"].shape[1] == 64  # the official 1024 px layout
     monkeypatch.setenv(CHECKPOINT_DIR_ENV, str(folder))
@@ -116,6 +121,10 @@ def test_pretrained_checkpoint_loads_into_every_setup_through_the_catalogue(nnun
             assert identity.name == "ct_test" and identity.sha256 == result.entry.sha256, setup.name
             torch.testing.assert_close(network.sam.image_encoder.patch_embed.proj.weight,
                                        written["image_encoder.patch_embed.proj.weight"])
+    # a run on the dataset it was pretrained on says the base saw every validation image
+    plan = SamPlan(Setup("test_vit", "encdec", "lora"), 64, "imagenet", base, 1e-4)
+    assert "pretrained on this dataset's images" in pretraining_warnings(plan, result.entry.datasets[0])[0]
+    assert pretraining_warnings(plan, "Dataset992_Other") == []
     data = bytearray(result.checkpoint.read_bytes())
     data[-100] ^= 0xFF  # same size, other content
     result.checkpoint.write_bytes(bytes(data))
@@ -165,3 +174,6 @@ def test_planner_starts_from_the_checkpoint_pretrained_on_the_dataset_modality()
     assert choose(_facts("CT", pretrained), cpu, 2, 1, (512, 512), SamOptions()).base_checkpoint == "mobile_sam"
     assert choose(_facts("US", {"us_t": {"backbone": "vit_t", "modality": "US"}}), cpu, 2, 1, (512, 512),
                   SamOptions()).base_checkpoint == "us_t"
+    # pretrained from random weights: never preferred to SAM's own (--checkpoint still names it)
+    scratch = {"us_t": {"backbone": "vit_t", "modality": "US", "started_from": RANDOM_START}}
+    assert choose(_facts("US", scratch), cpu, 2, 1, (512, 512), SamOptions()).base_checkpoint == "mobile_sam"

@@ -28,6 +28,7 @@ from autosam.errors import CheckpointError
 from autosam.sam.registry import BACKBONES, PATCH_SIZE, Backbone, ViTConfig, get_backbone
 
 CHECKPOINT_DIR_ENV = "AUTOSAM_CHECKPOINT_DIR"
+RANDOM_START = "random weights"  # what 'autosam pretrain' records when no --from was given
 _SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 
 
@@ -41,6 +42,8 @@ class CatalogueEntry:
     source: str  # where a user obtains the file: its official address, or where to find it
     normalisation: str = "imagenet"  # "imagenet": SAM's pixel statistics; "minmax": per-image [0, 1]
     modality: str | None = None  # user catalogue: the modality of the images 'autosam pretrain' trained on
+    started_from: str | None = None  # user catalogue: the weights it started from (RANDOM_START: none)
+    datasets: tuple[str, ...] = ()  # user catalogue: the datasets (or folders) whose images it trained on
 
     @property
     def official(self) -> bool:
@@ -104,7 +107,8 @@ def user_catalogue(folder: str | os.PathLike) -> dict[str, CatalogueEntry]:
         data = json.loads(path.read_text())
         if data.get("format_version") != USER_CATALOGUE_FORMAT:
             raise ValueError(f"format {data.get('format_version')} is not {USER_CATALOGUE_FORMAT}")
-        return {name: CatalogueEntry(name=name, **fields) for name, fields in data["checkpoints"].items()}
+        return {name: CatalogueEntry(name=name, **{**fields, "datasets": tuple(fields.get("datasets", ()))})
+                for name, fields in data["checkpoints"].items()}
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{path}: not a checkpoint catalogue autosam can read ({e}); restore the file, or "
                               "move it away and run 'autosam pretrain' again") from None
