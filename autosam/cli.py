@@ -195,8 +195,6 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 def _prompted_pretrain(args: argparse.Namespace) -> None:
     from autosam.prompted_pretrain import PromptedOptions, prompted_pretrain
 
-    if not args.dataset:
-        raise AutosamError("pretrain --prompted: give labelled nnU-Net datasets with -d ID [ID ...], not --images")
     options = PromptedOptions(backbone=args.backbone, image_size=args.image_size, prompts=args.prompts,
                               epochs=args.epochs, iterations=args.iterations, batch_size=args.batch_size,
                               learning_rate=args.lr, base=args.base, checkpoint_dir=args.checkpoint_dir,

@@ -146,7 +146,7 @@ def prompted_pretrain(output: str | os.PathLike, options: PromptedOptions, datas
     check_mode(options.prompts)
     if min(options.epochs, options.batch_size, options.iterations or 1) < 1:
         raise AutosamError("--epochs, --iterations and --batch-size must be at least 1")
-    if False:
+    if not datasets:
         raise AutosamError("pretrain --prompted: give labelled nnU-Net datasets with -d ID [ID ...], not --images")
     _check_output(output)
     spec = get_backbone(options.backbone)

@@ -38,6 +38,7 @@ def test_prompts_come_from_autosam_prompts_and_hold_each_object(two_labelled_dat
     assert len(pairs) == 48  # every slice of the 6 volumes, each with its own label slice
     objects = [(image, label) for image, label in pairs if label.any()]
     assert len(objects) == 24 and all(tuple(label.shape) == (64, 64) for _, label in objects)
+    assert [i % 8 for i, (_, label) in enumerate(pairs) if label.any()] == [2, 3, 4, 5] * 6  # the organ's slices
     # the organ (rows and columns 4..11 of 16) at 64 px: rows and columns 16..47
     assert bounding_box(objects[0][1].numpy() == 1) == (16, 16, 47, 47)
     busi = dataset_images("992", labelled=True)
@@ -94,4 +95,4 @@ def test_prompted_command_end_to_end(two_labelled_datasets, tmp_path: Path, caps
 
     sam_model_registry["vit_t"](checkpoint=str(output))
     assert main(["pretrain", "--prompted", "--images", str(tmp_path), "-o", str(tmp_path / "x.pth")]) == 2
-    assert "-d ID" in capsys.readouterr().err
+    assert "not --images" in capsys.readouterr().err
