@@ -216,7 +216,8 @@ def prompted_pretrain(output: str | os.PathLike, options: PromptedOptions, datas
               f"{options.image_size} px, from {start}, seed {options.seed}")
     checkpoint = _write(sam.to("cpu"), options.backbone, output)
     entry = CatalogueEntry(output.stem, output.name, options.backbone, checkpoint.stat().st_size,
-                           sha256_of(checkpoint), source, normalisation, modality)
+                           sha256_of(checkpoint), source, normalisation, modality, start,
+                           tuple(s.name for s in image_sets))
     catalogue = register_user_checkpoint(entry, output.parent)
     log.info("wrote %s (sha256 %s...), registered as '%s' (modality %s) in %s", checkpoint, entry.sha256[:12],
              entry.name, modality, catalogue)

@@ -67,6 +67,8 @@ def test_prompted_pretraining_lowers_the_loss_and_writes_a_catalogued_base(two_l
     assert result.loss_after < 0.85 * result.loss_before
     entry = json.loads((output.parent / USER_CATALOGUE).read_text())["checkpoints"]["prompted_t"]
     assert entry["sha256"] == sha256_of(output) and entry["modality"] == "mixed"
+    assert entry["started_from"] == "random weights"
+    assert entry["datasets"] == ["Dataset992_Busi", "Dataset991_Volumes"]
     assert "prompted pretraining" in entry["source"] and "Dataset992_Busi, Dataset991_Volumes" in entry["source"]
     written = torch.load(output, weights_only=True)
     assert written["image_encoder.pos_embed"].shape[1] == 64  # the official 1024 px layout
