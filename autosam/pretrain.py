@@ -18,6 +18,7 @@ import contextlib
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,16 +166,30 @@ def pretrain(output: str | os.PathLike, options: PretrainOptions, datasets: list
     log.info("pretraining the %s encoder at %d px on %d slices: %d epochs x %d steps of batch %d, mask ratio %g, "
              "on %s", spec.name, options.image_size, len(slices), options.epochs, per_epoch, options.batch_size,
              options.mask_ratio, device)
+    minmax = normalisation == "minmax"
+    losses = run_steps(slices, per_epoch, options, lambda batch: model(_augment(batch, options.image_size, minmax)
+                                                                       .to(device))[0],
+                       optimiser, scheduler, autocast, "pretraining", "masked-patch loss")
+    source = (f"autosam pretrain: MAE (mask ratio {options.mask_ratio:g}), {options.epochs} epochs x {per_epoch} "
+              f"steps of batch {options.batch_size} at {options.image_size} px on {len(slices)} slices of "
+              f"{', '.join(s.name for s in image_sets)}, from {start}, seed {options.seed}")
+    return PretrainResult(*save_and_register(sam, options, output, source, normalisation, modality, start,
+                                             image_sets), losses)
+
+
+def run_steps(slices: list, per_epoch: int, options: PretrainOptions, step_loss: Callable[[list], torch.Tensor],
+              optimiser: torch.optim.Optimizer, scheduler, autocast, desc: str, loss_name: str) -> list[float]:
+    """The loop both objectives share: each epoch draws its batches from shuffled passes over the slices (more
+    than one with --iterations), one optimiser step per batch; returns each epoch's mean loss."""
     losses = []
-    progress = tqdm(total=options.epochs * per_epoch, desc="pretraining", unit="step")
+    progress = tqdm(total=options.epochs * per_epoch, desc=desc, unit="step")
     for epoch in range(options.epochs):
-        # each epoch draws its batches from shuffled passes over the slices (more than one with --iterations)
         passes = math.ceil(per_epoch * options.batch_size / len(slices))
         order, running = torch.cat([torch.randperm(len(slices)) for _ in range(passes)]).tolist(), 0.0
         for step in range(per_epoch):
             batch = [slices[i] for i in order[step * options.batch_size:(step + 1) * options.batch_size]]
             with autocast:
-                loss, _, _ = model(_augment(batch, options.image_size, normalisation == "minmax").to(device))
+                loss = step_loss(batch)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -183,12 +198,14 @@ def pretrain(output: str | os.PathLike, options: PretrainOptions, datasets: list
             progress.update()
             progress.set_postfix(epoch=epoch, loss=f"{loss.item():.4f}")
         losses.append(running / per_epoch)
-        log.info("epoch %d: masked-patch loss %.4f", epoch, losses[-1])
+        log.info("epoch %d: %s %.4f", epoch, loss_name, losses[-1])
     progress.close()
+    return losses
 
-    source = (f"autosam pretrain: MAE (mask ratio {options.mask_ratio:g}), {options.epochs} epochs x {per_epoch} "
-              f"steps of batch {options.batch_size} at {options.image_size} px on {len(slices)} slices of "
-              f"{', '.join(s.name for s in image_sets)}, from {start}, seed {options.seed}")
+
+def save_and_register(sam, options: PretrainOptions, output: Path, source: str, normalisation: str,
+                      modality: str | None, start: str, image_sets: list[ImageSet]) -> tuple[Path, CatalogueEntry, Path]:
+    """Write the official-layout checkpoint and register it in its folder's catalogue; (file, entry, catalogue)."""
     checkpoint = _write(sam.to("cpu"), options.backbone, output)
     entry = CatalogueEntry(output.stem, output.name, options.backbone, checkpoint.stat().st_size,
                            sha256_of(checkpoint), source, normalisation, modality, start,
@@ -196,7 +213,7 @@ def pretrain(output: str | os.PathLike, options: PretrainOptions, datasets: list
     catalogue = register_user_checkpoint(entry, output.parent)
     log.info("wrote %s (sha256 %s...), registered as '%s' (modality %s) in %s", checkpoint, entry.sha256[:12],
              entry.name, modality, catalogue)
-    return PretrainResult(checkpoint, entry, catalogue, losses)
+    return checkpoint, entry, catalogue
 
 
 def _write(sam, backbone: str, output: Path) -> Path:

@@ -23,14 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from autosam.errors import AutosamError
-from autosam.pretrain import (MEMORY_SHARE, OFFICIAL_CLASSES, _check_output, _modality, _schedule, _start, _write,
-                              scale_minmax)
+from autosam.pretrain import (MEMORY_SHARE, OFFICIAL_CLASSES, _check_output, _modality, _schedule, _start,
+                              run_steps, save_and_register, scale_minmax)
 from autosam.pretrain_images import dataset_images, read_labelled_slices
 from autosam.prompts import Prompt, check_mode, image_prompts
-from autosam.sam.checkpoints import CatalogueEntry, register_user_checkpoint, sha256_of
+from autosam.sam.checkpoints import CatalogueEntry
 from autosam.sam.network import bf16_native
 from autosam.sam.registry import build_sam, get_backbone
 from autosam.seeding import seed_everything
@@ -187,26 +186,9 @@ def prompted_pretrain(output: str | os.PathLike, options: PromptedOptions, datas
              len(slices), ", ".join(s.name for s in image_sets), options.prompts, options.epochs, per_epoch,
              options.batch_size, device)
     before = evaluate()
-    losses = []
-    progress = tqdm(total=options.epochs * per_epoch, desc="prompted pretraining", unit="step")
-    for epoch in range(options.epochs):
-        passes = math.ceil(per_epoch * options.batch_size / len(slices))
-        order, running = torch.cat([torch.randperm(len(slices)) for _ in range(passes)]).tolist(), 0.0
-        for step in range(per_epoch):
-            batch = [slices[i] for i in order[step * options.batch_size:(step + 1) * options.batch_size]]
-            prompts = [slice_prompts(s, options.prompts, rng) for s in batch]
-            with autocast:
-                loss = loss_fn(*forward_objects(sam, batch, prompts, minmax))
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            scheduler.step()
-            running += loss.item()
-            progress.update()
-            progress.set_postfix(epoch=epoch, loss=f"{loss.item():.4f}")
-        losses.append(running / per_epoch)
-        log.info("epoch %d: Dice + BCE %.4f", epoch, losses[-1])
-    progress.close()
+    losses = run_steps(slices, per_epoch, options, lambda batch: loss_fn(*forward_objects(
+        sam, batch, [slice_prompts(s, options.prompts, rng) for s in batch], minmax)),
+                       optimiser, scheduler, autocast, "prompted pretraining", "Dice + BCE")
     after = evaluate()
     log.info("Dice + BCE on %d fixed slices: %.4f before, %.4f after", len(evaluation), before, after)
 
@@ -214,11 +196,6 @@ def prompted_pretrain(output: str | os.PathLike, options: PromptedOptions, datas
               f"mask decoder) on {', '.join(s.name for s in image_sets)} ({objects} objects in {len(slices)} "
               f"slices), {options.epochs} epochs x {per_epoch} steps of {options.batch_size} slices at "
               f"{options.image_size} px, from {start}, seed {options.seed}")
-    checkpoint = _write(sam.to("cpu"), options.backbone, output)
-    entry = CatalogueEntry(output.stem, output.name, options.backbone, checkpoint.stat().st_size,
-                           sha256_of(checkpoint), source, normalisation, modality, start,
-                           tuple(s.name for s in image_sets))
-    catalogue = register_user_checkpoint(entry, output.parent)
-    log.info("wrote %s (sha256 %s...), registered as '%s' (modality %s) in %s", checkpoint, entry.sha256[:12],
-             entry.name, modality, catalogue)
+    checkpoint, entry, catalogue = save_and_register(sam, options, output, source, normalisation, modality, start,
+                                                     image_sets)
     return PromptedResult(checkpoint, entry, catalogue, objects, before, after, losses)
