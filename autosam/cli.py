@@ -65,9 +65,9 @@ def _sam_options(args: argparse.Namespace):
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
-    from autosam.hardware import detect_hardware
-    from autosam.preprocess import baseline_configurations, plan, preprocess
-    from autosam.sam_plan import SAM_CONFIGURATION, sam_plan_of
+    from autosam.planners.hardware import detect_hardware
+    from autosam.planners.preprocess import baseline_configurations, plan, preprocess
+    from autosam.plans import SAM_CONFIGURATION, sam_plan_of
     from autosam.planners.explain import plan_summary, plan_text
 
     hardware = detect_hardware(args.gpu_memory, args.device)
@@ -86,7 +86,7 @@ def cmd_plan(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from autosam.training import Budget, train
+    from autosam.trainers.fold_training import Budget, train
 
     for folder in train(args.dataset, args.folds, args.setup, Budget(args.epochs, args.iterations), args.device,
                         args.continue_training, args.from_scratch, args.npz, args.seed, args.gpus):
@@ -94,8 +94,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from autosam.models import resolve_model
-    from autosam.prediction import predict, predict_with_prompts
+    from autosam.inference.trained_models import resolve_model
+    from autosam.inference.predict import predict, predict_with_prompts
 
     if args.prompts:  # the prompted SAM model, whatever find_best_configuration chose
         predict_with_prompts(args.dataset, args.input, args.output, args.prompts, args.folds, args.setup,
@@ -110,7 +110,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from autosam.export import export
+    from autosam.inference.export import export
 
     exported = export(args.dataset, args.fold, args.output, args.setup, args.checkpoint_name)
     print(f"SAM checkpoint: {exported.checkpoint} ({exported.loading})")
@@ -120,8 +120,8 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> None:
-    from autosam.nnunet_env import require_folders
-    from autosam.validate import check_dataset
+    from autosam.paths import require_folders
+    from autosam.data.checks import check_dataset
 
     warnings = check_dataset(require_folders("nnUNet_raw")["nnUNet_raw"], args.dataset, every_file=args.all)
     for warning in warnings:
@@ -130,7 +130,7 @@ def cmd_validate(args: argparse.Namespace) -> None:
 
 
 def cmd_split(args: argparse.Namespace) -> None:
-    from autosam.splits import write_grouped_splits
+    from autosam.data.splits import write_grouped_splits
 
     result = write_grouped_splits(args.dataset, args.groups, args.group_pattern, args.num_folds)
     if result.shipped:
@@ -142,7 +142,7 @@ def cmd_split(args: argparse.Namespace) -> None:
 
 
 def _run_options(args: argparse.Namespace):
-    from autosam.pipeline import RunOptions
+    from autosam.experiments.run import RunOptions
 
     if args.repeats != 1 and not args.train_cases:
         raise AutosamError(f"--repeats {args.repeats}: repeats are few-shot draws; give --train-cases K too")
@@ -154,14 +154,14 @@ def _run_options(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from autosam.pipeline import run
+    from autosam.experiments.run import run
 
     run(args.dataset, _sam_options(args), _run_options(args), ray_address=args.ray)
 
 
 def cmd_ablate(args: argparse.Namespace) -> None:
-    from autosam.ablation import ablate
-    from autosam.pipeline import RunOptions
+    from autosam.experiments.ablation import ablate
+    from autosam.experiments.run import RunOptions
 
     ablate(args.dataset, args.setups, RunOptions(folds=[int(f) for f in args.folds] if args.folds else None,
                                                  epochs=args.epochs,
@@ -170,13 +170,13 @@ def cmd_ablate(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from autosam.demo import run_demo
+    from autosam.experiments.demo import run_demo
 
     run_demo(args.dir, args.full, args.device, args.seed)
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
-    from autosam.pretrain import PretrainOptions, pretrain
+    from autosam.pretraining.mae import PretrainOptions, pretrain
 
     if args.prompted:
         _prompted_pretrain(args)
@@ -193,7 +193,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
 
 def _prompted_pretrain(args: argparse.Namespace) -> None:
-    from autosam.prompted_pretrain import PromptedOptions, prompted_pretrain
+    from autosam.pretraining.prompted import PromptedOptions, prompted_pretrain
 
     options = PromptedOptions(backbone=args.backbone, image_size=args.image_size, prompts=args.prompts,
                               epochs=args.epochs, iterations=args.iterations, batch_size=args.batch_size,
@@ -208,9 +208,10 @@ def _prompted_pretrain(args: argparse.Namespace) -> None:
 
 
 def cmd_weights(args: argparse.Namespace) -> None:
-    from autosam.weights import checkpoint_folder, download, entries, status
+    from autosam.paths import checkpoint_folder
+    from autosam.sam.weights.download import download, entries, status
 
-    folder = checkpoint_folder(args.checkpoint_dir)
+    folder = checkpoint_folder(args.checkpoint_dir, required=True)
     if args.action == "download":
         for entry in entries(args.names, folder):
             path, fetched = download(entry, folder)
@@ -461,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler.setFormatter(logging.Formatter("autosam: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
-    from autosam.nnunet_env import configure_defaults
+    from autosam.paths import configure_defaults
 
     configure_defaults()  # before anything imports nnunetv2
     try:

@@ -31,7 +31,7 @@ SHARED_BUSI = REPO.parent / "shared" / "data" / "Dataset501_BUSI"
 
 
 def _started_trainer(dataset: str, setup: str, device: torch.device, cached: bool):
-    from autosam.training import make_trainer, trainer_class
+    from autosam.trainers.fold_training import make_trainer, trainer_class
 
     trainer = make_trainer(dataset, 0, trainer_class(setup), device=device)
     trainer.sam_plan.embedding_cache = cached
@@ -42,8 +42,8 @@ def _started_trainer(dataset: str, setup: str, device: torch.device, cached: boo
 
 
 def measure(dataset: str, setup: str, device: torch.device, iterations: int, warmup: int = 2) -> dict:
-    from autosam.embedding_cache import FOLDER
-    from autosam.nnunet_env import require_folders
+    from autosam.trainers.embedding_cache import FOLDER
+    from autosam.paths import require_folders
 
     cache = require_folders("nnUNet_preprocessed")["nnUNet_preprocessed"] / dataset / FOLDER
     shutil.rmtree(cache, ignore_errors=True)  # the build is timed from nothing
@@ -84,9 +84,9 @@ def main() -> None:
 
     sys.path.insert(0, str(REPO))
     from autosam.cli import main as autosam
-    from autosam.demo import DEMO_DATA
+    from autosam.experiments.demo import DEMO_DATA
     from autosam.files import atomic_write_json
-    from autosam.nnunet_env import configure_training_processes
+    from autosam.paths import configure_training_processes
     from tests.conftest import case_ids, copy_subset
 
     source = args.data or (SHARED_BUSI if (SHARED_BUSI / "dataset.json").is_file() else DEMO_DATA)

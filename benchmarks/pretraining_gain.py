@@ -38,7 +38,7 @@ def write_random_base(path: Path, seed: int) -> Path:
     """A random-weight ViT-T in the official key layout at its native 1024 px shapes."""
     from autosam.files import atomic_torch_save
     from autosam.sam.registry import build_sam
-    from autosam.seeding import seed_everything
+    from autosam.trainers.seeding import seed_everything
 
     seed_everything(seed)
     atomic_torch_save(build_sam("vit_t", 1024, 4).state_dict(), path)
@@ -66,7 +66,7 @@ def fine_tune(target: str, base: Path, work: Path, label: str, args: argparse.Na
 
 
 def run_target(target: str, available: list[str], work: Path, args: argparse.Namespace) -> dict:
-    from autosam.pretrain import PretrainOptions, pretrain
+    from autosam.pretraining.mae import PretrainOptions, pretrain
 
     for name in ("nnUNet_preprocessed", "nnUNet_results"):
         (work / name).mkdir(parents=True, exist_ok=True)
@@ -106,7 +106,7 @@ def main() -> None:
     args = parser.parse_args()
     sys.path[:0] = [str(REPO)]
     os.environ["nnUNet_raw"] = str(args.data)
-    from autosam.nnunet_env import configure_defaults
+    from autosam.paths import configure_defaults
 
     configure_defaults()
     handler = logging.StreamHandler()  # autosam's log lines, as the command line prints them

@@ -10,7 +10,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from autosam.demo import DEMO_DATASET
+from autosam.experiments.demo import DEMO_DATASET
 from autosam.evaluation.report import headline
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"

@@ -27,7 +27,7 @@ SHARED_BUSI = REPO.parent / "shared" / "data" / "Dataset501_BUSI"
 
 def run_mode(source: Path, root: Path, native: bool, args: argparse.Namespace) -> dict:
     from autosam.cli import main as autosam
-    from autosam.nnunet_env import configure_training_processes
+    from autosam.paths import configure_training_processes
     from step_overhead import measure
     from tests.conftest import case_ids, copy_subset
 
@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--step-iterations", type=int, default=6, help="timed iterations per step measurement")
     args = parser.parse_args()
     sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
-    from autosam.demo import DEMO_DATA
+    from autosam.experiments.demo import DEMO_DATA
 
     source = args.data or (SHARED_BUSI if (SHARED_BUSI / "dataset.json").is_file() else DEMO_DATA)
     rows = []

@@ -41,7 +41,7 @@ def _median_ms(step, iterations: int, warmup: int = 2) -> float:
 
 
 def _started_trainer(dataset: str, setup: str, device: torch.device):
-    from autosam.training import make_trainer, trainer_class
+    from autosam.trainers.fold_training import make_trainer, trainer_class
 
     trainer = make_trainer(dataset, 0, trainer_class(setup), device=device)
     trainer.on_train_start()  # nnU-Net's own start: network, optimiser, data loaders with the planned workers
@@ -88,8 +88,8 @@ def main() -> None:
 
     sys.path.insert(0, str(REPO))
     from autosam.cli import main as autosam
-    from autosam.demo import DEMO_DATA
-    from autosam.nnunet_env import configure_training_processes
+    from autosam.experiments.demo import DEMO_DATA
+    from autosam.paths import configure_training_processes
     from tests.conftest import case_ids, copy_subset
 
     source = args.data or (SHARED_BUSI if (SHARED_BUSI / "dataset.json").is_file() else DEMO_DATA)

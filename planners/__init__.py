@@ -1,1 +1,2 @@
-"""nnU-Net experiment planners that add a SAM configuration to nnU-Net's plans."""
+"""The planning stage: dataset and hardware fingerprints, the rules and the choice of a SAM set-up, the nnU-Net
+planner that writes it into the plans, and preprocessing."""

@@ -6,9 +6,9 @@ import math
 from dataclasses import dataclass, field
 
 from autosam.errors import AutosamError
-from autosam.fingerprint import DatasetFacts
-from autosam.hardware import Hardware
-from autosam.sam.checkpoints import RANDOM_START
+from autosam.planners.fingerprint import DatasetFacts
+from autosam.planners.hardware import Hardware
+from autosam.sam.weights.catalogue import RANDOM_START
 from autosam.sam.memory import GIB, estimate_training_memory
 from autosam.sam.registry import IMAGE_SIZE_STEP, get_backbone
 from autosam.sam.setups import DEFAULT_LORA_RANK, Setup, all_setups

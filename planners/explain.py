@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from autosam.sam_plan import SamPlan
+from autosam.plans import SamPlan
 
 
 def plan_summary(plan: SamPlan, batch_size: int, facts: dict) -> dict:

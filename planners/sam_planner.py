@@ -18,14 +18,14 @@ from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner
 
 from autosam.errors import AutosamError
 from autosam.files import atomic_write_json
-from autosam.nnunet_env import require_folders
-from autosam.prompts import check_mode
-from autosam.fingerprint import dataset_facts
-from autosam.hardware import Hardware, detect_hardware
-from autosam.sam.checkpoints import catalogue_entry, catalogue_entry_for, find_checkpoint
+from autosam.paths import require_folders
+from autosam.sam.prompts import check_mode
+from autosam.planners.fingerprint import dataset_facts
+from autosam.planners.hardware import Hardware, detect_hardware
+from autosam.sam.weights.catalogue import catalogue_entry, catalogue_entry_for, find_checkpoint
 from autosam.sam.setups import Setup
-from autosam.seeding import DEFAULT_SEED
-from autosam.sam_plan import PLANS_NAME, SAM_CONFIGURATION, BaseCheckpoint, SamPlan
+from autosam.trainers.seeding import DEFAULT_SEED
+from autosam.plans import PLANS_NAME, SAM_CONFIGURATION, BaseCheckpoint, SamPlan
 from autosam.planners.choose import choose
 
 BASELINE_PLANS = "nnUNetPlans"
@@ -48,7 +48,7 @@ class SamOptions:
     native_patches: bool = False  # keep nnU-Net's 2d patch and data (the network resizes to its input)
     embedding_cache: bool = True  # False: --no-embedding-cache (decoder-only set-ups encode every patch)
     seed: int | None = None
-    prompts: str | None = None  # train with box/point prompts derived from the reference (autosam.prompts.MODES)
+    prompts: str | None = None  # train with box/point prompts derived from the reference (autosam.sam.prompts.MODES)
 
 
 def base_checkpoint_for(setup: Setup, name: str | None, checkpoint_dir: str | None = None

@@ -36,7 +36,7 @@ def busi_or_demo() -> Path:
     path = SHARED_DATA / BUSI
     if (path / "dataset.json").is_file():
         return path
-    from autosam.demo import DEMO_DATA
+    from autosam.experiments.demo import DEMO_DATA
 
     return DEMO_DATA
 

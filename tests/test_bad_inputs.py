@@ -15,7 +15,7 @@ import SimpleITK as sitk
 from PIL import Image
 
 from autosam.cli import main
-from autosam.demo import DEMO_DATA
+from autosam.experiments.demo import DEMO_DATA
 from tests.conftest import case_ids, copy_subset, make_volumes
 
 PNG, NII = "Dataset990_BadPNG", "Dataset991_BadVolumes"

@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from autosam.errors import CheckpointError
-from autosam.sam.checkpoints import CATALOGUE, CHECKPOINT_DIR_ENV, find_checkpoint, load_base_checkpoint, sha256_of
+from autosam.sam.weights.catalogue import CATALOGUE, find_checkpoint, sha256_of
+from autosam.sam.weights.base import load_base_checkpoint
 from autosam.sam.network import SamSegmenter
 from autosam.sam.registry import build_sam, build_sam_on_meta
+from autosam.paths import CHECKPOINT_DIR_ENV
 
 
 def _one_line(error: pytest.ExceptionInfo, path: Path | str) -> str:

@@ -47,7 +47,7 @@ def test_bad_flag_value_is_one_line_and_exit_2() -> None:
 
 
 def test_unwritable_output_is_one_line(tmp_path, monkeypatch, capsys) -> None:
-    from autosam.demo import DEMO_DATA
+    from autosam.experiments.demo import DEMO_DATA
     from tests.conftest import case_ids, copy_subset
 
     unwritable = Path("/sys/autosam_preprocessed")  # sysfs refuses new folders even to root

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from autosam.cli import main
-from autosam.demo import DEMO_DATA, DEMO_DATASET
+from autosam.experiments.demo import DEMO_DATA, DEMO_DATASET
 from tests.conftest import case_ids, copy_subset
 
 EPOCHS, ITERATIONS = 2, 2
@@ -20,7 +20,7 @@ def _train_rank(dataset: str, out: str) -> None:
     import torch.distributed as dist
 
     import autosam.trainers.sam_trainer as sam_trainer
-    from autosam.training import Budget, train_one
+    from autosam.trainers.fold_training import Budget, train_one
 
     written = []
     save = sam_trainer.atomic_torch_save
@@ -39,7 +39,7 @@ def _train_rank(dataset: str, out: str) -> None:
 
 
 def test_ddp_on_two_cpu_processes_keeps_ranks_equal_and_rank_0_writes(nnunet_folders, tmp_path: Path, capsys) -> None:
-    from autosam.distributed import launch
+    from autosam.trainers.distributed import launch
 
     copy_subset(DEMO_DATA, nnunet_folders["nnUNet_raw"], case_ids(DEMO_DATA)[:10])  # small images: quick
     assert main(["plan-and-preprocess", "-d", "901", "--setup", "test_vit_encdec_lora", "--image-size", "64",

@@ -13,11 +13,11 @@ from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
 from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 
-from autosam import embedding_cache
+from autosam.trainers import embedding_cache
 from autosam.cli import main
 from autosam.sam.model import build_network
 from autosam.sam.setups import Setup
-from autosam.sam_plan import BaseCheckpoint
+from autosam.plans import BaseCheckpoint
 from autosam.trainers.cached import embedding_loss
 from tests.conftest import BUSI, busi_or_demo, case_ids, copy_subset
 
@@ -177,7 +177,7 @@ def test_decoder_only_training_on_the_cache_writes_a_fold_the_predictor_loads(nn
 
 
 def test_the_planner_counts_no_encoder_per_iteration_for_cached_decoder_only_setups() -> None:
-    from autosam.hardware import Hardware
+    from autosam.planners.hardware import Hardware
     from autosam.planners.choose import choose
     from autosam.planners.sam_planner import SamOptions
     from autosam.planners.step_cost import forward_gflops

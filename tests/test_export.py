@@ -13,9 +13,9 @@ import torch
 from peft import PeftModel
 
 from autosam.cli import main
-from autosam.demo import DEMO_DATA
+from autosam.experiments.demo import DEMO_DATA
 from autosam.errors import CheckpointError
-from autosam.export import export_network
+from autosam.inference.export import export_network
 from autosam.sam.model import build_network
 from autosam.sam.network import SamSegmenter
 from autosam.sam.registry import build_sam
@@ -67,7 +67,7 @@ def test_export_loads_into_stock_classes_and_computes_the_same(name: str, tmp_pa
 
 def _base_of(network: SamSegmenter):
     """A stock SAM holding the network's frozen base weights (LoRA not applied)."""
-    from autosam.sam.checkpoints import official_view
+    from autosam.sam.weights.base import official_view
 
     sam = build_sam(network.setup.backbone, network.image_size, network.num_classes)
     own = network.sam.state_dict()
@@ -124,7 +124,7 @@ def test_train_setup_then_predict_then_export_on_the_bundled_data(nnunet_folders
     assert main(["export", "-d", "901", "-f", "0", "-o", str(target)]) == 2  # never overwrites
     assert "already exists" in capsys.readouterr().err
 
-    from autosam.models import SamFold, resolve_model, trained_model_folder
+    from autosam.inference.trained_models import SamFold, resolve_model, trained_model_folder
 
     model = resolve_model("901").models[0]
     fine_tuned, _ = SamFold(trained_model_folder("901", model), model.trainer, model.configuration, "0").network()

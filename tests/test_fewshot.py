@@ -8,11 +8,11 @@ import json
 import pytest
 
 from autosam.cli import main
-from autosam.demo import DEMO_DATA, DEMO_DATASET
+from autosam.experiments.demo import DEMO_DATA, DEMO_DATASET
 from autosam.errors import AutosamError
-from autosam.fewshot import plans_identifier, select_cases, write_plans
-from autosam.fingerprint import DatasetFacts
-from autosam.hardware import Hardware
+from autosam.experiments.fewshot import plans_identifier, select_cases, write_plans
+from autosam.planners.fingerprint import DatasetFacts
+from autosam.planners.hardware import Hardware
 from autosam.planners.choose import choose
 from autosam.planners.sam_planner import SamOptions
 from tests.conftest import case_ids, copy_subset
@@ -63,7 +63,7 @@ def test_planner_names_the_few_shot_regime_by_case_count() -> None:
 def test_few_shot_run_same_cases_for_every_method_and_a_curve_in_the_report(nnunet_folders, capsys) -> None:
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-    from autosam.training import make_trainer
+    from autosam.trainers.fold_training import make_trainer
     from autosam.trainers.fewshot import nnUNetTrainerFewShot, nnUNetTrainerSAMFewShot
 
     cases = case_ids(DEMO_DATA)[:12]

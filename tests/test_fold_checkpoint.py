@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from autosam.errors import CheckpointError
-from autosam.safe_load import load_fold_checkpoint
-from autosam.sam.fold_checkpoint import check_identity, fine_tuned_weights, identity_of
+from autosam.sam.weights.safe_load import load_fold_checkpoint
+from autosam.sam.weights.fold_checkpoint import check_identity, fine_tuned_weights, identity_of
 from autosam.sam.model import build_network
 from autosam.sam.network import SamSegmenter
 from autosam.sam.setups import Setup
-from autosam.sam_plan import BaseCheckpoint
+from autosam.plans import BaseCheckpoint
 
 
 def train_a_step(network: SamSegmenter, size: int = 64) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from autosam.interactive import INTERACTIONS, error_click, evaluate_case, network_segmenter, simulate
+from autosam.evaluation.interactive import INTERACTIONS, error_click, evaluate_case, network_segmenter, simulate
 from autosam.sam.model import build_network
 from autosam.sam.setups import Setup
 

@@ -12,7 +12,7 @@ import SimpleITK as sitk
 import torch
 
 from autosam.cli import main
-from autosam.nnunet_env import EXT_TRAINER_DIR
+from autosam.paths import EXT_TRAINER_DIR
 from tests.conftest import BUSI, busi_or_demo, case_ids, copy_subset, shared_dataset
 
 BUDGET = ["--epochs", "2", "--iterations", "3"]

@@ -9,13 +9,13 @@ import pytest
 
 from autosam.cli import main
 from autosam.errors import AutosamError
-from autosam.fingerprint import DatasetFacts, modality_of
-from autosam.hardware import Hardware
+from autosam.planners.fingerprint import DatasetFacts, modality_of
+from autosam.planners.hardware import Hardware
 from autosam.sam.costs import meta_network
 from autosam.sam.memory import estimate_training_memory, measured_training_peak, saved_activation_bytes
 from autosam.sam.model import build_network
 from autosam.sam.setups import Setup, all_setups
-from autosam.sam_plan import SamPlan
+from autosam.plans import SamPlan
 from autosam.planners.choose import choose, evaluate
 from autosam.planners.explain import plan_summary, plan_text
 from autosam.planners.rules import RULES

@@ -63,7 +63,7 @@ def test_meta_autocast_follows_cudas_casting_rules() -> None:
 
 
 def test_the_planner_estimates_cuda_memory_for_bf16_autocast() -> None:
-    from autosam.hardware import Hardware
+    from autosam.planners.hardware import Hardware
     from autosam.planners.choose import _estimate
     from autosam.sam.memory import estimate_training_memory
 

@@ -11,19 +11,20 @@ import torch.nn.functional as F
 
 from autosam.cli import main
 from autosam.errors import CheckpointError
-from autosam.fingerprint import DatasetFacts
-from autosam.hardware import Hardware
+from autosam.planners.fingerprint import DatasetFacts
+from autosam.planners.hardware import Hardware
 from autosam.planners.choose import choose
 from autosam.planners.sam_planner import SamOptions, base_checkpoint_for
-from autosam.pretrain import PretrainOptions, pretrain
-from autosam.pipeline import pretraining_warnings
-from autosam.sam_plan import SamPlan
-from autosam.sam.checkpoints import CHECKPOINT_DIR_ENV, RANDOM_START, USER_CATALOGUE, sha256_of
-from autosam.sam.mae import MaskedAutoencoder, random_patch_mask
+from autosam.pretraining.mae import PretrainOptions, pretrain
+from autosam.experiments.run import pretraining_warnings
+from autosam.plans import SamPlan
+from autosam.sam.weights.catalogue import RANDOM_START, USER_CATALOGUE, sha256_of
+from autosam.pretraining.mae_model import MaskedAutoencoder, random_patch_mask
 from autosam.sam.model import build_network
 from autosam.sam.registry import build_sam
 from autosam.sam.setups import METHODS, SCOPES, Setup
 from tests.conftest import busi_or_demo, make_volumes
+from autosam.paths import CHECKPOINT_DIR_ENV
 
 TEST_BACKBONES = ("test_vit", "test_tiny_vit")
 

@@ -1,4 +1,4 @@
-"""'autosam pretrain --prompted': prompts from autosam.prompts, the loss falls, the checkpoint is catalogued."""
+"""'autosam pretrain --prompted': prompts from autosam.sam.prompts, the loss falls, the checkpoint is catalogued."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ import torch
 
 from autosam.cli import main
 from autosam.planners.sam_planner import base_checkpoint_for
-from autosam.pretrain_images import dataset_images, read_labelled_slices
-from autosam.prompted_pretrain import PromptedOptions, Slice, prompted_pretrain, slice_prompts
-from autosam.prompts import bounding_box
-from autosam.sam.checkpoints import CHECKPOINT_DIR_ENV, USER_CATALOGUE, sha256_of
+from autosam.pretraining.images import dataset_images, read_labelled_slices
+from autosam.pretraining.prompted import PromptedOptions, Slice, prompted_pretrain, slice_prompts
+from autosam.sam.prompts import bounding_box
+from autosam.sam.weights.catalogue import USER_CATALOGUE, sha256_of
 from autosam.sam.model import build_network
 from autosam.sam.setups import METHODS, SCOPES, Setup
 from tests.conftest import busi_or_demo, case_ids, copy_subset, make_volumes
+from autosam.paths import CHECKPOINT_DIR_ENV
 
 
 @pytest.fixture

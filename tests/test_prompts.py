@@ -11,7 +11,7 @@ import torch
 
 from autosam.cli import main
 from autosam.errors import CheckpointError
-from autosam.prompts import Prompt, batch_prompts, bounding_box, image_prompts
+from autosam.sam.prompts import Prompt, batch_prompts, bounding_box, image_prompts
 from autosam.sam.model import build_network
 from autosam.sam.network import SamSegmenter
 from autosam.sam.registry import build_sam
@@ -138,7 +138,7 @@ def test_a_prompted_plan_trains_with_prompts_and_records_them(prompted_fold) -> 
     assert (prompted_fold["fold"] / "validation" / "summary.json").is_file()
     assert "Prompts: box+point" in next(prompted_fold["fold"].glob("training_log_*.txt")).read_text()
 
-    from autosam.sam.fold_checkpoint import check_identity
+    from autosam.sam.weights.fold_checkpoint import check_identity
 
     promptless = {k: v for k, v in checkpoint["autosam"].items() if k != "prompts"}
     with pytest.raises(CheckpointError, match="trained with prompts box\\+point, but the plan now gives no prompts"):
@@ -148,7 +148,7 @@ def test_a_prompted_plan_trains_with_prompts_and_records_them(prompted_fold) -> 
 
 
 def test_promptless_plans_are_written_as_before() -> None:
-    from autosam.sam_plan import SamPlan
+    from autosam.plans import SamPlan
 
     plan = SamPlan(Setup.parse("test_vit_encdec_lora"), 64, "imagenet", None, 1e-4)
     assert "prompts" not in plan.to_dict()
@@ -182,7 +182,7 @@ def test_the_prompted_fold_is_evaluated_interactively(prompted_fold, tmp_path) -
 
 
 def test_prompts_map_through_nnunet_crop_and_resampling() -> None:
-    from autosam.prompt_file import to_preprocessed
+    from autosam.inference.prompt_file import to_preprocessed
 
     properties = {"bbox_used_for_cropping": [[0, 1], [10, 50], [20, 80]],
                   "shape_after_cropping_and_before_resampling": (1, 40, 60)}

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from autosam.cli import main
-from autosam.demo import DEMO_DATA, DEMO_DATASET
-from autosam.ray_runner import FAULTS
+from autosam.experiments.demo import DEMO_DATA, DEMO_DATASET
+from autosam.experiments.ray_cluster import FAULTS
 from tests.conftest import case_ids, copy_subset
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install -e '.[test]' installs it")
@@ -124,9 +124,9 @@ def test_without_ray_the_flag_says_how_to_get_it(planned, tmp_path, monkeypatch,
 
 def test_run_leaves_a_failed_baseline_out_and_stops_on_a_failed_sam_fold() -> None:
     from autosam.errors import AutosamError
-    from autosam.jobs import FoldJob
-    from autosam.pipeline import without_failed
-    from autosam.training import Budget
+    from autosam.trainers.fold_jobs import FoldJob
+    from autosam.experiments.run import without_failed
+    from autosam.trainers.fold_training import Budget
 
     def job(configuration: str, label: str) -> FoldJob:
         return FoldJob("901", 1, object, "plans", configuration, Budget(), None, label, 0, False)

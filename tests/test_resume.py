@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from autosam.cli import main
-from autosam.demo import DEMO_DATA, DEMO_DATASET
+from autosam.experiments.demo import DEMO_DATA, DEMO_DATASET
 from autosam.errors import AutosamError
-from autosam.training import fold_lock
+from autosam.trainers.fold_training import fold_lock
 from tests.conftest import case_ids, copy_subset
 
 EPOCHS = 5
@@ -72,7 +72,7 @@ def test_kill_then_continue_ends_with_the_weights_of_an_uninterrupted_run(nnunet
 
 def test_a_second_process_on_the_same_fold_is_refused(tmp_path: Path) -> None:
     with fold_lock(tmp_path):
-        child = subprocess.run([sys.executable, "-c", "from pathlib import Path; from autosam.training import "
+        child = subprocess.run([sys.executable, "-c", "from pathlib import Path; from autosam.trainers.fold_training import "
                                 f"fold_lock\nwith fold_lock(Path({str(tmp_path)!r})): pass"],
                                capture_output=True, text=True)
         assert child.returncode != 0 and "another autosam process" in child.stderr

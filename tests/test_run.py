@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 
 from autosam.cli import main
-from autosam.demo import DEMO_DATA, DEMO_DATASET
-from autosam.models import Choice, Model
-from autosam.prediction import predict
+from autosam.experiments.demo import DEMO_DATA, DEMO_DATASET
+from autosam.inference.trained_models import Choice, Model
+from autosam.inference.predict import predict
 from tests.conftest import case_ids, copy_subset, make_volumes
 
 RUN = ["run", "-d", "901", "--folds", "0", "1", "--epochs", "1", "--iterations", "2", "--device", "cpu",
@@ -154,9 +154,9 @@ def test_budget_policies_set_each_trainer(nnunet_folders) -> None:
     """Default: nnU-Net's own 1000 x 250 at its batch and SAM's plan; equal: SAM's steps and batch for both."""
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-    from autosam.pipeline import RunOptions, budgets
-    from autosam.sam_plan import sam_plan_of
-    from autosam.training import make_trainer
+    from autosam.experiments.run import RunOptions, budgets
+    from autosam.plans import sam_plan_of
+    from autosam.trainers.fold_training import make_trainer
     from autosam.trainers.sam_trainer import nnUNetTrainerSAM
 
     copy_subset(DEMO_DATA, nnunet_folders["nnUNet_raw"], case_ids(DEMO_DATA)[:10])

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from autosam.cli import main
-from autosam.demo import DEMO_DATA, DEMO_DATASET
+from autosam.experiments.demo import DEMO_DATA, DEMO_DATASET
 from tests.conftest import case_ids, copy_subset
 
 
@@ -63,7 +63,7 @@ def test_postprocessing_files_may_only_name_nnunets_own_functions(tmp_path: Path
     from nnunetv2.postprocessing.remove_connected_components import remove_all_but_largest_component_from_segmentation
 
     from autosam.errors import CheckpointError
-    from autosam.safe_load import load_postprocessing
+    from autosam.sam.weights.safe_load import load_postprocessing
 
     genuine = tmp_path / "postprocessing.pkl"
     genuine.write_bytes(pickle.dumps(([remove_all_but_largest_component_from_segmentation], [{"labels_or_regions": 1}])))

@@ -8,7 +8,7 @@ import shutil
 import torch
 
 from autosam.cli import main
-from autosam.demo import DEMO_DATA, DEMO_DATASET
+from autosam.experiments.demo import DEMO_DATA, DEMO_DATASET
 from tests.conftest import case_ids, copy_subset
 
 TRAIN = ["train", "-d", "901", "-f", "0", "--device", "cpu", "--epochs", "1", "--iterations", "3"]
@@ -50,8 +50,8 @@ def test_augmentation_workers_draw_from_the_seed(nnunet_folders, monkeypatch) ->
     entropy; the seed must reach them, so the same seed gives the same first augmented batch."""
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-    from autosam.seeding import seed_data_loaders, seed_everything
-    from autosam.training import make_trainer
+    from autosam.trainers.seeding import seed_data_loaders, seed_everything
+    from autosam.trainers.fold_training import make_trainer
 
     copy_subset(DEMO_DATA, nnunet_folders["nnUNet_raw"], case_ids(DEMO_DATA)[:10])
     assert main(["plan-and-preprocess", "-d", "901", "--setup", "test_vit_encdec_lora", "--image-size", "64",

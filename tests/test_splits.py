@@ -12,7 +12,7 @@ import pytest
 
 from autosam.cli import main
 from autosam.errors import AutosamError
-from autosam.splits import grouped_splits, load_groups, read_groups
+from autosam.data.splits import grouped_splits, load_groups, read_groups
 from tests.conftest import case_ids, copy_subset, shared_dataset
 
 
@@ -45,7 +45,7 @@ def test_groups_file_formats_and_errors(tmp_path: Path) -> None:
 def test_split_command_and_identical_folds_for_nnunet_and_sam(nnunet_folders, tmp_path: Path) -> None:
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-    from autosam.training import make_trainer
+    from autosam.trainers.fold_training import make_trainer
     from autosam.trainers.sam_trainer import nnUNetTrainerSAM
 
     source = shared_dataset("Dataset503_BraTS13FlairWT")
@@ -179,7 +179,7 @@ def test_new_folds_after_training_are_refused(nnunet_folders, capsys) -> None:
 
 
 def test_validate_warns_about_slices_without_groups(nnunet_folders, capsys) -> None:
-    from autosam.validate import check_dataset
+    from autosam.data.checks import check_dataset
 
     raw = nnunet_folders["nnUNet_raw"]
     _png_dataset(raw, _slice_cases())

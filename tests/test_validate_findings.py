@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from autosam.cli import main
-from autosam.demo import DEMO_DATA
-from autosam.validate import Finding, group
+from autosam.experiments.demo import DEMO_DATA
+from autosam.data.checks import Finding, group
 from tests.conftest import case_ids, copy_subset, make_volumes
 
 CASES = 12

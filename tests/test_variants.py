@@ -9,10 +9,10 @@ import torch
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from autosam.cli import main
-from autosam.nnunet_env import EXT_TRAINER_DIR
-from autosam.sam.checkpoints import CHECKPOINT_DIR_ENV
+from autosam.paths import CHECKPOINT_DIR_ENV, EXT_TRAINER_DIR
+
 from autosam.sam.setups import Setup, all_setups
-from autosam.sam_plan import BaseCheckpoint, SamPlan
+from autosam.plans import BaseCheckpoint, SamPlan
 from tests.conftest import BUSI, busi_or_demo, case_ids, copy_subset
 from autosam.trainers.sam_trainer import nnUNetTrainerSAM
 from autosam.trainers.variants import VARIANTS

@@ -15,7 +15,8 @@ import torch
 from autosam.cli import main
 from autosam.errors import CheckpointError
 from autosam.planners.sam_planner import base_checkpoint_for
-from autosam.sam.checkpoints import CATALOGUE, CatalogueEntry, find_checkpoint, load_base_checkpoint
+from autosam.sam.weights.catalogue import CATALOGUE, CatalogueEntry, find_checkpoint
+from autosam.sam.weights.base import load_base_checkpoint
 from autosam.sam.network import SamSegmenter
 from autosam.sam.registry import build_sam
 from autosam.sam.setups import Setup
@@ -166,7 +167,7 @@ def test_missing_weights_name_the_download_command(tmp_path: Path, capsys) -> No
 
 def test_verify_covers_the_folders_own_pretrained_checkpoints(base_checkpoint, tmp_path: Path, capsys) -> None:
     """`autosam pretrain` registers its files in the folder's catalogue: list and verify check them too."""
-    from autosam.sam.checkpoints import register_user_checkpoint
+    from autosam.sam.weights.catalogue import register_user_checkpoint
 
     path, _ = base_checkpoint("test_vit", 64, 4, name="mine.pth")
     folder = path.parent

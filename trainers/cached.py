@@ -1,4 +1,4 @@
-"""Decoder-only training on cached image embeddings (``autosam.embedding_cache``).
+"""Decoder-only training on cached image embeddings (``autosam.trainers.embedding_cache``).
 
 The training iterations draw slices as nnU-Net's loader draws patches — a training case of the fold uniformly,
 the last third of each batch (nnU-Net's ``oversample_foreground_percent``) from slices holding foreground —
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from nnunetv2.utilities.helpers import dummy_context
 
-from autosam import embedding_cache
+from autosam.trainers import embedding_cache
 
 LOST_AUGMENTATION = ("nnU-Net's spatial and intensity augmentation of the training patches and its random "
                      "crops are not applied: the decoder trains on the embeddings of whole, un-augmented slices "

@@ -17,18 +17,19 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
 from autosam.files import atomic_torch_save
-from autosam.prompts import batch_prompts, generator_from_torch
-from autosam.safe_load import load_fold_checkpoint
-from autosam.seeding import restore_rng_state, rng_state
-from autosam.sam.checkpoints import CATALOGUE, FROM_SCRATCH
-from autosam.sam.fold_checkpoint import check_identity, fine_tuned_weights, identity_of
+from autosam.sam.prompts import batch_prompts, generator_from_torch
+from autosam.sam.weights.safe_load import load_fold_checkpoint
+from autosam.trainers.seeding import restore_rng_state, rng_state
+from autosam.sam.weights.base import FROM_SCRATCH
+from autosam.sam.weights.fold_checkpoint import check_identity, fine_tuned_weights, identity_of
 from autosam.sam.model import network_for_plan
 from autosam.sam.network import SamSegmenter, bf16_native
 from autosam.sam.registry import get_backbone
 from autosam.sam.setups import Setup
-from autosam.sam_plan import SamPlan, sam_plan_of
+from autosam.plans import SamPlan, sam_plan_of
 from autosam.trainers.cached import EmbeddingBatch, cached_train_step, cached_training_loader, why_not_cached
 from autosam.trainers.schedule import WarmupPolySchedule
+from autosam.sam.weights.catalogue import CATALOGUE
 
 
 # With --prompts, the share of training images prompted (each present class gets a prompt); the rest train the
@@ -108,7 +109,7 @@ class nnUNetTrainerSAM(nnUNetTrainer):
         return getattr(network, "_orig_mod", network)
 
     def initialize(self) -> None:
-        from autosam.distributed import cpu_ddp_wrapper
+        from autosam.trainers.distributed import cpu_ddp_wrapper
 
         with cpu_ddp_wrapper(self.device):
             super().initialize()

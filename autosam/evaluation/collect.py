@@ -11,7 +11,7 @@ from tqdm import tqdm
 from autosam.errors import AutosamError
 from autosam.evaluation.conventions import scored_labels
 from autosam.evaluation.metrics import case_metrics
-from autosam.safe_load import load_fold_checkpoint
+from autosam.sam.weights.safe_load import load_fold_checkpoint
 
 
 def reader_for(model_folder: Path):

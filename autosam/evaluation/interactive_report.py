@@ -1,5 +1,5 @@
 """The report's interactive section: Dice after 1, 3 and 5 interactions per start, from each fold's
-``interactive.json`` (``autosam.interactive``), with the report's CIs, a curve and the per-case values."""
+``interactive.json`` (``autosam.evaluation.interactive``), with the report's CIs, a curve and the per-case values."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from autosam.evaluation.stats import describe, unit_values  # noqa: E402
 from autosam.files import atomic_save_figure  # noqa: E402
-from autosam.interactive import REPORTED  # noqa: E402
+from autosam.evaluation.interactive import REPORTED  # noqa: E402
 
 CAVEAT = ("interactive Dice places every prompt with the reference (its box, clicks at the centre of the largest "
           "error), on the whole preprocessed slice and in the preprocessed geometry: it measures how well the model "
@@ -84,8 +84,8 @@ def _draw_curve(summary: dict, path: Path) -> None:
 
 def interactive_section(dataset: str, folds: list[int], device, groups: dict[str, str] | None) -> dict:
     """``autosam run`` with a prompted plan: the click loop on each fold's validation cases, summarised."""
-    from autosam.interactive import evaluate_folds
-    from autosam.models import Model
+    from autosam.evaluation.interactive import evaluate_folds
+    from autosam.inference.trained_models import Model
 
     labels = json.loads((Model.for_setup(None).folder(dataset) / "dataset.json").read_text())["labels"]
     classes = {str(v): name for name, v in labels.items() if isinstance(v, int) and v > 0 and name != "ignore"}

@@ -169,7 +169,7 @@ def _markdown(comparison: dict, plan: dict | None, images: dict[str, str]) -> st
         out += [f"- warning: {w}" for w in plan.get("warnings", [])]
     if comparison.get("fewshot"):  # autosam run --train-cases; also written alone as fewshot.md
         out += ["", "## Few labelled cases: Dice against K", ""] + fewshot_curve.markdown_lines(comparison["fewshot"])
-    if comparison.get("interactive"):  # a prompted plan: Dice after simulated clicks (autosam.interactive)
+    if comparison.get("interactive"):  # a prompted plan: Dice after simulated clicks (autosam.evaluation.interactive)
         out += ["", "## Interactive: Dice after 1, 3 and 5 interactions", ""] + \
             interactive_report.markdown_lines(comparison["interactive"])
     out += ["", "## Figures", ""] + [f"![{title}]({name})" for title, name in images.items()]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from autosam.sam.network import SamSegmenter
 from autosam.sam.registry import build_sam, build_sam_on_meta
 from autosam.sam.setups import Setup, apply_setup
-from autosam.sam_plan import BaseCheckpoint, BaseLoader, SamPlan
+from autosam.plans import BaseCheckpoint, BaseLoader, SamPlan
 
 
 def build_network(

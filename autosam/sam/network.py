@@ -14,9 +14,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
 from autosam.errors import CheckpointError
-from autosam.prompts import ImagePrompts
+from autosam.sam.prompts import ImagePrompts
 from autosam.sam.adapter import encoder_attention_blocks
-from autosam.sam.checkpoints import FROM_SCRATCH, check_base
+from autosam.sam.weights.base import FROM_SCRATCH, check_base
 
 NORMALISATIONS = ("imagenet", "minmax")
 
@@ -117,7 +117,7 @@ class SamSegmenter(nn.Module):
         return F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
 
     def forward(self, x: torch.Tensor, prompts: Sequence[ImagePrompts] | None = None) -> torch.Tensor:
-        """``prompts``: per image, class id -> ``autosam.prompts.Prompt`` in the patch's pixel coordinates
+        """``prompts``: per image, class id -> ``autosam.sam.prompts.Prompt`` in the patch's pixel coordinates
         (None: the ones ``prompting`` set, else none). A prompted class's logits come from one decoder call
         with that prompt, read from its own mask token; every other class keeps the promptless logits."""
         prompts = self._prompts if prompts is None else prompts

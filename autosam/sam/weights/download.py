@@ -15,22 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autosam.errors import AutosamError
-from autosam.sam.checkpoints import (CATALOGUE, CHECKPOINT_DIR_ENV, CatalogueEntry, download_command, how_to_get,
-                                     sha256_of, user_catalogue)
+from autosam.sam.weights.catalogue import CATALOGUE, CatalogueEntry, download_command, how_to_get, sha256_of, user_catalogue
+from autosam.paths import CHECKPOINT_DIR_ENV, checkpoint_folder
 
 log = logging.getLogger("autosam")
 # bytes per read: pooch's 1 kB default costs a write and a flush per kB of a 2.5 GB file; a broken transfer
 # loses at most the chunk being read, the rest is kept for the next run
 CHUNK = 1 << 16
-
-
-def checkpoint_folder(checkpoint_dir: str | os.PathLike | None) -> Path:
-    """``--checkpoint-dir``, else ``$AUTOSAM_CHECKPOINT_DIR``, else a one-line error."""
-    folder = checkpoint_dir or os.environ.get(CHECKPOINT_DIR_ENV)
-    if not folder:
-        raise AutosamError(f"no checkpoint folder: pass --checkpoint-dir DIR or export {CHECKPOINT_DIR_ENV}=DIR "
-                           "(training and prediction read the weights from there)")
-    return Path(folder)
 
 
 def entries(names: list[str], folder: Path) -> list[CatalogueEntry]:

@@ -21,71 +21,18 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
 from autosam.errors import AutosamError
 from autosam.files import atomic_write_json
+from autosam.data.case_selection import FEWSHOT_KEY, select_cases
 
 log = logging.getLogger(__name__)
-FEWSHOT_KEY = "autosam_fewshot"  # top-level block of a few-shot plans file: train_cases, repeat, seed
+
 
 
 def plans_identifier(base: str, train_cases: int, repeat: int) -> str:
     """The plans identifier of one (K, repeat): ``nnUNetPlans_5cases_r0``."""
     return f"{base}_{train_cases}cases_r{repeat}"
-
-
-def patients_of(cases: list[str], groups: dict[str, str] | None) -> dict[str, list[str]]:
-    """patient -> its cases (sorted); a case without a recorded patient is its own patient."""
-    patients: dict[str, list[str]] = {}
-    for case in sorted(cases):
-        patients.setdefault((groups or {}).get(case, case), []).append(case)
-    return patients
-
-
-def select_cases(train: list[str], train_cases: int, seed: int, repeat: int, fold: int,
-                 groups: dict[str, str] | None = None) -> list[str]:
-    """``train_cases`` cases of a fold's training part, one per patient when ``groups`` are known.
-
-    Every draw is made whatever K is (a slice per patient, then an order of the patients), so a repeat's sets are
-    nested in K and depend only on (seed, repeat, fold) and the training part."""
-    patients = patients_of(train, groups)
-    if not 1 <= train_cases <= len(patients):
-        unit = "patients" if groups else "cases"
-        raise AutosamError(f"--train-cases {train_cases}: the training part of fold {fold} holds {len(patients)} "
-                           f"{unit}; choose K from 1 to {len(patients)}")
-    rng = np.random.default_rng([seed, repeat, fold])
-    names = sorted(patients)
-    one_each = {p: patients[p][int(rng.integers(len(patients[p])))] for p in names}
-    order = rng.permutation(len(names))
-    return sorted(one_each[names[i]] for i in order[:train_cases])
-
-
-def fold_splits(raw: Path, preprocessed: Path) -> list[dict]:
-    """The folds nnU-Net will train on: ``splits_final.json`` (preprocessed, else the dataset's own), else the
-    seeded 5-fold split nnU-Net writes on its first training."""
-    from nnunetv2.utilities.crossval_split import generate_crossval_split
-
-    for folder in (preprocessed, raw):
-        if (folder / "splits_final.json").is_file():
-            return json.loads((folder / "splits_final.json").read_text())
-    ending = json.loads((raw / "dataset.json").read_text())["file_ending"]
-    cases = sorted(p.name[: -len(ending)] for p in (raw / "labelsTr").glob(f"*{ending}"))
-    return generate_crossval_split(cases, seed=12345, n_splits=5)
-
-
-def check_train_cases(train_cases: list[int], repeats: int, folds: list[int], splits: list[dict],
-                      groups: dict[str, str] | None) -> list[int]:
-    """The K values in increasing order; a K that some fold's training part cannot give (in patients when they
-    are known) is refused before any training."""
-    if repeats < 1:
-        raise AutosamError(f"--repeats {repeats}: give 1 or more")
-    for fold in folds:
-        if not 0 <= fold < len(splits):
-            raise AutosamError(f"--folds {fold}: the split has folds 0 to {len(splits) - 1}")
-        for k in train_cases:
-            select_cases(splits[fold]["train"], k, 0, 0, fold, groups)
-    return sorted(set(train_cases))
 
 
 def write_plans(preprocessed: Path, base: str, train_cases: int, repeat: int, seed: int,
@@ -118,9 +65,9 @@ class FewShotModel:
 def train_fewshot(dataset: str, options, configurations: tuple[str, ...], baseline_budget, sam_budget, device,
                   seed: int) -> list[FewShotModel]:
     """Train every method on K cases per fold for every K and repeat (finished folds are skipped)."""
-    from autosam.nnunet_env import dataset_name, model_folder, require_folders
-    from autosam.pipeline import BASELINE_PLANS, configuration_budget, train_once
-    from autosam.sam_plan import PLANS_NAME, SAM_CONFIGURATION
+    from autosam.paths import dataset_name, model_folder, require_folders
+    from autosam.experiments.run import BASELINE_PLANS, configuration_budget, train_once
+    from autosam.plans import PLANS_NAME, SAM_CONFIGURATION
     from autosam.trainers.fewshot import nnUNetTrainerFewShot, nnUNetTrainerSAMFewShot
 
     folders = require_folders("nnUNet_preprocessed", "nnUNet_results")
@@ -146,10 +93,10 @@ def fewshot_report(models: list[FewShotModel], comparison: dict, options, seed: 
                    out: Path) -> dict:
     """Dice of every few-shot model under the comparison's conventions, the full-data run as the last point;
     writes ``fewshot.json``, ``fewshot.md`` and ``fewshot.png`` into ``out`` and returns the summary."""
-    from autosam.ablation import cv_dice
+    from autosam.experiments.ablation import cv_dice
     from autosam.evaluation.comparison import read_splits
     from autosam.evaluation.fewshot_curve import markdown_lines, summarise, write_fewshot
-    from autosam.splits import load_groups
+    from autosam.data.splits import load_groups
 
     groups, splits = load_groups(preprocessed), read_splits(preprocessed)
     gt = preprocessed / "gt_segmentations"

@@ -12,7 +12,9 @@ import shutil
 from pathlib import Path
 
 from autosam.errors import AutosamError
-from autosam.sam.checkpoints import CATALOGUE, CHECKPOINT_DIR_ENV
+from autosam.paths import CHECKPOINT_DIR_ENV
+from autosam.sam.weights.catalogue import CATALOGUE
+
 
 log = logging.getLogger(__name__)
 DEMO_DATASET = "Dataset901_BUSIDemo"
@@ -37,10 +39,10 @@ def prepare(directory: Path) -> dict[str, Path]:
 
 
 def run_demo(directory: Path, full: bool = False, device: str | None = None, seed: int | None = None) -> Path:
-    from autosam.pipeline import RunOptions, run
+    from autosam.experiments.run import RunOptions, run
     from autosam.planners.sam_planner import SamOptions
-    from autosam.sam_plan import PLANS_NAME
-    from autosam.training import read_sam_plan
+    from autosam.plans import PLANS_NAME
+    from autosam.trainers.fold_training import read_sam_plan
 
     folders = prepare(directory)
     folder = os.environ.get(CHECKPOINT_DIR_ENV)

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from autosam.errors import AutosamError
-from autosam.nnunet_env import dataset_name, model_folder, require_folders
-from autosam.safe_load import load_fold_checkpoint
-from autosam.sam_plan import PLANS_NAME, SAM_CONFIGURATION, SamPlan
+from autosam.paths import dataset_name, model_folder, require_folders
+from autosam.sam.weights.safe_load import load_fold_checkpoint
+from autosam.plans import PLANS_NAME, SAM_CONFIGURATION, SamPlan
 
 if TYPE_CHECKING:
     from autosam.sam.network import SamSegmenter
@@ -159,7 +159,7 @@ class SamFold:
         return plan, heads, determine_num_input_channels(plans, configuration, dataset_json)
 
     def _read(self) -> tuple[dict, SamPlan, int, int]:
-        from autosam.sam.checkpoints import FROM_SCRATCH
+        from autosam.sam.weights.base import FROM_SCRATCH
 
         checkpoint = load_fold_checkpoint(self.path)
         plan, heads, channels = self.plan_and_shape()
@@ -170,8 +170,9 @@ class SamFold:
 
     def read_checked(self) -> dict:
         """The fold checkpoint, opened weights-only and checked against the plan and the base file it names."""
-        from autosam.sam.checkpoints import FROM_SCRATCH, BaseIdentity, sha256_of
-        from autosam.sam.fold_checkpoint import check_identity, identity
+        from autosam.sam.weights.catalogue import sha256_of
+        from autosam.sam.weights.base import FROM_SCRATCH, BaseIdentity
+        from autosam.sam.weights.fold_checkpoint import check_identity, identity
 
         checkpoint, plan, heads, channels = self._read()
         base = FROM_SCRATCH
@@ -185,7 +186,7 @@ class SamFold:
 
     def network(self) -> tuple[SamSegmenter, dict]:
         """The fine-tuned network, rebuilt through the one construction path (eval mode), and its checkpoint."""
-        from autosam.sam.fold_checkpoint import check_identity, identity_of
+        from autosam.sam.weights.fold_checkpoint import check_identity, identity_of
         from autosam.sam.model import network_for_plan
 
         checkpoint, plan, heads, channels = self._read()

@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 
 from autosam.errors import AutosamError
-from autosam.nnunet_env import configure_training_processes, dataset_name, model_folder, require_folders
-from autosam.safe_load import load_fold_checkpoint
-from autosam.sam_plan import PLANS_NAME, SAM_CONFIGURATION, SamPlan, sam_plan_of
-from autosam.seeding import seed_data_loaders, seed_everything
+from autosam.paths import configure_training_processes, dataset_name, model_folder, require_folders
+from autosam.sam.weights.safe_load import load_fold_checkpoint
+from autosam.plans import PLANS_NAME, SAM_CONFIGURATION, SamPlan, sam_plan_of
+from autosam.trainers.seeding import seed_data_loaders, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 def trainer_class(setup: str | None):
-    from autosam.models import Model
+    from autosam.inference.trained_models import Model
     from autosam.trainers.variants import trainer_class as by_name
 
     return by_name(Model.for_setup(setup).trainer)
@@ -164,7 +164,7 @@ def _train_fold(trainer, output: Path, continue_training: bool, save_probabiliti
 
 
 def _check_folds(folds: list[int], dataset: str) -> None:
-    from autosam.splits import resolve_folds
+    from autosam.data.splits import resolve_folds
 
     folders = require_folders("nnUNet_raw", "nnUNet_preprocessed")
     name = dataset_name(dataset)
@@ -178,13 +178,13 @@ def train(dataset: str, folds: list[str], setup: str | None = None, budget: Budg
     ``device='cpu'``: that many CPU processes, gloo)."""
     torch_device = resolve_device(device)
     configure_training_processes(torch_device.type)
-    from autosam.preprocess import preprocess_sam_data
+    from autosam.planners.preprocess import preprocess_sam_data
 
     cls = trainer_class(setup)
     seed = planned_seed(dataset) if seed is None else seed
     _check_folds([int(f) for f in folds if f != "all"], dataset)
     preprocess_sam_data(dataset)  # once, before any rank starts
-    from autosam.distributed import check_world, launch
+    from autosam.trainers.distributed import check_world, launch
 
     check_world(gpus, torch_device, budget.batch_size or read_sam_plan_batch(dataset), device == "cpu")
     if gpus > 1:

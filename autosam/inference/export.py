@@ -21,8 +21,8 @@ from peft import LoraConfig, get_peft_model
 
 from autosam.errors import AutosamError, CheckpointError
 from autosam.files import atomic_torch_save, atomic_write_json
-from autosam.models import SamFold, resolve_model, trained_model_folder
-from autosam.sam.checkpoints import official_view
+from autosam.inference.trained_models import SamFold, resolve_model, trained_model_folder
+from autosam.sam.weights.base import official_view
 from autosam.sam.lora import lora_targets
 from autosam.sam.network import SamSegmenter
 from autosam.sam.registry import build_sam, get_backbone

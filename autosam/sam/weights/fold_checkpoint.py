@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from autosam.errors import CheckpointError
-from autosam.sam.checkpoints import FROM_SCRATCH, BaseIdentity, check_base
+from autosam.sam.weights.base import FROM_SCRATCH, BaseIdentity, check_base
 from autosam.sam.network import SamSegmenter
 from autosam.sam.setups import Setup
 

@@ -2,8 +2,8 @@
 recipe, the study's Setup 2), before fine-tuning on a new dataset.
 
 Every (2D slice, class present) of the datasets' imagesTr + labelsTr is an object; its prompt (a jittered box,
-points inside and outside, or either with ``box+point``) comes from ``autosam.prompts``, as prompted fine-tuning
-derives them. The slices are read and normalised by ``autosam.pretrain_images`` (labels by the same nnU-Net
+points inside and outside, or either with ``box+point``) comes from ``autosam.sam.prompts``, as prompted fine-tuning
+derives them. The slices are read and normalised by ``autosam.pretraining.images`` (labels by the same nnU-Net
 reader, nearest-neighbour resized). SAM's own prompt path answers each object: image encoder once per slice,
 prompt encoder, mask decoder with its single-mask output (``multimask_output=False``); the loss is binary
 soft Dice + BCE (nnU-Net's ``DC_and_BCE_loss``, ``ignore`` pixels excluded) on the low-resolution mask
@@ -25,14 +25,14 @@ import torch
 import torch.nn.functional as F
 
 from autosam.errors import AutosamError
-from autosam.pretrain import (MEMORY_SHARE, OFFICIAL_CLASSES, _check_output, _modality, _schedule, _start,
+from autosam.pretraining.mae import (MEMORY_SHARE, OFFICIAL_CLASSES, _check_output, _modality, _schedule, _start,
                               run_steps, save_and_register, scale_minmax)
-from autosam.pretrain_images import dataset_images, read_labelled_slices
-from autosam.prompts import Prompt, check_mode, image_prompts
-from autosam.sam.checkpoints import CatalogueEntry
+from autosam.pretraining.images import dataset_images, read_labelled_slices
+from autosam.sam.prompts import Prompt, check_mode, image_prompts
+from autosam.sam.weights.catalogue import CatalogueEntry
 from autosam.sam.network import bf16_native
 from autosam.sam.registry import build_sam, get_backbone
-from autosam.seeding import seed_everything
+from autosam.trainers.seeding import seed_everything
 
 log = logging.getLogger(__name__)
 EVALUATION_SLICES = 16  # the fixed slices (with fixed prompts) whose loss is reported before and after
@@ -42,7 +42,7 @@ EVALUATION_SLICES = 16  # the fixed slices (with fixed prompts) whose loss is re
 class PromptedOptions:
     backbone: str = "vit_b"
     image_size: int = 1024
-    prompts: str = "box"  # box | point | box+point (autosam.prompts.MODES)
+    prompts: str = "box"  # box | point | box+point (autosam.sam.prompts.MODES)
     epochs: int = 10
     iterations: int | None = None  # steps per epoch; None: one pass over the slices
     batch_size: int = 4  # slices per step; each brings all of its objects
@@ -139,7 +139,7 @@ def _read(datasets: list[str], image_size: int) -> tuple[list, list[Slice]]:
 
 def prompted_pretrain(output: str | os.PathLike, options: PromptedOptions, datasets: list[str]) -> PromptedResult:
     """Prompt-based training of SAM's image encoder and mask decoder on the labelled ``datasets``."""
-    from autosam.training import resolve_device
+    from autosam.trainers.fold_training import resolve_device
 
     output = Path(output)
     check_mode(options.prompts)

@@ -172,7 +172,7 @@ def _results_folder(name: str) -> Path | None:
 def write_grouped_splits(dataset: str, groups_file: Path | None = None, pattern: str | None = None,
                          n_splits: int = 5) -> SplitResult:
     """Patient-grouped folds and the groups file; a dataset's own folds are kept when they keep patients whole."""
-    from autosam.nnunet_env import dataset_name, require_folders
+    from autosam.paths import dataset_name, require_folders
 
     folders = require_folders("nnUNet_raw", "nnUNet_preprocessed")
     name = dataset_name(dataset)

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autosam.errors import AutosamError
-from autosam.hardware import detect_hardware
-from autosam.jobs import FoldJob, executor_for
-from autosam.nnunet_env import configure_training_processes, dataset_name, model_folder, require_folders
-from autosam.sam_plan import PLANS_NAME, SAM_CONFIGURATION, SamPlan
-from autosam.training import Budget, latest_checkpoint, make_trainer, resolve_device, train_fold
+from autosam.planners.hardware import detect_hardware
+from autosam.trainers.fold_jobs import FoldJob, executor_for
+from autosam.paths import configure_training_processes, dataset_name, model_folder, require_folders
+from autosam.plans import PLANS_NAME, SAM_CONFIGURATION, SamPlan
+from autosam.trainers.fold_training import Budget, latest_checkpoint, make_trainer, resolve_device, train_fold
 
 log = logging.getLogger(__name__)
 BASELINE_PLANS = "nnUNetPlans"
@@ -51,7 +51,7 @@ def refuse_conflicting_flags(sam_options, plans_file: Path, gpu_memory: float | 
     """A flag that contradicts the existing plan is an error, never silently ignored."""
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from autosam.sam_plan import sam_plan_of
+    from autosam.plans import sam_plan_of
 
     configuration = PlansManager(json.loads(plans_file.read_text())).get_configuration(SAM_CONFIGURATION)
     plan = sam_plan_of(configuration.configuration, str(plans_file))
@@ -136,7 +136,7 @@ def find_best(dataset: str, folds: list[int], models: list[dict], ensembles: boo
 
 def trained_sam(sam_folder: Path, folds: list[int]) -> set[tuple[str, int, str]]:
     """(set-up, image size, base weights) of each trained SAM fold, from its own checkpoint."""
-    from autosam.safe_load import load_fold_checkpoint
+    from autosam.sam.weights.safe_load import load_fold_checkpoint
 
     identities = set()
     for fold in folds:
@@ -171,7 +171,7 @@ def conditions(plan: SamPlan, baselines: list[str], skipped_3d: bool, comparison
 
 def pretraining_warnings(plan: SamPlan, dataset: str) -> list[str]:
     """A base that 'autosam pretrain' trained on this dataset's images has seen every validation image."""
-    from autosam.sam.checkpoints import catalogue_entry_for
+    from autosam.sam.weights.catalogue import catalogue_entry_for
 
     base = plan.base_checkpoint
     entry = catalogue_entry_for(Path(base.path)) if base and base.path and Path(base.path).is_file() else None
@@ -185,8 +185,8 @@ def pretraining_warnings(plan: SamPlan, dataset: str) -> list[str]:
 def grouping_warnings(dataset: str, cases: list[str], groups: dict[str, str] | None,
                       splits: list[dict] | None) -> list[str]:
     """Loud lines when the unit of analysis is probably wrong."""
-    from autosam.splits import straddling_patient
-    from autosam.validate import slices_per_patient
+    from autosam.data.splits import straddling_patient
+    from autosam.data.checks import slices_per_patient
 
     if not groups:
         found = slices_per_patient(cases)
@@ -220,11 +220,11 @@ def run(dataset: str, sam_options, options: RunOptions, ray_address: str | None 
 
     from autosam.evaluation.comparison import Method, compare, read_splits
     from autosam.evaluation.report import headline, write_report
-    from autosam.models import Choice, Model
-    from autosam.preprocess import baseline_configurations, plan, preprocess
-    from autosam.sam_plan import sam_plan_of
-    from autosam.splits import load_groups, resolve_folds
-    from autosam.validate import check_dataset
+    from autosam.inference.trained_models import Choice, Model
+    from autosam.planners.preprocess import baseline_configurations, plan, preprocess
+    from autosam.plans import sam_plan_of
+    from autosam.data.splits import load_groups, resolve_folds
+    from autosam.data.checks import check_dataset
     from autosam.planners.explain import plan_summary
     from autosam.trainers.sam_trainer import nnUNetTrainerSAM
 
@@ -235,7 +235,7 @@ def run(dataset: str, sam_options, options: RunOptions, ray_address: str | None 
     preprocessed = folders["nnUNet_preprocessed"] / name
     options.folds = resolve_folds(options.folds, folders["nnUNet_raw"] / name, preprocessed)
     if options.train_cases:  # a K the folds cannot give is refused before any work
-        from autosam.fewshot import check_train_cases, fold_splits
+        from autosam.data.case_selection import check_train_cases, fold_splits
 
         options.train_cases = check_train_cases(options.train_cases, options.repeats, options.folds,
                                                 fold_splits(folders["nnUNet_raw"] / name, preprocessed),
@@ -273,7 +273,7 @@ def run(dataset: str, sam_options, options: RunOptions, ray_address: str | None 
         executor.close()
     configurations, left_out = without_failed(configurations, failed)
     if options.train_cases:
-        from autosam.fewshot import train_fewshot
+        from autosam.experiments.fewshot import train_fewshot
 
         # here, after the fold jobs: on this machine's device, whatever the Ray cluster has
         fewshot_models = train_fewshot(dataset, options, configurations, baseline_budget, sam_budget,
@@ -300,7 +300,7 @@ def run(dataset: str, sam_options, options: RunOptions, ray_address: str | None 
     comparison["conditions"] = conditions(sam_plan, [b.name for b in baselines], skipped_3d, comparison, best,
                                           groups, splits, trained_sam(sam.model_folder, options.folds)) + left_out
     if options.train_cases:
-        from autosam.fewshot import fewshot_report
+        from autosam.experiments.fewshot import fewshot_report
 
         comparison["fewshot"] = fewshot_report(fewshot_models, comparison, options, seed, preprocessed,
                                                results_folder(dataset) / REPORT_FOLDER)

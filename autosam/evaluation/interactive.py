@@ -26,7 +26,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from autosam.files import atomic_write_json
-from autosam.prompts import ImagePrompts, Prompt, bounding_box
+from autosam.sam.prompts import ImagePrompts, Prompt, bounding_box
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +159,8 @@ def evaluate_fold(fold_folder: Path, network, preprocessed: Path, val_cases: lis
 def evaluate_folds(dataset: str, folds: list[int], device: torch.device) -> list[Path]:
     """The prompted SAM model's folds (``autosam run`` with ``--prompts``); a fold already evaluated after its
     final checkpoint was written is kept."""
-    from autosam.models import Model, SamFold
-    from autosam.nnunet_env import dataset_name, require_folders
+    from autosam.inference.trained_models import Model, SamFold
+    from autosam.paths import dataset_name, require_folders
 
     model = Model.for_setup(None)
     folder = model.folder(dataset)

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from autosam.errors import AutosamError
-from autosam.jobs import FoldJob
+from autosam.trainers.fold_jobs import FoldJob
 
 log = logging.getLogger(__name__)
 INSTALL_HINT = "--ray needs Ray: pip install 'autosam[ray]'"
@@ -79,8 +79,8 @@ def predicted_gb(job: FoldJob) -> float:
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     from autosam.sam.memory import estimate_training_memory
-    from autosam.sam_plan import SAM_CONFIGURATION
-    from autosam.training import read_plans
+    from autosam.plans import SAM_CONFIGURATION
+    from autosam.trainers.fold_training import read_plans
 
     if job.configuration != SAM_CONFIGURATION:
         return NNUNET_TARGET_GB
@@ -145,7 +145,7 @@ def train_task(job: FoldJob, cpus: int) -> dict:
     """One Ray task: the same ``train_once`` as a serial run, with this task's share of the node's cores."""
     import ray
 
-    from autosam.nnunet_env import configure_defaults, configure_training_processes
+    from autosam.paths import configure_defaults, configure_training_processes
 
     started = time.time()
     configure_defaults()

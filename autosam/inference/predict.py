@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 
 from autosam.errors import AutosamError
-from autosam.models import Choice, Model, SamFold, trained_model_folder
-from autosam.safe_load import load_fold_checkpoint, load_postprocessing
-from autosam.training import resolve_device
+from autosam.inference.trained_models import Choice, Model, SamFold, trained_model_folder
+from autosam.sam.weights.safe_load import load_fold_checkpoint, load_postprocessing
+from autosam.trainers.fold_training import resolve_device
 
 
 def _check_folds(folder: Path, model: Model, folds: list[str] | None, checkpoint: str) -> list[int | str]:
@@ -96,7 +96,7 @@ def predict_with_prompts(dataset: str, input_dir: Path, output_dir: Path, prompt
                          folds: list[str] | None = None, setup: str | None = None, device: str | None = None,
                          checkpoint: str = "checkpoint_final.pth") -> None:
     """Segment every 2D image of ``input_dir`` with the prompted SAM model, using the user's boxes and points
-    (``autosam.prompt_file``) for the classes they name; images and classes without prompts are segmented
+    (``autosam.inference.prompt_file``) for the classes they name; images and classes without prompts are segmented
     automatically. Each image is one network input: the whole preprocessed slice, resized to the SAM input (as
     in the interactive evaluation; no sliding window, no mirroring); the folds' probabilities are averaged and
     written in the input's geometry by nnU-Net's exporter. The prompts file is checked before anything is written."""
@@ -104,7 +104,7 @@ def predict_with_prompts(dataset: str, input_dir: Path, output_dir: Path, prompt
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
     from tqdm import tqdm
 
-    from autosam.prompt_file import read_prompt_file, to_preprocessed
+    from autosam.inference.prompt_file import read_prompt_file, to_preprocessed
 
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():

@@ -9,8 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from autosam.errors import AutosamError
-from autosam.nnunet_env import dataset_name, require_folders
-from autosam.sam_plan import PLANS_NAME, SAM_CONFIGURATION
+from autosam.paths import dataset_name, require_folders
+from autosam.plans import PLANS_NAME, SAM_CONFIGURATION
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def plan(dataset: str, sam_options, hardware, num_processes: int = 1, validated:
 
     from autosam.planners.sam_planner import BASELINE_PLANS, SAMPlanner
 
-    from autosam.validate import check_dataset
+    from autosam.data.checks import check_dataset
 
     folders = require_folders("nnUNet_raw", "nnUNet_preprocessed")
     for warning in [] if validated else check_dataset(folders["nnUNet_raw"], str(dataset)):

@@ -3,8 +3,8 @@
 The study's best recipe (Gu et al., MELBA 2025, finding 4 and its README): masked-autoencoder training of
 the image encoder on in-domain images, then parameter-efficient tuning of encoder and decoder. The model is
 built by autosam's one builder, a ``--from`` start loads through the base-weights path (verified by size and
-sha256 where the catalogue knows them), the objective is ``autosam.sam.mae``, the images come from
-``autosam.pretrain_images``. The result is a base checkpoint in the official SAM / MobileSAM key layout at the
+sha256 where the catalogue knows them), the objective is ``autosam.pretraining.mae_model``, the images come from
+``autosam.pretraining.images``. The result is a base checkpoint in the official SAM / MobileSAM key layout at the
 backbone's native 1024 px shapes (prompt encoder and mask decoder as they started), written atomically and
 never over an existing file, and registered with its sha256, size, backbone and modality in the user
 catalogue beside it (``autosam_catalogue.json``): with that folder as ``--checkpoint-dir`` or
@@ -27,14 +27,13 @@ from tqdm import tqdm
 
 from autosam.errors import AutosamError
 from autosam.files import atomic_torch_save
-from autosam.pretrain_images import ImageSet, dataset_images, folder_images, read_slices
-from autosam.sam.checkpoints import (CATALOGUE, RANDOM_START, CatalogueEntry, _fit_to_model, catalogue_entry_for, find_checkpoint,
-                                     USER_CATALOGUE, load_base_checkpoint, register_user_checkpoint, sha256_of,
-                                     user_catalogue)
-from autosam.sam.mae import MaskedAutoencoder
+from autosam.pretraining.images import ImageSet, dataset_images, folder_images, read_slices
+from autosam.sam.weights.catalogue import CATALOGUE, CatalogueEntry, RANDOM_START, USER_CATALOGUE, catalogue_entry_for, find_checkpoint, register_user_checkpoint, sha256_of, user_catalogue
+from autosam.sam.weights.base import _fit_to_model, load_base_checkpoint
+from autosam.pretraining.mae_model import MaskedAutoencoder
 from autosam.sam.network import bf16_native
 from autosam.sam.registry import build_sam, get_backbone
-from autosam.seeding import seed_everything
+from autosam.trainers.seeding import seed_everything
 
 log = logging.getLogger(__name__)
 OFFICIAL_CLASSES = 4  # the official decoder's mask tokens: the written file has the official shapes
@@ -85,7 +84,7 @@ def _check_output(output: Path) -> None:
 
 
 def _modality(image_sets: list[ImageSet], given: str | None) -> str | None:
-    from autosam.fingerprint import modality_of
+    from autosam.planners.fingerprint import modality_of
 
     if given:
         known = modality_of(given)
@@ -136,7 +135,7 @@ def _start(options: PretrainOptions, sam) -> tuple[str, str]:
 def pretrain(output: str | os.PathLike, options: PretrainOptions, datasets: list[str] | None = None,
              images: str | os.PathLike | None = None) -> PretrainResult:
     """Masked-autoencoder pretraining of the image encoder on ``datasets`` (raw nnU-Net ids) or ``images``."""
-    from autosam.training import resolve_device
+    from autosam.trainers.fold_training import resolve_device
 
     output = Path(output)
     if not 0.0 < options.mask_ratio < 1.0:

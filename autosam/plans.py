@@ -7,51 +7,14 @@ Written by the planner into ``nnUNet_preprocessed/DatasetXXX/autosamPlans.json``
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from autosam.errors import AutosamError
 from autosam.sam.setups import Setup
+from autosam.sam.weights.base import BaseCheckpoint
 
 PLAN_FORMAT_VERSION = 1
 PLANS_NAME = "autosamPlans"
 SAM_CONFIGURATION = "2d_sam"
-
-
-@dataclass
-class BaseCheckpoint:
-    name: str  # catalogue name or file name
-    file: str  # file name looked up in --checkpoint-dir / $AUTOSAM_CHECKPOINT_DIR
-    path: str | None  # absolute path when the planner found the file
-    sha256: str | None  # published hash, when there is one
-
-    @classmethod
-    def of_file(cls, path: str | Path) -> "BaseCheckpoint":
-        """A base file outside the catalogue, by path (its sha256 is computed when it loads)."""
-        return cls(Path(path).name, Path(path).name, str(path), None)
-
-    def locate(self) -> Path:
-        """The file: where the planner found it, else by name in --checkpoint-dir / $AUTOSAM_CHECKPOINT_DIR."""
-        from autosam.sam.checkpoints import catalogue_entry, find_checkpoint
-
-        if self.path and Path(self.path).is_file():
-            return Path(self.path)
-        known = self.name != self.file and catalogue_entry(self.name) is not None  # official or user catalogue
-        return find_checkpoint(self.name if known else (self.path or self.file))
-
-
-@dataclass(frozen=True)
-class BaseLoader:
-    """Loads a plan's base weights into a network on first need (``SamSegmenter.base_loader``); a plain
-    object rather than a closure, so the network can be copied and pickled."""
-
-    checkpoint: BaseCheckpoint
-    backbone: str
-
-    def __call__(self, network):
-        from autosam.sam.checkpoints import load_base_checkpoint
-
-        return load_base_checkpoint(network.sam, self.backbone, self.checkpoint.locate(),
-                                    expected_sha256=self.checkpoint.sha256)
 
 
 @dataclass
@@ -101,7 +64,7 @@ class SamPlan:
         # a plan written before the embedding cache existed trains as planned: with nnU-Net's augmentation
         data.setdefault("embedding_cache", False)
         if data.get("prompts") is not None:
-            from autosam.prompts import MODES
+            from autosam.sam.prompts import MODES
 
             if data["prompts"] not in MODES:
                 raise AutosamError(f"{source}: SAM plan prompts '{data['prompts']}' is not one of {', '.join(MODES)}")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -16,7 +15,8 @@ import numpy as np
 from tqdm import tqdm
 
 from autosam.files import atomic_write_json
-from autosam.sam.checkpoints import CATALOGUE, CHECKPOINT_DIR_ENV, user_catalogue
+from autosam.sam.weights.catalogue import CATALOGUE, user_catalogue
+from autosam.paths import checkpoint_folder
 
 # Channel names (lower case, any separator) -> modality. Unknown names map to "unknown", stated in the plan.
 MODALITY_WORDS = {
@@ -69,7 +69,7 @@ class DatasetFacts:
 
 
 def checkpoints_present(checkpoint_dir: str | None = None) -> list[str]:
-    folder = checkpoint_dir or os.environ.get(CHECKPOINT_DIR_ENV)
+    folder = checkpoint_folder(checkpoint_dir)
     if not folder:
         return []
     return [name for name, e in CATALOGUE.items() if (Path(folder) / e.filename).is_file()]
@@ -77,7 +77,7 @@ def checkpoints_present(checkpoint_dir: str | None = None) -> list[str]:
 
 def pretrained_present(checkpoint_dir: str | None = None) -> dict[str, dict]:
     """The user catalogue's checkpoints whose files are in the checkpoint folder: backbone, modality, start."""
-    folder = checkpoint_dir or os.environ.get(CHECKPOINT_DIR_ENV)
+    folder = checkpoint_folder(checkpoint_dir)
     if not folder:
         return {}
     return {name: {"backbone": e.backbone, "modality": e.modality, "started_from": e.started_from}

@@ -390,8 +390,8 @@ def slices_per_patient(cases: list[str]) -> tuple[dict[str, list[str]], str] | N
 
 
 def _groups_recorded(dataset: str) -> bool:
-    from autosam.nnunet_env import require_folders
-    from autosam.splits import GROUPS_FILE
+    from autosam.paths import require_folders
+    from autosam.data.splits import GROUPS_FILE
 
     try:
         preprocessed = require_folders("nnUNet_preprocessed")["nnUNet_preprocessed"]

@@ -51,7 +51,7 @@ class ImageSet:
 
     @property
     def modality(self) -> str:
-        from autosam.fingerprint import modality_of
+        from autosam.planners.fingerprint import modality_of
 
         found = {modality_of(n) for n in self.channel_names}
         return found.pop() if len(found) == 1 else "mixed"
@@ -73,7 +73,7 @@ def dataset_images(dataset: str, labelled: bool = False) -> ImageSet:
     from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
     from nnunetv2.utilities.utils import create_paths_fn, get_identifiers_from_splitted_dataset_folder, subfiles
 
-    from autosam.nnunet_env import dataset_name, require_folders
+    from autosam.paths import dataset_name, require_folders
 
     name = dataset_name(dataset)
     raw = require_folders("nnUNet_raw")["nnUNet_raw"] / name
@@ -109,7 +109,7 @@ def dataset_images(dataset: str, labelled: bool = False) -> ImageSet:
 
 def _ct_properties(name: str, channels: list[int]) -> dict[int, dict]:
     """nnU-Net's foreground intensity statistics (its CT normalisation needs them), fingerprinting if needed."""
-    from autosam.nnunet_env import require_folders
+    from autosam.paths import require_folders
 
     fingerprint = require_folders("nnUNet_preprocessed")["nnUNet_preprocessed"] / name / "dataset_fingerprint.json"
     if not fingerprint.is_file():

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from autosam.errors import AutosamError
-from autosam.prompts import ImagePrompts, Prompt
+from autosam.sam.prompts import ImagePrompts, Prompt
 
 
 def _number_list(value, length: int | None) -> bool:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from autosam.training import Budget
+from autosam.trainers.fold_training import Budget
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class FoldJob:
 
     def run(self) -> bool:
         """Train the fold unless it is done; returns whether any training ran."""
-        from autosam.pipeline import train_once
+        from autosam.experiments.run import train_once
 
         return train_once(self.dataset, self.fold, self.trainer_cls, self.plans, self.configuration, self.budget,
                           self.device, self.label, self.seed, self.save_probabilities)
@@ -46,7 +46,7 @@ class SerialExecutor:
     """Every job in this process, one after the other; the first error stops the run (as it always did)."""
 
     def device(self, requested: str | None) -> torch.device:
-        from autosam.training import resolve_device
+        from autosam.trainers.fold_training import resolve_device
 
         return resolve_device(requested)
 
@@ -64,6 +64,6 @@ def executor_for(ray_address: str | None, gpu_memory_gb: float | None = None):
     the cluster's GPU memory, against which Ray jobs are checked (None: this machine's GPU, if any)."""
     if ray_address is None:
         return SerialExecutor()
-    from autosam.ray_runner import RayExecutor
+    from autosam.experiments.ray_cluster import RayExecutor
 
     return RayExecutor(ray_address, gpu_memory_gb)

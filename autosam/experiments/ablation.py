@@ -9,9 +9,9 @@ import numpy as np
 
 from autosam.errors import AutosamError
 from autosam.files import atomic_write_json, atomic_write_text
-from autosam.nnunet_env import configure_training_processes, dataset_name, model_folder, require_folders
+from autosam.paths import configure_training_processes, dataset_name, model_folder, require_folders
 from autosam.sam.setups import Setup, all_setups
-from autosam.sam_plan import PLANS_NAME, SAM_CONFIGURATION
+from autosam.plans import PLANS_NAME, SAM_CONFIGURATION
 
 log = logging.getLogger(__name__)
 ABLATION_FOLDER = "autosam_ablation"
@@ -51,13 +51,13 @@ def ablate(dataset: str, setups: list[str], options, ray_address: str | None = N
     ``ray_address``: train on Ray ("" starts a local instance); a set-up with a fold that failed twice there
     is named in the table instead of scored."""
     from autosam.evaluation.figures import ablation_heatmap
-    from autosam.jobs import FoldJob, executor_for
-    from autosam.ray_runner import import_ray
+    from autosam.trainers.fold_jobs import FoldJob, executor_for
+    from autosam.experiments.ray_cluster import import_ray
     from autosam.evaluation.comparison import read_splits
-    from autosam.splits import load_groups, resolve_folds
-    from autosam.preprocess import preprocess_sam_data
-    from autosam.training import Budget, planned_seed, read_sam_plan
-    from autosam.training import trainer_class
+    from autosam.data.splits import load_groups, resolve_folds
+    from autosam.planners.preprocess import preprocess_sam_data
+    from autosam.trainers.fold_training import Budget, planned_seed, read_sam_plan
+    from autosam.trainers.fold_training import trainer_class
 
     if ray_address is not None:
         import_ray()  # without Ray, say how to get it before any work

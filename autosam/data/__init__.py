@@ -1,0 +1,1 @@
+"""The dataset before any work: checks of every case, patient-grouped folds, case selection."""

@@ -1,0 +1,1 @@
+"""Continued pretraining of SAM before fine-tuning: masked-autoencoder and prompt-based objectives."""
