@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from autosam.errors import AutosamError
+from autosam.paths import Dataset
 
 
 def _print_table(rows: list[dict], columns: list[tuple[str, str]]) -> None:
@@ -65,10 +66,10 @@ def _sam_options(args: argparse.Namespace):
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
+    from autosam.planners.explain import plan_summary, plan_text
     from autosam.planners.hardware import detect_hardware
     from autosam.planners.preprocess import baseline_configurations, plan, preprocess
     from autosam.plans import SAM_CONFIGURATION, sam_plan_of
-    from autosam.planners.explain import plan_summary, plan_text
 
     hardware = detect_hardware(args.gpu_memory, args.device)
     with contextlib.redirect_stdout(sys.stderr):  # nnU-Net's planning chatter; stdout carries the plan
@@ -94,8 +95,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from autosam.inference.trained_models import resolve_model
     from autosam.inference.predict import predict, predict_with_prompts
+    from autosam.inference.trained_models import resolve_model
 
     if args.prompts:  # the prompted SAM model, whatever find_best_configuration chose
         predict_with_prompts(args.dataset, args.input, args.output, args.prompts, args.folds, args.setup,
@@ -120,13 +121,12 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> None:
-    from autosam.paths import require_folders
     from autosam.data.checks import check_dataset
 
-    warnings = check_dataset(require_folders("nnUNet_raw")["nnUNet_raw"], args.dataset, every_file=args.all)
+    warnings = check_dataset(args.dataset, every_file=args.all)
     for warning in warnings:
         print(warning.line(args.all))
-    print(f"dataset {args.dataset}: no errors" + (f", {len(warnings)} warning(s)" if warnings else ""))
+    print(f"dataset {args.dataset.name}: no errors" + (f", {len(warnings)} warning(s)" if warnings else ""))
 
 
 def cmd_split(args: argparse.Namespace) -> None:
@@ -462,10 +462,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler.setFormatter(logging.Formatter("autosam: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
-    from autosam.paths import configure_defaults
-
-    configure_defaults()  # before anything imports nnunetv2
     try:
+        if getattr(args, "dataset", None):  # resolved once, here; every stage below takes the Dataset
+            args.dataset = ([Dataset.resolve(d) for d in args.dataset] if isinstance(args.dataset, list)
+                            else Dataset.resolve(args.dataset))
         args.func(args)
     except AutosamError as e:
         if args.debug:

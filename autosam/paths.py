@@ -75,8 +75,12 @@ class Dataset:
         """'501', 501 or 'Dataset501_BUSI' -> the dataset, with nnU-Net's own lookup in its folders."""
         if isinstance(dataset, Dataset):
             return dataset
+        if not any(os.environ.get(v) for v in FOLDER_VARIABLES):
+            require_folders(*FOLDER_VARIABLES)  # nowhere to look: say which variables to export
         from nnunetv2.utilities.dataset_name_id_conversion import (  # reads nnU-Net's folder variables
-            convert_dataset_name_to_id, maybe_convert_to_dataset_name)
+            convert_dataset_name_to_id,
+            maybe_convert_to_dataset_name,
+        )
 
         try:
             name = maybe_convert_to_dataset_name(str(dataset))
@@ -108,6 +112,11 @@ def fold_is_trained(fold_folder: Path) -> bool:
     """A fold is trained when its final checkpoint and its validation are both written (nnU-Net writes the
     validation summary last); anything less is continued, never counted."""
     return (fold_folder / FINAL_CHECKPOINT).is_file() and (fold_folder / "validation" / "summary.json").is_file()
+
+
+def fold_has_started(fold_folder: Path) -> bool:
+    """A fold has started once it wrote any checkpoint: its folds file and plans may no longer change."""
+    return any(fold_folder.glob("checkpoint_*.pth"))
 
 
 def checkpoint_folder(checkpoint_dir: str | os.PathLike | None = None, required: bool = False) -> Path | None:

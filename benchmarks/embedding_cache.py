@@ -16,36 +16,28 @@ alike. ``speed-up = normal / cached``; ``build`` is the cache's one-off time for
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from common import default_source, planned_subset, started_trainer
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_BUSI = REPO.parent / "shared" / "data" / "Dataset501_BUSI"
+from autosam.files import atomic_write_json
+from autosam.paths import Dataset, configure_training_processes
+from autosam.trainers.embedding_cache import FOLDER
 
 
-def _started_trainer(dataset: str, setup: str, device: torch.device, cached: bool):
-    from autosam.trainers.fold_training import make_trainer, trainer_class
-
-    trainer = make_trainer(dataset, 0, trainer_class(setup), device=device)
-    trainer.sam_plan.embedding_cache = cached
+def _started_trainer(dataset: Dataset, setup: str, device: torch.device, cached: bool):
     start = time.perf_counter()
-    trainer.on_train_start()  # nnU-Net's start; with the cache, its build
-    trainer.on_train_epoch_start()
+    trainer = started_trainer(dataset, setup, device, embedding_cache=cached)
     return trainer, time.perf_counter() - start
 
 
-def measure(dataset: str, setup: str, device: torch.device, iterations: int, warmup: int = 2) -> dict:
-    from autosam.trainers.embedding_cache import FOLDER
-    from autosam.paths import require_folders
-
-    cache = require_folders("nnUNet_preprocessed")["nnUNet_preprocessed"] / dataset / FOLDER
+def measure(dataset: Dataset, setup: str, device: torch.device, iterations: int, warmup: int = 2) -> dict:
+    cache = dataset.preprocessed / FOLDER
     shutil.rmtree(cache, ignore_errors=True)  # the build is timed from nothing
     normal, normal_start = _started_trainer(dataset, setup, device, cached=False)
     cached, cached_start = _started_trainer(dataset, setup, device, cached=True)
@@ -82,26 +74,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "embedding_cache.json")
     args = parser.parse_args()
 
-    sys.path.insert(0, str(REPO))
-    from autosam.cli import main as autosam
-    from autosam.experiments.demo import DEMO_DATA
-    from autosam.files import atomic_write_json
-    from autosam.paths import configure_training_processes
-    from tests.conftest import case_ids, copy_subset
-
-    source = args.data or (SHARED_BUSI if (SHARED_BUSI / "dataset.json").is_file() else DEMO_DATA)
+    source = default_source(args.data)
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as work:
-        for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-            os.environ[name] = str(Path(work) / name)
-            Path(os.environ[name]).mkdir()
-        target = copy_subset(source, Path(os.environ["nnUNet_raw"]), case_ids(source)[:args.cases])
-        dataset = target.name
-        code = autosam(["plan-and-preprocess", "-d", dataset, "--setup", args.setups[0], "--image-size",
-                        str(args.image_size), "--batch-size", str(args.batch_size), "--from-scratch",
-                        "--device", args.device])
-        if code:
-            raise SystemExit(code)
+        dataset = planned_subset(source, Path(work), args.cases, args.setups[0], args.image_size, args.batch_size,
+                                 args.device)
         configure_training_processes(device.type)
         rows = [measure(dataset, setup, device, args.iterations) for setup in args.setups]
 

@@ -20,10 +20,16 @@ import argparse
 import json
 import logging
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from autosam.cli import main as autosam
+from autosam.files import atomic_torch_save
+from autosam.paths import Dataset
+from autosam.pretraining.mae import PretrainOptions, pretrain
+from autosam.sam.registry import build_sam
+from autosam.trainers.seeding import seed_everything
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -36,10 +42,6 @@ def pool_for(target: str, available: list[str]) -> list[str]:
 
 def write_random_base(path: Path, seed: int) -> Path:
     """A random-weight ViT-T in the official key layout at its native 1024 px shapes."""
-    from autosam.files import atomic_torch_save
-    from autosam.sam.registry import build_sam
-    from autosam.trainers.seeding import seed_everything
-
     seed_everything(seed)
     atomic_torch_save(build_sam("vit_t", 1024, 4).state_dict(), path)
     return path
@@ -47,8 +49,6 @@ def write_random_base(path: Path, seed: int) -> Path:
 
 def fine_tune(target: str, base: Path, work: Path, label: str, args: argparse.Namespace) -> dict:
     """Plan with ``base`` as the checkpoint, train fold ``args.fold``; nnU-Net's validation summary."""
-    from autosam.cli import main as autosam
-
     os.environ["nnUNet_results"] = str(work / f"results_{label}")
     started = time.time()
     plan = ["plan-and-preprocess", "-d", target, "--setup", args.setup, "--image-size", str(args.image_size),
@@ -66,8 +66,6 @@ def fine_tune(target: str, base: Path, work: Path, label: str, args: argparse.Na
 
 
 def run_target(target: str, available: list[str], work: Path, args: argparse.Namespace) -> dict:
-    from autosam.pretraining.mae import PretrainOptions, pretrain
-
     for name in ("nnUNet_preprocessed", "nnUNet_results"):
         (work / name).mkdir(parents=True, exist_ok=True)
     os.environ["nnUNet_preprocessed"] = str(work / "nnUNet_preprocessed")
@@ -79,7 +77,7 @@ def run_target(target: str, available: list[str], work: Path, args: argparse.Nam
     pretrained = pretrain(weights / f"mae_vit_t_not_{target}.pth", PretrainOptions(
         backbone="vit_t", image_size=args.image_size, epochs=args.pretrain_epochs,
         iterations=args.pretrain_iterations, batch_size=args.pretrain_batch, learning_rate=args.pretrain_lr,
-        base=str(random_base), seed=args.seed, device="cpu"), datasets=pool)
+        base=str(random_base), seed=args.seed, device="cpu"), datasets=[Dataset.resolve(d) for d in pool])
     pretrain_seconds = round(time.time() - started)
     rows = [fine_tune(target, random_base, work, "random", args),
             fine_tune(target, pretrained.checkpoint, work, "pretrained", args)]
@@ -104,16 +102,13 @@ def main() -> None:
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    sys.path[:0] = [str(REPO)]
     os.environ["nnUNet_raw"] = str(args.data)
-    from autosam.paths import configure_defaults
-
-    configure_defaults()
     handler = logging.StreamHandler()  # autosam's log lines, as the command line prints them
     handler.setFormatter(logging.Formatter("autosam: %(message)s"))
     logging.getLogger("autosam").addHandler(handler)
     logging.getLogger("autosam").setLevel(logging.INFO)
-    available = sorted(p.name[7:10] for p in args.data.glob("Dataset*") if (p / "dataset.json").is_file())
+    available = sorted(str(Dataset.resolve(p.name).id) for p in args.data.glob("Dataset*")
+                       if (p / "dataset.json").is_file())
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for target in args.targets:

@@ -10,8 +10,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from autosam.experiments.demo import DEMO_DATASET
 from autosam.evaluation.report import headline
+from autosam.experiments.demo import DEMO_DATASET
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 

@@ -14,39 +14,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
+from common import default_source, planned_subset
+from step_overhead import measure
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_BUSI = REPO.parent / "shared" / "data" / "Dataset501_BUSI"
+from autosam.cli import main as autosam
+from autosam.paths import configure_training_processes
 
 
 def run_mode(source: Path, root: Path, native: bool, args: argparse.Namespace) -> dict:
-    from autosam.cli import main as autosam
-    from autosam.paths import configure_training_processes
-    from step_overhead import measure
-    from tests.conftest import case_ids, copy_subset
-
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        os.environ[name] = str(root / name)
-        (root / name).mkdir(parents=True)
-    dataset = copy_subset(source, root / "nnUNet_raw", case_ids(source)[:args.cases]).name
-    plan = ["plan-and-preprocess", "-d", dataset, "--setup", args.setup, "--image-size", str(args.image_size),
-            "--batch-size", str(args.batch_size), "--from-scratch", "--device", "cpu"]
-    if autosam(plan + (["--native-patches"] if native else [])):
-        raise SystemExit(f"planning failed for {dataset}")
+    dataset = planned_subset(source, root, args.cases, args.setup, args.image_size, args.batch_size, "cpu",
+                             ("--native-patches",) if native else ())
     configure_training_processes("cpu")
     row = measure(dataset, None, torch.device("cpu"), args.step_iterations, precision=False)
-    if autosam(["train", "-d", dataset, "-f", "0", "--device", "cpu", "--epochs", str(args.epochs),
+    if autosam(["train", "-d", dataset.name, "-f", "0", "--device", "cpu", "--epochs", str(args.epochs),
                 "--iterations", str(args.iterations), "--seed", "0"]):
         raise SystemExit(f"training failed for {dataset}")
     fold = next((root / "nnUNet_results").rglob("fold_0"))
     summary = json.loads((fold / "validation" / "summary.json").read_text())
-    plans = json.loads((root / "nnUNet_preprocessed" / dataset / "autosamPlans.json").read_text())
+    plans = json.loads((dataset.preprocessed / "autosamPlans.json").read_text())
     sam = plans["configurations"]["2d_sam"]
     return {**row, "mode": "nnU-Net 2d patch" if native else "SAM-sized patch",
             "patch": "x".join(map(str, sam.get("patch_size", plans["configurations"]["2d"]["patch_size"]))),
@@ -64,10 +53,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--step-iterations", type=int, default=6, help="timed iterations per step measurement")
     args = parser.parse_args()
-    sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
-    from autosam.experiments.demo import DEMO_DATA
-
-    source = args.data or (SHARED_BUSI if (SHARED_BUSI / "dataset.json").is_file() else DEMO_DATA)
+    source = default_source(args.data)
     rows = []
     with tempfile.TemporaryDirectory() as work:
         for native in (True, False):

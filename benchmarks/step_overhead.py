@@ -18,15 +18,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from common import default_source, planned_subset, started_trainer
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_BUSI = REPO.parent / "shared" / "data" / "Dataset501_BUSI"
+from autosam.paths import Dataset, configure_training_processes
 
 
 def _median_ms(step, iterations: int, warmup: int = 2) -> float:
@@ -40,17 +39,8 @@ def _median_ms(step, iterations: int, warmup: int = 2) -> float:
     return 1000 * statistics.median(times)
 
 
-def _started_trainer(dataset: str, setup: str, device: torch.device):
-    from autosam.trainers.fold_training import make_trainer, trainer_class
-
-    trainer = make_trainer(dataset, 0, trainer_class(setup), device=device)
-    trainer.on_train_start()  # nnU-Net's own start: network, optimiser, data loaders with the planned workers
-    trainer.on_train_epoch_start()
-    return trainer
-
-
-def measure(dataset: str, setup: str, device: torch.device, iterations: int, precision: bool) -> dict:
-    trainer = _started_trainer(dataset, setup, device)
+def measure(dataset: Dataset, setup: str, device: torch.device, iterations: int, precision: bool) -> dict:
+    trainer = started_trainer(dataset, setup, device)
     loader = trainer.dataloader_train
     held = next(loader)
     row = {
@@ -86,25 +76,11 @@ def main() -> None:
     parser.add_argument("--precision", action="store_true", help="also time the bare step under bf16 autocast")
     args = parser.parse_args()
 
-    sys.path.insert(0, str(REPO))
-    from autosam.cli import main as autosam
-    from autosam.experiments.demo import DEMO_DATA
-    from autosam.paths import configure_training_processes
-    from tests.conftest import case_ids, copy_subset
-
-    source = args.data or (SHARED_BUSI if (SHARED_BUSI / "dataset.json").is_file() else DEMO_DATA)
+    source = default_source(args.data)
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as work:
-        for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-            os.environ[name] = str(Path(work) / name)
-            Path(os.environ[name]).mkdir()
-        target = copy_subset(source, Path(os.environ["nnUNet_raw"]), case_ids(source)[:args.cases])
-        dataset = target.name
-        code = autosam(["plan-and-preprocess", "-d", dataset, "--setup", args.setups[0], "--image-size",
-                        str(args.image_size), "--batch-size", str(args.batch_size), "--from-scratch",
-                        "--device", args.device])
-        if code:
-            raise SystemExit(code)
+        dataset = planned_subset(source, Path(work), args.cases, args.setups[0], args.image_size, args.batch_size,
+                                 args.device)
         configure_training_processes(device.type)
         rows = [measure(dataset, setup, device, args.iterations, args.precision) for setup in args.setups]
 

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from autosam.errors import AutosamError
 from autosam.planners.fingerprint import DatasetFacts
 from autosam.planners.hardware import Hardware
-from autosam.sam.weights.catalogue import RANDOM_START
+from autosam.planners.rules import RULES, cite
+from autosam.planners.step_cost import embedding_cache_reason, iteration_gflops
 from autosam.sam.memory import GIB, estimate_training_memory
 from autosam.sam.registry import IMAGE_SIZE_STEP, get_backbone
 from autosam.sam.setups import DEFAULT_LORA_RANK, Setup, all_setups
-from autosam.planners.rules import RULES, cite
-from autosam.planners.step_cost import embedding_cache_reason, iteration_gflops
+from autosam.sam.weights.catalogue import RANDOM_START
 
 MEMORY_HEADROOM = 0.9  # R17
 CPU_MEMORY_SHARE = 0.5  # a CPU run shares RAM with data loading and the system

@@ -12,11 +12,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
 from tqdm import tqdm
 
 from autosam.files import atomic_write_json
-from autosam.sam.weights.catalogue import CATALOGUE, user_catalogue
 from autosam.paths import checkpoint_folder
+from autosam.sam.weights.catalogue import CATALOGUE, user_catalogue
 
 # Channel names (lower case, any separator) -> modality. Unknown names map to "unknown", stated in the plan.
 MODALITY_WORDS = {
@@ -85,8 +86,6 @@ def pretrained_present(checkpoint_dir: str | None = None) -> dict[str, dict]:
 
 
 def _label_statistics(raw: Path, meta: dict, transpose: list[int]) -> tuple[int, int, dict[str, float]]:
-    from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
-
     ending = meta["file_ending"]
     labels = sorted((raw / "labelsTr").glob(f"*{ending}"))
     reader = determine_reader_writer_from_dataset_json(meta, str(labels[0]))()

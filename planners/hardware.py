@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import torch
+
 from autosam.errors import AutosamError
 
 
@@ -23,7 +25,6 @@ def detect_hardware(gpu_memory_gb: float | None = None, device: str | None = Non
         if gpu_memory_gb <= 0:
             raise AutosamError(f"--gpu-memory {gpu_memory_gb}: give the GPU's memory in GB, e.g. 24")
         return Hardware("cuda", float(gpu_memory_gb), f"a GPU with {gpu_memory_gb:g} GB (--gpu-memory)")
-    import torch
 
     if device != "cpu" and torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)

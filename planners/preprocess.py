@@ -8,8 +8,14 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
+from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
+from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprint_dataset, preprocess_dataset
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+from autosam.data.checks import check_dataset
 from autosam.errors import AutosamError
-from autosam.paths import dataset_name, require_folders
+from autosam.paths import Dataset, require_folders
+from autosam.planners.sam_planner import BASELINE_PLANS, SAMPlanner
 from autosam.plans import PLANS_NAME, SAM_CONFIGURATION
 
 log = logging.getLogger(__name__)
@@ -42,88 +48,64 @@ def _preprocessed_cases(folder: Path) -> int:
     return len(list(folder.glob("*.pkl"))) if folder.is_dir() else 0
 
 
-def plan(dataset: str, sam_options, hardware, num_processes: int = 1, validated: bool = False):
+def plan(dataset: Dataset, sam_options, hardware, num_processes: int = 1, validated: bool = False) -> SAMPlanner:
     """nnU-Net's fingerprint and plans (``nnUNetPlans``), then autosam's (``autosamPlans``); returns the
     planner, which holds the plans and the choice with its candidates. ``validated``: the caller has already
     checked the dataset."""
-    from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprint_dataset
-
-    from autosam.planners.sam_planner import BASELINE_PLANS, SAMPlanner
-
-    from autosam.data.checks import check_dataset
-
-    folders = require_folders("nnUNet_raw", "nnUNet_preprocessed")
-    for warning in [] if validated else check_dataset(folders["nnUNet_raw"], str(dataset)):
+    require_folders("nnUNet_raw", "nnUNet_preprocessed")
+    for warning in [] if validated else check_dataset(dataset):
         log.warning("%s", warning)
-    name = dataset_name(dataset)
-    dataset_id = int(name[7:10])
-    out = folders["nnUNet_preprocessed"] / name
+    out = dataset.preprocessed
     if not (out / "dataset_fingerprint.json").is_file():
-        log.info("fingerprinting %s", name)
+        log.info("fingerprinting %s", dataset.name)
         # autosam's validation above already read every case (one line per cause instead of nnU-Net's tracebacks)
-        extract_fingerprint_dataset(dataset_id, num_processes=num_processes, check_dataset_integrity=False)
-    _check_splits_agree(folders["nnUNet_raw"] / name / "splits_final.json", out / "splits_final.json")
+        extract_fingerprint_dataset(dataset.id, num_processes=num_processes, check_dataset_integrity=False)
+    _check_splits_agree(dataset.raw / "splits_final.json", out / "splits_final.json")
     with _planning_processes():
         if not (out / f"{BASELINE_PLANS}.json").is_file():
-            ExperimentPlanner(dataset_id).plan_experiment()
-        planner = SAMPlanner(dataset_id, sam_options=sam_options, hardware=hardware)
+            ExperimentPlanner(dataset.id).plan_experiment()
+        planner = SAMPlanner(dataset.id, sam_options=sam_options, hardware=hardware)
         planner.plan_experiment()
     return planner
 
 
-def baseline_configurations(dataset: str, with_3d: bool = True) -> tuple[str, ...]:
+def baseline_configurations(dataset: Dataset, with_3d: bool = True) -> tuple[str, ...]:
     """nnU-Net's configurations autosam trains as baselines: ``2d``, and ``3d_fullres`` where it planned one
     (3D data) unless ``with_3d`` is off."""
-    from autosam.planners.sam_planner import BASELINE_PLANS
-
-    plans_file = require_folders("nnUNet_preprocessed")["nnUNet_preprocessed"] / dataset_name(dataset) / \
-        f"{BASELINE_PLANS}.json"
+    plans_file = dataset.preprocessed / f"{BASELINE_PLANS}.json"
     planned = json.loads(plans_file.read_text())["configurations"]
     return ("2d",) + (("3d_fullres",) if with_3d and "3d_fullres" in planned else ())
 
 
-def preprocess(dataset: str, num_processes: int = 1, configurations: tuple[str, ...] = ("2d",)) -> None:
+def preprocess(dataset: Dataset, num_processes: int = 1, configurations: tuple[str, ...] = ("2d",)) -> None:
     """nnU-Net's preprocessing for configurations whose data are missing or incomplete (its preprocessor
     deletes the output folder first, which would pull the data from under a running training)."""
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import preprocess_dataset
-
-    from autosam.planners.sam_planner import BASELINE_PLANS
-
-    folders = require_folders("nnUNet_raw", "nnUNet_preprocessed")
-    name = dataset_name(dataset)
-    dataset_id = int(name[7:10])
-    out = folders["nnUNet_preprocessed"] / name
+    require_folders("nnUNet_raw", "nnUNet_preprocessed")
+    out = dataset.preprocessed
     baseline = json.loads((out / f"{BASELINE_PLANS}.json").read_text())
-    num_cases = json.loads((folders["nnUNet_raw"] / name / "dataset.json").read_text())["numTraining"]
+    num_cases = json.loads((dataset.raw / "dataset.json").read_text())["numTraining"]
     for configuration in configurations:
         if configuration not in baseline["configurations"]:
-            raise AutosamError(f"{name}: nnU-Net planned no '{configuration}' configuration (2D data has only '2d')")
+            raise AutosamError(f"{dataset.name}: nnU-Net planned no '{configuration}' configuration (2D data has only '2d')")
         data = out / baseline["configurations"][configuration]["data_identifier"]
         if _preprocessed_cases(data) < num_cases:
-            preprocess_dataset(dataset_id, BASELINE_PLANS, (configuration,), (num_processes,), verbose=False)
+            preprocess_dataset(dataset.id, BASELINE_PLANS, (configuration,), (num_processes,), verbose=False)
     preprocess_sam_data(dataset, num_processes)
 
 
-def preprocess_sam_data(dataset: str, num_processes: int = 1) -> None:
+def preprocess_sam_data(dataset: Dataset, num_processes: int = 1) -> None:
     """2d_sam's own data (SAM-sized patches at their own spacing) when the plan gives it some and they are
     missing or incomplete, e.g. after planning again at another image size."""
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import preprocess_dataset
-
-    folders = require_folders("nnUNet_raw", "nnUNet_preprocessed")
-    name = dataset_name(dataset)
-    out = folders["nnUNet_preprocessed"] / name
-    num_cases = json.loads((folders["nnUNet_raw"] / name / "dataset.json").read_text())["numTraining"]
-    sam_data = _sam_data_identifier(out)
-    if sam_data and _preprocessed_cases(out / sam_data) < num_cases:
-        log.info("preprocessing %s for 2d_sam (%s)", name, sam_data)
-        preprocess_dataset(int(name[7:10]), PLANS_NAME, (SAM_CONFIGURATION,), (num_processes,), verbose=False)
+    require_folders("nnUNet_raw", "nnUNet_preprocessed")
+    num_cases = json.loads((dataset.raw / "dataset.json").read_text())["numTraining"]
+    sam_data = _sam_data_identifier(dataset.preprocessed)
+    if sam_data and _preprocessed_cases(dataset.preprocessed / sam_data) < num_cases:
+        log.info("preprocessing %s for 2d_sam (%s)", dataset.name, sam_data)
+        preprocess_dataset(dataset.id, PLANS_NAME, (SAM_CONFIGURATION,), (num_processes,), verbose=False)
 
 
 def _sam_data_identifier(preprocessed: Path) -> str | None:
     """2d_sam's data folder when it has its own (``sam_planner.sam_sized``), else None (it shares 2d's)."""
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
     plans_file = preprocessed / f"{PLANS_NAME}.json"
     if not plans_file.is_file() or SAM_CONFIGURATION not in json.loads(plans_file.read_text())["configurations"]:
         return None

@@ -15,18 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
+from nnunetv2.utilities.json_export import recursive_fix_for_json_export
 
 from autosam.errors import AutosamError
 from autosam.files import atomic_write_json
 from autosam.paths import require_folders
-from autosam.sam.prompts import check_mode
+from autosam.planners.choose import choose
 from autosam.planners.fingerprint import dataset_facts
 from autosam.planners.hardware import Hardware, detect_hardware
-from autosam.sam.weights.catalogue import catalogue_entry, catalogue_entry_for, find_checkpoint
+from autosam.plans import DEFAULT_SEED, PLANS_NAME, SAM_CONFIGURATION, BaseCheckpoint, SamPlan
+from autosam.sam.prompts import check_mode
 from autosam.sam.setups import Setup
-from autosam.trainers.seeding import DEFAULT_SEED
-from autosam.plans import PLANS_NAME, SAM_CONFIGURATION, BaseCheckpoint, SamPlan
-from autosam.planners.choose import choose
+from autosam.sam.weights.catalogue import catalogue_entry, catalogue_entry_for, find_checkpoint
 
 BASELINE_PLANS = "nnUNetPlans"
 
@@ -165,8 +165,6 @@ class SAMPlanner(ExperimentPlanner):
     def save_plans(self, plans: dict) -> None:
         """Written atomically, so a full disk or a crash keeps the previous plans; configurations the file
         holds beyond these plans' (a user's own) are kept, as nnU-Net's planner keeps them."""
-        from nnunetv2.utilities.json_export import recursive_fix_for_json_export
-
         recursive_fix_for_json_export(plans)
         path = require_folders("nnUNet_preprocessed")["nnUNet_preprocessed"] / self.dataset_name / f"{self.plans_identifier}.json"
         if path.is_file():

@@ -5,17 +5,25 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 # nnU-Net reads its pool size at import; one worker keeps the tests from spawning eight on a small machine.
 os.environ.setdefault("nnUNet_def_n_proc", "1")
+# The test-size backbones, here and in every process the tests start (tests/site/sitecustomize.py).
+SITE = str(Path(__file__).parent / "site")
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SITE, os.environ.get("PYTHONPATH")) if p)
+sys.path.insert(0, SITE)
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 import torch  # noqa: E402
 
+import autosam_test_backbones  # noqa: E402
 from autosam.sam.registry import build_sam  # noqa: E402
+
+autosam_test_backbones.register()
 
 SHARED_DATA = Path(os.environ.get("AUTOSAM_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

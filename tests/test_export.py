@@ -22,6 +22,7 @@ from autosam.sam.registry import build_sam
 from autosam.sam.setups import Setup
 from tests.conftest import case_ids, copy_subset
 from tests.test_fold_checkpoint import predict, train_a_step
+from autosam.paths import Dataset
 
 TOLERANCE = 1e-4
 
@@ -126,8 +127,8 @@ def test_train_setup_then_predict_then_export_on_the_bundled_data(nnunet_folders
 
     from autosam.inference.trained_models import SamFold, resolve_model, trained_model_folder
 
-    model = resolve_model("901").models[0]
-    fine_tuned, _ = SamFold(trained_model_folder("901", model), model.trainer, model.configuration, "0").network()
+    model = resolve_model(Dataset.resolve("901")).models[0]
+    fine_tuned, _ = SamFold(trained_model_folder(Dataset.resolve("901"), model), model.trainer, model.configuration, "0").network()
     x = torch.randn(1, 1, 256, 256)
     stock = _stock("vit_t", 256, 2, target)
     assert (predict(SamSegmenter(stock, 1), x) - predict(fine_tuned, x)).abs().max() <= TOLERANCE

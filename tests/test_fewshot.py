@@ -10,12 +10,14 @@ import pytest
 from autosam.cli import main
 from autosam.experiments.demo import DEMO_DATA, DEMO_DATASET
 from autosam.errors import AutosamError
-from autosam.experiments.fewshot import plans_identifier, select_cases, write_plans
+from autosam.data.case_selection import select_cases
+from autosam.experiments.fewshot import plans_identifier, write_plans
 from autosam.planners.fingerprint import DatasetFacts
 from autosam.planners.hardware import Hardware
 from autosam.planners.choose import choose
 from autosam.planners.sam_planner import SamOptions
 from tests.conftest import case_ids, copy_subset
+from autosam.paths import Dataset
 
 RUN = ["run", "-d", "901", "--folds", "0", "--epochs", "1", "--iterations", "2", "--device", "cpu", "--setup",
        "test_vit_encdec_lora", "--image-size", "64", "--from-scratch", "--no-ensembles"]
@@ -88,15 +90,15 @@ def test_few_shot_run_same_cases_for_every_method_and_a_curve_in_the_report(nnun
         write_plans(preprocessed, base, 2, 1, 0, results)
     drawn = {}
     for repeat in (0, 1):
-        nnunet = make_trainer("901", 0, nnUNetTrainerFewShot, plans_identifier("nnUNetPlans", 2, repeat), "2d")
-        sam = make_trainer("901", 0, nnUNetTrainerSAMFewShot, plans_identifier("autosamPlans", 2, repeat), "2d_sam")
+        nnunet = make_trainer(Dataset.resolve("901"), 0, nnUNetTrainerFewShot, plans_identifier("nnUNetPlans", 2, repeat), "2d")
+        sam = make_trainer(Dataset.resolve("901"), 0, nnUNetTrainerSAMFewShot, plans_identifier("autosamPlans", 2, repeat), "2d_sam")
         (train, val), (sam_train, sam_val) = nnunet.do_split(), sam.do_split()
         assert train == sam_train and val == sam_val == splits[0]["val"]  # the fold's whole validation part
         assert len(set(train)) == 2 and set(train) <= set(splits[0]["train"])
         assert len({groups[c] for c in train}) == 2  # one slice per patient
         drawn[repeat] = train
     assert drawn[0] != drawn[1]  # the repeats drew different cases
-    stock = make_trainer("901", 0, nnUNetTrainer, "nnUNetPlans", "2d")
+    stock = make_trainer(Dataset.resolve("901"), 0, nnUNetTrainer, "nnUNetPlans", "2d")
     assert stock.do_split()[0] == splits[0]["train"]  # the full-data run kept its training part
 
     trained = sorted(p.parent.parent.name for p in results.glob("*/fold_0/checkpoint_final.pth"))

@@ -19,7 +19,7 @@ from autosam.sam.weights.catalogue import USER_CATALOGUE, sha256_of
 from autosam.sam.model import build_network
 from autosam.sam.setups import METHODS, SCOPES, Setup
 from tests.conftest import busi_or_demo, case_ids, copy_subset, make_volumes
-from autosam.paths import CHECKPOINT_DIR_ENV
+from autosam.paths import CHECKPOINT_DIR_ENV, Dataset
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def two_labelled_datasets(nnunet_folders) -> list[str]:
 
 
 def test_prompts_come_from_autosam_prompts_and_hold_each_object(two_labelled_datasets) -> None:
-    volumes = dataset_images("991", labelled=True)
+    volumes = dataset_images(Dataset.resolve("991"), labelled=True)
     pairs = read_labelled_slices([volumes], 64)
     assert len(pairs) == 48  # every slice of the 6 volumes, each with its own label slice
     objects = [(image, label) for image, label in pairs if label.any()]
@@ -42,7 +42,7 @@ def test_prompts_come_from_autosam_prompts_and_hold_each_object(two_labelled_dat
     assert [i % 8 for i, (_, label) in enumerate(pairs) if label.any()] == [2, 3, 4, 5] * 6  # the organ's slices
     # the organ (rows and columns 4..11 of 16) at 64 px: rows and columns 16..47
     assert bounding_box(objects[0][1].numpy() == 1) == (16, 16, 47, 47)
-    busi = dataset_images("992", labelled=True)
+    busi = dataset_images(Dataset.resolve("992"), labelled=True)
     for image, label in read_labelled_slices([busi], 64) + objects:
         for mode in ("box", "point", "box+point"):
             prompts = slice_prompts(Slice(image, label, None), mode, np.random.default_rng(0))

@@ -17,6 +17,7 @@ from autosam.sam.network import SamSegmenter
 from autosam.sam.registry import build_sam
 from autosam.sam.setups import Setup
 from tests.conftest import BUSI, busi_or_demo, case_ids, copy_subset
+from autosam.paths import Dataset
 
 FOLD_DIR = "nnUNetTrainerSAM__autosamPlans__2d_sam"
 
@@ -160,7 +161,7 @@ def test_promptless_plans_are_written_as_before() -> None:
 def test_the_prompted_fold_is_evaluated_interactively(prompted_fold, tmp_path) -> None:
     from autosam.evaluation.interactive_report import curve, interactive_section, markdown_lines
 
-    summary = interactive_section("501", [0], torch.device("cpu"), None)
+    summary = interactive_section(Dataset.resolve("501"), [0], torch.device("cpu"), None)
     splits = json.loads((prompted_fold["folders"]["nnUNet_preprocessed"] / "Dataset501_BUSI"
                          / "splits_final.json").read_text())
     assert [c["case"] for c in summary["cases"]] == splits[0]["val"]  # every validation case, per case
@@ -177,7 +178,7 @@ def test_the_prompted_fold_is_evaluated_interactively(prompted_fold, tmp_path) -
     assert (tmp_path / "curve.png").stat().st_size > 0
     written = prompted_fold["fold"] / "interactive.json"
     before = written.stat().st_mtime_ns
-    interactive_section("501", [0], torch.device("cpu"), None)
+    interactive_section(Dataset.resolve("501"), [0], torch.device("cpu"), None)
     assert written.stat().st_mtime_ns == before  # evaluated once per final checkpoint
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import sys
 from pathlib import Path
@@ -9,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from autosam.cli import main
+from autosam.experiments import ray_cluster
 from autosam.experiments.demo import DEMO_DATA, DEMO_DATASET
-from autosam.experiments.ray_cluster import FAULTS
 from tests.conftest import case_ids, copy_subset
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install -e '.[test]' installs it")
@@ -23,6 +24,7 @@ ABLATE = ["ablate", "-d", "901", "--folds", "0", "1", "--epochs", "1", "--iterat
 def ray_instance():
     """One local Ray instance for the module, as a user's own ``ray.init`` would be: autosam uses it as it is."""
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the faulty task reaches the workers whole
     yield
     ray.shutdown()
 
@@ -48,6 +50,31 @@ def ray_results(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("ray_results")
 
 
+def _fail_then_train(faults: Path, job, cpus: int) -> dict:
+    """A Ray task that fails as often as ``faults`` says for its job ({"<job name>": N}, -1: always), counting
+    down across the run's tasks, then trains as autosam's own task does."""
+    with open(faults, "r+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        counts = json.load(handle)
+        left = counts.get(job.name, 0)
+        if left > 0:
+            counts[job.name] = left - 1
+            handle.seek(0), handle.truncate(), json.dump(counts, handle)
+    if left != 0:
+        raise RuntimeError(f"{job.name}: fault injected by the test")
+    return ray_cluster.train_task(job, cpus)
+
+
+def _inject_faults(monkeypatch, faults: Path, counts: dict[str, int]) -> None:
+    faults.write_text(json.dumps(counts))
+    real = ray_cluster.train_task
+
+    def task(job, cpus: int) -> dict:
+        return _fail_then_train(faults, job, cpus) if job.name in counts else real(job, cpus)
+
+    monkeypatch.setattr(ray_cluster, "train_task", task)
+
+
 def _use(monkeypatch, planned: dict[str, Path], results: Path) -> Path:
     for name, path in planned.items():
         monkeypatch.setenv(name, str(path))
@@ -69,8 +96,7 @@ def test_ray_ablation_matches_the_serial_one_and_retries_a_failed_task(
 
     fanned = _use(monkeypatch, planned, ray_results)
     faults = tmp_path / "faults.json"
-    faults.write_text(json.dumps({"vit_t_dec_lora fold 0": 1}))  # fails once, then trains
-    monkeypatch.setenv(FAULTS, str(faults))
+    _inject_faults(monkeypatch, faults, {"vit_t_dec_lora fold 0": 1})  # fails once, then trains
     capsys.readouterr()
     assert main([*ABLATE, "--setups", *GRID, "--ray"]) == 0
     assert json.loads(faults.read_text()) == {"vit_t_dec_lora fold 0": 0}  # the fault fired; Ray ran it again
@@ -89,9 +115,7 @@ def test_ray_ablation_matches_the_serial_one_and_retries_a_failed_task(
 def test_a_task_that_keeps_failing_is_named_and_the_others_report(
         ray_instance, planned, ray_results, tmp_path, monkeypatch, capsys) -> None:
     fanned = _use(monkeypatch, planned, ray_results)
-    faults = tmp_path / "faults.json"
-    faults.write_text(json.dumps({"vit_t_dec_adapter fold 0": -1}))  # fails every time
-    monkeypatch.setenv(FAULTS, str(faults))
+    _inject_faults(monkeypatch, tmp_path / "faults.json", {"vit_t_dec_adapter fold 0": -1})  # fails every time
     assert main(["ablate", "-d", "901", "--folds", "0", "--epochs", "1", "--iterations", "2", "--device", "cpu",
                  "--setups", "vit_t_dec_lora", "vit_t_dec_adapter", "--ray"]) == 0
     summary = json.loads((fanned / "autosam_ablation" / "ablation.json").read_text())
@@ -99,9 +123,9 @@ def test_a_task_that_keeps_failing_is_named_and_the_others_report(
     assert isinstance(summary["rows"][0]["cv_dice"], float) and summary["best"] == "vit_t_dec_lora"
     assert summary["rows"][1]["cv_dice"] is None
     assert summary["failed"] == {"vit_t_dec_adapter": ["fold 0: vit_t_dec_adapter fold 0: fault injected by "
-                                                       "AUTOSAM_FAULTS"]}
+                                                       "the test"]}
     table = (fanned / "autosam_ablation" / "ablation.md").read_text()
-    assert "| vit_t_dec_adapter | failed: fold 0: vit_t_dec_adapter fold 0: fault injected by AUTOSAM_FAULTS |" \
+    assert "| vit_t_dec_adapter | failed: fold 0: vit_t_dec_adapter fold 0: fault injected by the test |" \
         in table
     assert "Ray: vit_t_dec_adapter fold 0 failed twice" in capsys.readouterr().err
 
@@ -124,12 +148,14 @@ def test_without_ray_the_flag_says_how_to_get_it(planned, tmp_path, monkeypatch,
 
 def test_run_leaves_a_failed_baseline_out_and_stops_on_a_failed_sam_fold() -> None:
     from autosam.errors import AutosamError
-    from autosam.trainers.fold_jobs import FoldJob
     from autosam.experiments.run import without_failed
+    from autosam.paths import Dataset
+    from autosam.trainers.fold_jobs import FoldJob, Training
     from autosam.trainers.fold_training import Budget
 
     def job(configuration: str, label: str) -> FoldJob:
-        return FoldJob("901", 1, object, "plans", configuration, Budget(), None, label, 0, False)
+        return FoldJob(Dataset(901, DEMO_DATASET), 1, Training(object, "plans", configuration, Budget(), label), None,
+                       0, False)
 
     assert without_failed(["2d", "3d_fullres"], {}) == (["2d", "3d_fullres"], [])
     kept, lines = without_failed(["2d", "3d_fullres"], {job("3d_fullres", "nnU-Net 3d_fullres"): "killed"})

@@ -19,6 +19,7 @@ from autosam.experiments.demo import DEMO_DATA, DEMO_DATASET
 from autosam.inference.trained_models import Choice, Model
 from autosam.inference.predict import predict
 from tests.conftest import case_ids, copy_subset, make_volumes
+from autosam.paths import Dataset
 
 RUN = ["run", "-d", "901", "--folds", "0", "1", "--epochs", "1", "--iterations", "2", "--device", "cpu",
        "--setup", "test_vit_encdec_lora", "--image-size", "64", "--from-scratch", "--equal-budget"]
@@ -92,7 +93,7 @@ def test_run_compares_both_methods_on_the_same_cases_per_patient(nnunet_folders,
     best = json.loads((results / "inference_information.json").read_text())["best_model_or_ensemble"]
     both = Choice((Model("nnUNetTrainer", "nnUNetPlans", "2d"), Model.for_setup(None)), "both",
                   Path(best["postprocessing_file"]), Path(best["some_plans_file"]))
-    predict("901", unseen, out / "ensemble", choice=both, device="cpu", mirroring=False)
+    predict(Dataset.resolve("901"), unseen, out / "ensemble", choice=both, device="cpu", mirroring=False)
     ensembled = np.asarray(Image.open(out / "ensemble" / "new.png"))
     assert ensembled.shape == np.asarray(Image.open(unseen / "new_0000.png")).shape[:2]
     assert set(np.unique(ensembled)) <= {0, 1} and not list((out / "ensemble").glob(".autosam_members_*"))
@@ -168,7 +169,7 @@ def test_budget_policies_set_each_trainer(nnunet_folders) -> None:
     assert nnunet_batch != 3
 
     def built(budget, cls, plans, configuration):
-        trainer = make_trainer("901", 0, cls, plans, configuration, batch_size=budget.batch_size)
+        trainer = make_trainer(Dataset.resolve("901"), 0, cls, plans, configuration, batch_size=budget.batch_size)
         budget.apply(trainer)
         return trainer.num_epochs, trainer.num_iterations_per_epoch, trainer.configuration_manager.batch_size
 

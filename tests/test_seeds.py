@@ -10,20 +10,21 @@ import torch
 from autosam.cli import main
 from autosam.experiments.demo import DEMO_DATA, DEMO_DATASET
 from tests.conftest import case_ids, copy_subset
+from autosam.paths import Dataset
 
 TRAIN = ["train", "-d", "901", "-f", "0", "--device", "cpu", "--epochs", "1", "--iterations", "3"]
 
 
 def _train(folders, seed: int | None) -> tuple[dict, float, dict]:
-    """Train fold 0, return its weights, validation Dice and nnU-Net's debug record; then clear the results."""
+    """Train fold 0, return its weights, validation Dice and autosam's training record; then clear the results."""
     assert main(TRAIN + ([] if seed is None else ["--seed", str(seed)])) == 0
     model = folders["nnUNet_results"] / DEMO_DATASET / "nnUNetTrainerSAM__autosamPlans__2d_sam"
     fold = model / "fold_0"
     weights = torch.load(fold / "checkpoint_final.pth", weights_only=True)["network_weights"]
     dice = json.loads((fold / "validation" / "summary.json").read_text())["foreground_mean"]["Dice"]
-    debug = json.loads((fold / "debug.json").read_text())
+    record = json.loads((fold / "autosam_training.json").read_text())
     shutil.rmtree(model)
-    return weights, dice, debug
+    return weights, dice, record
 
 
 def test_same_seed_same_weights_another_seed_other_weights(nnunet_folders) -> None:
@@ -33,12 +34,12 @@ def test_same_seed_same_weights_another_seed_other_weights(nnunet_folders) -> No
     plans = json.loads((nnunet_folders["nnUNet_preprocessed"] / DEMO_DATASET / "autosamPlans.json").read_text())
     assert plans["configurations"]["2d_sam"]["sam"]["seed"] == 3
 
-    first, first_dice, debug = _train(nnunet_folders, None)  # the plan's seed
-    assert debug["autosam_seed"] == "3"
+    first, first_dice, record = _train(nnunet_folders, None)  # the plan's seed
+    assert record["seed"] == 3
     torch.manual_seed(12345)  # whatever state the process is in, the seed decides
     again, again_dice, _ = _train(nnunet_folders, 3)
-    other, _, other_debug = _train(nnunet_folders, 4)
-    assert other_debug["autosam_seed"] == "4"
+    other, _, other_record = _train(nnunet_folders, 4)
+    assert other_record["seed"] == 4
     assert first.keys() == again.keys()
     assert all(torch.equal(first[k], again[k]) for k in first)
     assert abs(first_dice - again_dice) <= 1e-3
@@ -59,7 +60,7 @@ def test_augmentation_workers_draw_from_the_seed(nnunet_folders, monkeypatch) ->
     monkeypatch.setenv("nnUNet_n_proc_DA", "1")  # one worker: batches arrive in a fixed order
 
     def first_batch(seed: int):
-        trainer = make_trainer("901", 0, nnUNetTrainer, "nnUNetPlans", "2d")
+        trainer = make_trainer(Dataset.resolve("901"), 0, nnUNetTrainer, "nnUNetPlans", "2d")
         trainer.initialize()
         seed_everything(seed)
         seed_data_loaders(trainer, seed)

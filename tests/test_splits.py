@@ -14,6 +14,7 @@ from autosam.cli import main
 from autosam.errors import AutosamError
 from autosam.data.splits import grouped_splits, load_groups, read_groups
 from tests.conftest import case_ids, copy_subset, shared_dataset
+from autosam.paths import Dataset
 
 
 def _patient(case: str) -> str:
@@ -58,8 +59,8 @@ def test_split_command_and_identical_folds_for_nnunet_and_sam(nnunet_folders, tm
     assert main(["split", "-d", "503", "--groups", str(groups)]) == 0
 
     for fold in range(5):
-        baseline = make_trainer("503", fold, nnUNetTrainer, "nnUNetPlans", "2d").do_split()
-        sam = make_trainer("503", fold, nnUNetTrainerSAM).do_split()
+        baseline = make_trainer(Dataset.resolve("503"), fold, nnUNetTrainer, "nnUNetPlans", "2d").do_split()
+        sam = make_trainer(Dataset.resolve("503"), fold, nnUNetTrainerSAM).do_split()
         assert baseline == sam
         train, val = sam
         assert not {_patient(c) for c in train} & {_patient(c) for c in val}
@@ -192,6 +193,6 @@ def test_validate_warns_about_slices_without_groups(nnunet_folders, capsys) -> N
     assert "20 cases look like slices of 7 patients" in warnings[0] and "pat00_z00, pat00_z01" in warnings[0]
     assert f"autosam split -d 990 --group-pattern '{PATTERN}'" in warnings[0]
     for other in ("991", "992", "993"):
-        assert not [w for w in check_dataset(raw, other) if "slices" in w.message]
+        assert not [w for w in check_dataset(Dataset.resolve(other)) if "slices" in w.message]
     assert main(["split", "-d", "990", "--group-pattern", PATTERN]) == 0
-    assert not [w for w in check_dataset(raw, "990") if "slices" in w.message]  # groups recorded
+    assert not [w for w in check_dataset(Dataset.resolve("990")) if "slices" in w.message]  # groups recorded

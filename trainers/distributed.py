@@ -21,7 +21,11 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator
 
+import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as nnunet_trainer
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from nnunetv2.run.run_training import find_free_network_port
 
 from autosam.errors import AutosamError
 
@@ -33,8 +37,6 @@ def backend_for(device_type: str) -> str:
 @contextlib.contextmanager
 def process_group(rank: int, world_size: int, device_type: str) -> Iterator[None]:
     """This process as ``rank`` of ``world_size`` (MASTER_ADDR/MASTER_PORT from the environment)."""
-    import torch.distributed as dist
-
     if device_type == "cuda":
         torch.cuda.set_device(rank)
     dist.init_process_group(backend_for(device_type), rank=rank, world_size=world_size)
@@ -48,9 +50,6 @@ def process_group(rank: int, world_size: int, device_type: str) -> Iterator[None
 def cpu_ddp_wrapper(device: torch.device) -> Iterator[None]:
     """While nnU-Net's ``initialize`` runs: on a CPU, its ``DDP(network, device_ids=[rank])`` without the
     GPU-only ``device_ids``. Nothing changes on CUDA or outside a process group."""
-    import torch.distributed as dist
-    import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as nnunet_trainer
-
     if device.type == "cuda" or not (dist.is_available() and dist.is_initialized()):
         yield
         return
@@ -95,9 +94,6 @@ def launch(world_size: int, device: torch.device, function: Callable, *args) -> 
     """``function(*args)`` in ``world_size`` spawned processes joined in one process group (NCCL on CUDA, gloo
     on a CPU). ``function`` must be importable (spawned processes import it); a rank's AutosamError comes back
     as one."""
-    import torch.multiprocessing as mp
-    from nnunetv2.run.run_training import find_free_network_port
-
     os.environ.setdefault("MASTER_ADDR", "localhost")
     chosen_port = "MASTER_PORT" not in os.environ
     if chosen_port:

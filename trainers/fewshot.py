@@ -1,5 +1,5 @@
 """Few-shot trainers: nnU-Net's split step keeps the fold's validation part and restricts its training part to
-the K cases that the plans' ``autosam_fewshot`` block asks for (``autosam.experiments.fewshot.select_cases``).
+the K cases that the plans' ``autosam_fewshot`` block asks for (``autosam.data.case_selection.select_cases``).
 
 ``nnUNetTrainerFewShot`` is the stock nnUNetTrainer, ``nnUNetTrainerSAMFewShot`` the planned SAM trainer; both
 draw their cases through the same function from the same inputs, so every method of a repeat trains on the same
@@ -12,9 +12,9 @@ from pathlib import Path
 
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from autosam.errors import AutosamError
-from autosam.experiments.fewshot import FEWSHOT_KEY, select_cases
+from autosam.data.case_selection import FEWSHOT_KEY, select_cases
 from autosam.data.splits import load_groups
+from autosam.errors import AutosamError
 from autosam.trainers.sam_trainer import nnUNetTrainerSAM
 
 

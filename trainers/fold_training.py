@@ -16,13 +16,19 @@ from pathlib import Path
 
 import torch
 
+from autosam.data.splits import resolve_folds
 from autosam.errors import AutosamError
-from autosam.paths import configure_training_processes, dataset_name, model_folder, require_folders
+from autosam.files import atomic_write_json
+from autosam.paths import FINAL_CHECKPOINT, Dataset, configure_training_processes, require_folders
+from autosam.planners.preprocess import preprocess_sam_data
+from autosam.plans import PLANS_NAME, SAM_CONFIGURATION, read_plans, read_sam_plan
 from autosam.sam.weights.safe_load import load_fold_checkpoint
-from autosam.plans import PLANS_NAME, SAM_CONFIGURATION, SamPlan, sam_plan_of
+from autosam.trainers.distributed import check_world, launch
 from autosam.trainers.seeding import seed_data_loaders, seed_everything
+from autosam.trainers.variants import trainer_for_setup
 
 log = logging.getLogger(__name__)
+TRAINING_RECORD = "autosam_training.json"  # beside nnU-Net's files in each fold: what autosam trained it with
 
 
 @dataclass
@@ -43,6 +49,11 @@ class Budget:
                                                               self.iterations // 5))
 
 
+def configuration_budget(configuration: str, baseline_budget: Budget) -> Budget:
+    """A baseline configuration's budget: SAM's batch applies to 2d only, a 3d_fullres patch is a volume."""
+    return baseline_budget if configuration == "2d" else Budget(baseline_budget.epochs, baseline_budget.iterations)
+
+
 def resolve_device(device: str | None) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -53,52 +64,20 @@ def resolve_device(device: str | None) -> torch.device:
     return torch.device(device)
 
 
-def trainer_class(setup: str | None):
-    from autosam.inference.trained_models import Model
-    from autosam.trainers.variants import trainer_class as by_name
-
-    return by_name(Model.for_setup(setup).trainer)
-
-
-def read_plans(dataset: str, plans_name: str = PLANS_NAME, configuration: str = SAM_CONFIGURATION) -> dict:
-    folders = require_folders("nnUNet_preprocessed")
-    plans_file = folders["nnUNet_preprocessed"] / dataset_name(dataset) / f"{plans_name}.json"
-    if not plans_file.is_file():
-        raise AutosamError(f"{plans_file}: not found; run 'autosam plan-and-preprocess -d {dataset}' first")
-    plans = json.loads(plans_file.read_text())
-    if configuration not in plans["configurations"]:
-        raise AutosamError(f"{plans_file}: has no configuration '{configuration}'; re-run 'autosam plan-and-preprocess'")
-    return plans
-
-
-def read_sam_plan(dataset: str) -> SamPlan:
-    """The dataset's SAM plan (the ``sam`` block of ``2d_sam`` in autosamPlans.json)."""
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    configuration = PlansManager(read_plans(dataset)).get_configuration(SAM_CONFIGURATION).configuration
-    return sam_plan_of(configuration)
-
-
-def planned_seed(dataset: str) -> int:
-    """The seed recorded in the SAM plan (``autosam plan --seed``)."""
-    return read_sam_plan(dataset).seed
-
-
-def make_trainer(dataset: str, fold: int | str, trainer_cls, plans_name: str = PLANS_NAME,
+def make_trainer(dataset: Dataset, fold: int | str, trainer_cls, plans_name: str = PLANS_NAME,
                  configuration: str = SAM_CONFIGURATION, device: torch.device = torch.device("cpu"),
                  batch_size: int | None = None):
-    folders = require_folders("nnUNet_preprocessed", "nnUNet_results")
-    base = folders["nnUNet_preprocessed"] / dataset_name(dataset)
+    require_folders("nnUNet_preprocessed", "nnUNet_results")
     plans = read_plans(dataset, plans_name, configuration)
     if batch_size:  # nnU-Net's trainer takes its batch size from the plans (and records them in the fold)
         plans["configurations"][configuration]["batch_size"] = batch_size
     plans["continue_training"] = False  # nnU-Net's constructor pops this key
-    dataset_json = json.loads((base / "dataset.json").read_text())
+    dataset_json = json.loads((dataset.preprocessed / "dataset.json").read_text())
     return trainer_cls(plans=plans, configuration=configuration, fold=fold, dataset_json=dataset_json, device=device)
 
 
 def latest_checkpoint(output_folder: Path) -> Path | None:
-    for name in ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth"):
+    for name in (FINAL_CHECKPOINT, "checkpoint_latest.pth", "checkpoint_best.pth"):
         if (output_folder / name).is_file():
             return output_folder / name
     return None
@@ -125,17 +104,17 @@ def train_fold(trainer, continue_training: bool = False, save_probabilities: boo
                seed: int = 0) -> Path:
     """Run (or continue) training and the final validation; returns the fold folder.
 
-    ``seed`` seeds everything before the network is built; nnU-Net's ``debug.json`` records it
-    (``autosam_seed``) beside the budget, for the report."""
+    ``seed`` seeds everything before the network is built; the fold's ``autosam_training.json`` records it
+    beside the budget, for the report."""
     output = Path(trainer.output_folder)
     seed_everything(seed)
-    trainer.autosam_seed = seed
     seed_data_loaders(trainer, seed)
     # under DDP the ranks are one training: rank 0 holds the lock and owns the folder's files
     with fold_lock(output) if trainer.local_rank == 0 else contextlib.nullcontext():
         if trainer.local_rank == 0:
             for leftover in output.glob(".*.tmp"):  # a write cut short by a kill (files.py); nothing else writes them
                 leftover.unlink()
+            atomic_write_json({"seed": seed}, output / TRAINING_RECORD)
         _train_fold(trainer, output, continue_training, save_probabilities)
     return output
 
@@ -163,30 +142,19 @@ def _train_fold(trainer, output: Path, continue_training: bool, save_probabiliti
         trainer.perform_actual_validation(save_probabilities)
 
 
-def _check_folds(folds: list[int], dataset: str) -> None:
-    from autosam.data.splits import resolve_folds
-
-    folders = require_folders("nnUNet_raw", "nnUNet_preprocessed")
-    name = dataset_name(dataset)
-    resolve_folds(folds, folders["nnUNet_raw"] / name, folders["nnUNet_preprocessed"] / name)
-
-
-def train(dataset: str, folds: list[str], setup: str | None = None, budget: Budget = Budget(),
+def train(dataset: Dataset, folds: list[str], setup: str | None = None, budget: Budget = Budget(),
           device: str | None = None, continue_training: bool = False, from_scratch: bool = False,
           save_probabilities: bool = False, seed: int | None = None, gpus: int = 1) -> list[Path]:
     """``seed``: None takes the plan's. ``gpus`` > 1: each fold is one DDP training on that many GPUs (with
     ``device='cpu'``: that many CPU processes, gloo)."""
     torch_device = resolve_device(device)
     configure_training_processes(torch_device.type)
-    from autosam.planners.preprocess import preprocess_sam_data
-
-    cls = trainer_class(setup)
-    seed = planned_seed(dataset) if seed is None else seed
-    _check_folds([int(f) for f in folds if f != "all"], dataset)
+    cls = trainer_for_setup(setup)
+    planned = read_sam_plan(dataset)
+    seed = planned.plan.seed if seed is None else seed
+    resolve_folds([int(f) for f in folds if f != "all"], dataset.raw, dataset.preprocessed)
     preprocess_sam_data(dataset)  # once, before any rank starts
-    from autosam.trainers.distributed import check_world, launch
-
-    check_world(gpus, torch_device, budget.batch_size or read_sam_plan_batch(dataset), device == "cpu")
+    check_world(gpus, torch_device, budget.batch_size or planned.batch_size, device == "cpu")
     if gpus > 1:
         launch(gpus, torch_device, train_folds, dataset, folds, cls, budget, torch_device, continue_training,
                from_scratch, save_probabilities, seed)
@@ -195,14 +163,14 @@ def train(dataset: str, folds: list[str], setup: str | None = None, budget: Budg
                        save_probabilities, seed)
 
 
-def train_folds(dataset: str, folds: list[str], cls, budget: Budget, device: torch.device,
+def train_folds(dataset: Dataset, folds: list[str], cls, budget: Budget, device: torch.device,
                 continue_training: bool, from_scratch: bool, save_probabilities: bool, seed: int) -> list[Path]:
     """Train the folds one after the other in this process (each rank runs this under DDP)."""
     return [Path(train_one(dataset, fold, cls, budget, device, continue_training, from_scratch, save_probabilities,
                            seed).output_folder) for fold in folds]
 
 
-def train_one(dataset: str, fold: str, cls, budget: Budget, device: torch.device, continue_training: bool,
+def train_one(dataset: Dataset, fold: str, cls, budget: Budget, device: torch.device, continue_training: bool,
               from_scratch: bool, save_probabilities: bool, seed: int):
     """Train and validate one fold; returns the trainer."""
     trainer = make_trainer(dataset, fold if fold == "all" else int(fold), cls, device=device,
@@ -214,11 +182,5 @@ def train_one(dataset: str, fold: str, cls, budget: Budget, device: torch.device
     return trainer
 
 
-def read_sam_plan_batch(dataset: str) -> int:
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    return PlansManager(read_plans(dataset)).get_configuration(SAM_CONFIGURATION).batch_size
-
-
-def fold_folder(dataset: str, cls, fold: str) -> Path:
-    return model_folder(dataset, cls.__name__, PLANS_NAME, SAM_CONFIGURATION) / f"fold_{fold}"
+def fold_folder(dataset: Dataset, cls, fold: str) -> Path:
+    return dataset.model_folder(cls.__name__, PLANS_NAME, SAM_CONFIGURATION) / f"fold_{fold}"

@@ -17,20 +17,21 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
 from autosam.files import atomic_torch_save
-from autosam.sam.prompts import batch_prompts, generator_from_torch
-from autosam.sam.weights.safe_load import load_fold_checkpoint
-from autosam.trainers.seeding import restore_rng_state, rng_state
-from autosam.sam.weights.base import FROM_SCRATCH
-from autosam.sam.weights.fold_checkpoint import check_identity, fine_tuned_weights, identity_of
-from autosam.sam.model import network_for_plan
+from autosam.planners.choose import learning_rate_for, learning_rate_reason
+from autosam.planners.sam_planner import base_checkpoint_for
+from autosam.plans import SamPlan, network_for_plan, sam_plan_of
 from autosam.sam.network import SamSegmenter, bf16_native
+from autosam.sam.prompts import batch_prompts, generator_from_torch
 from autosam.sam.registry import get_backbone
 from autosam.sam.setups import Setup
-from autosam.plans import SamPlan, sam_plan_of
-from autosam.trainers.cached import EmbeddingBatch, cached_train_step, cached_training_loader, why_not_cached
-from autosam.trainers.schedule import WarmupPolySchedule
+from autosam.sam.weights.base import FROM_SCRATCH
 from autosam.sam.weights.catalogue import CATALOGUE
-
+from autosam.sam.weights.fold_checkpoint import check_identity, fine_tuned_weights, identity_of
+from autosam.sam.weights.safe_load import load_fold_checkpoint
+from autosam.trainers.cached import EmbeddingBatch, cached_train_step, cached_training_loader, why_not_cached
+from autosam.trainers.distributed import cpu_ddp_wrapper
+from autosam.trainers.schedule import WarmupPolySchedule
+from autosam.trainers.seeding import restore_rng_state, rng_state
 
 # With --prompts, the share of training images prompted (each present class gets a prompt); the rest train the
 # promptless path, which the automatic comparison scores, so one model serves both.
@@ -80,12 +81,8 @@ class nnUNetTrainerSAM(nnUNetTrainer):
         backbone's official weights (looked up next to the planned ones) and their normalisation."""
         plan = sam_plan_of(configuration_manager.configuration)
         if cls.setup_override:
-            from autosam.planners.choose import learning_rate_for, learning_rate_reason
-
             setup = Setup.parse(cls.setup_override, lora_rank=plan.setup.lora_rank, lora_alpha=plan.setup.lora_alpha)
             if setup.backbone != plan.setup.backbone and plan.base_checkpoint is not None:
-                from autosam.planners.sam_planner import base_checkpoint_for
-
                 planned = plan.base_checkpoint.path
                 name = get_backbone(setup.backbone).checkpoint
                 plan.base_checkpoint, _ = base_checkpoint_for(setup, name, planned and str(Path(planned).parent))
@@ -109,8 +106,6 @@ class nnUNetTrainerSAM(nnUNetTrainer):
         return getattr(network, "_orig_mod", network)
 
     def initialize(self) -> None:
-        from autosam.trainers.distributed import cpu_ddp_wrapper
-
         with cpu_ddp_wrapper(self.device):
             super().initialize()
         network = self._sam_network()

@@ -16,8 +16,6 @@ import random
 import numpy as np
 import torch
 
-DEFAULT_SEED = 0
-
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)

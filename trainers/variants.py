@@ -9,7 +9,6 @@ from autosam.errors import AutosamError
 from autosam.trainers.sam_trainer import nnUNetTrainerSAM
 
 
-
 class nnUNetTrainerSAM_vit_t_dec_vanilla(nnUNetTrainerSAM):
     setup_override = "vit_t_dec_vanilla"
 
@@ -82,6 +81,7 @@ class nnUNetTrainerSAM_vit_h_encdec_lora(nnUNetTrainerSAM):
     setup_override = "vit_h_encdec_lora"
 
 
+PLANNED = "planned"  # --setup planned: the set-up the plan chose (trainer nnUNetTrainerSAM)
 VARIANTS: dict[str, type[nnUNetTrainerSAM]] = {
     cls.__name__: cls for cls in nnUNetTrainerSAM.__subclasses__() if cls.__module__ == __name__
 }
@@ -95,3 +95,12 @@ def trainer_class(name: str) -> type[nnUNetTrainerSAM]:
         setup = name.removeprefix(nnUNetTrainerSAM.__name__ + "_")
         raise AutosamError(f"--setup {setup}: not one of the 18 set-ups (list them with 'autosam setups')")
     return VARIANTS[name]
+
+
+def trainer_name(setup: str | None) -> str:
+    """The trainer of a fixed set-up; ``None`` or ``"planned"`` is the planned set-up (``nnUNetTrainerSAM``)."""
+    return nnUNetTrainerSAM.__name__ if setup in (None, PLANNED) else f"{nnUNetTrainerSAM.__name__}_{setup}"
+
+
+def trainer_for_setup(setup: str | None) -> type[nnUNetTrainerSAM]:
+    return trainer_class(trainer_name(setup))

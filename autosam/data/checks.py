@@ -9,13 +9,18 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
+from PIL import Image
 
+from autosam.data.splits import GROUPS_FILE
 from autosam.errors import AutosamError
+from autosam.paths import Dataset
 
 NATURAL_ENDINGS = (".png", ".bmp", ".tif", ".tiff")
 SUPPORTED_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".gipl", ".png", ".bmp", ".tif", ".tiff")
@@ -203,8 +208,6 @@ def _cases(folder: Path, meta: dict, out: list[Finding]) -> tuple[dict[str, list
 
 def _natural_image(path: Path) -> tuple[str | None, str | None]:
     """The format PIL finds in the file (whatever its name says) and the image mode."""
-    from PIL import Image
-
     try:
         with Image.open(path) as image:
             return image.format, image.mode
@@ -310,8 +313,6 @@ def _geometry_mismatch(a: dict, b: dict) -> str | None:
 def validate_dataset(folder: Path, num_folds: int | None = None) -> list[Finding]:
     """Every finding for the raw dataset ``folder`` (nnU-Net format); ``num_folds``: the cross-validation
     about to run, which needs at least that many cases."""
-    from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
-
     out: list[Finding] = []
     meta = _load_dataset_json(folder, out)
     if meta is None:
@@ -354,20 +355,6 @@ def validate_dataset(folder: Path, num_folds: int | None = None) -> list[Finding
     return out
 
 
-def dataset_folder(raw: Path, dataset: str) -> Path:
-    """The raw folder of a dataset id or name; two folders with one id is an error."""
-    digits = dataset[7:10] if dataset.startswith("Dataset") else dataset
-    if not digits.isdigit():
-        raise AutosamError(f"dataset {dataset}: give an id like 501 or a name like Dataset501_Name")
-    matches = sorted(p for p in raw.glob(f"Dataset{int(digits):03d}_*") if p.is_dir())
-    if len(matches) > 1:
-        raise AutosamError(f"{raw}: dataset id {int(digits):03d} matches {', '.join(m.name for m in matches)}; "
-                           "rename one so every id is unique")
-    if not matches:
-        raise AutosamError(f"{raw}: no folder Dataset{int(digits):03d}_<name>; check the id and $nnUNet_raw")
-    return matches[0]
-
-
 # <stem><sep><letters><digits>, e.g. pat01_z05, brats13_p0001_z033, pancreas0001_s1124
 SLICE_NAME = re.compile(r"(?P<stem>.*\d.*)(?P<sep>[_-])(?P<prefix>[A-Za-z]*)\d+")
 
@@ -389,39 +376,36 @@ def slices_per_patient(cases: list[str]) -> tuple[dict[str, list[str]], str] | N
     return stems, pattern
 
 
-def _groups_recorded(dataset: str) -> bool:
-    from autosam.paths import require_folders
-    from autosam.data.splits import GROUPS_FILE
-
-    try:
-        preprocessed = require_folders("nnUNet_preprocessed")["nnUNet_preprocessed"]
-    except AutosamError:  # not set: nothing can have been recorded
+def _groups_recorded(dataset: Dataset) -> bool:
+    if not os.environ.get("nnUNet_preprocessed"):  # not set: nothing can have been recorded
         return False
-    return (preprocessed / dataset / GROUPS_FILE).is_file()
+    return (dataset.preprocessed / GROUPS_FILE).is_file()
 
 
-def _grouping_finding(folder: Path) -> Finding | None:
+def _grouping_finding(dataset: Dataset) -> Finding | None:
     """Slices of one patient split across folds inflate the statistics; say how to record the patients."""
+    folder = dataset.raw
     ending = json.loads((folder / "dataset.json").read_text())["file_ending"]
     cases = sorted(p.name[: -len(ending)] for p in (folder / "labelsTr").iterdir()
                    if p.name.endswith(ending) and not p.name.startswith("."))
     found = slices_per_patient(cases)
-    if found is None or _groups_recorded(folder.name):
+    if found is None or _groups_recorded(dataset):
         return None
     stems, pattern = found
     examples = next(v for v in stems.values() if len(v) >= 2)[:2]
     return Finding("warning", str(folder / "imagesTr"), (
         f"{len(cases)} cases look like slices of {len(stems)} patients (e.g. {examples[0]}, {examples[1]}) but no "
         "patient groups are recorded (folds may split a patient, the report counts slices as patients); run "
-        f"autosam split -d {int(folder.name[7:10])} --group-pattern '{pattern}'"))
+        f"autosam split -d {dataset.id} --group-pattern '{pattern}'"))
 
 
-def check_dataset(raw: Path, dataset: str, num_folds: int | None = None, every_file: bool = False) -> list[Finding]:
+def check_dataset(dataset: Dataset, num_folds: int | None = None, every_file: bool = False) -> list[Finding]:
     """Raise ``DatasetInvalid`` listing every error, one line per cause naming two of its files (every one with
     ``every_file``); return the warnings, one per cause."""
-    folder = dataset_folder(raw, dataset)
-    findings = group(validate_dataset(folder, num_folds))
+    if not dataset.raw.is_dir():
+        raise AutosamError(f"{dataset.raw}: no such folder; check the id and $nnUNet_raw")
+    findings = group(validate_dataset(dataset.raw, num_folds))
     if any(f.severity == "error" for f in findings):
         raise DatasetInvalid(findings, every_file)
-    grouping = _grouping_finding(folder)
+    grouping = _grouping_finding(dataset)
     return findings + ([grouping] if grouping else [])

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from nnunetv2.utilities.utils import get_identifiers_from_splitted_dataset_folder
 from sklearn.model_selection import GroupKFold
 
 from autosam.errors import AutosamError
 from autosam.files import atomic_write_json
+from autosam.paths import Dataset, fold_has_started, require_folders
 
 SEED = 12345  # nnU-Net's split seed
 GROUPS_FILE = "autosam_groups.json"  # in nnUNet_preprocessed/DatasetXXX/: case -> patient
@@ -128,10 +130,9 @@ def _as_sets(splits: list[dict]) -> list[tuple[set[str], set[str]]]:
 
 
 def trained_fold_folders(results_dataset_folder: Path) -> list[Path]:
-    """Model folders with a checkpoint in a cross-validation fold (fold_all does not depend on the folds)."""
-    folders = {p.parent.parent for p in results_dataset_folder.glob("*/fold_*/checkpoint_*.pth")
-               if p.parent.name != "fold_all"}
-    return sorted(folders)
+    """Model folders with a started cross-validation fold (fold_all does not depend on the folds)."""
+    return sorted({fold.parent for fold in results_dataset_folder.glob("*/fold_*")
+                   if fold.name != "fold_all" and fold_has_started(fold)})
 
 
 def _refuse_stale_folds(splits: list[dict], current: Path, results_dataset_folder: Path | None) -> None:
@@ -158,26 +159,15 @@ class SplitResult:
 
 
 def _dataset_cases(raw: Path) -> list[str]:
-    from nnunetv2.utilities.utils import get_identifiers_from_splitted_dataset_folder
-
     ending = json.loads((raw / "dataset.json").read_text())["file_ending"]
     return sorted(get_identifiers_from_splitted_dataset_folder(str(raw / "imagesTr"), ending))
 
 
-def _results_folder(name: str) -> Path | None:
-    results = os.environ.get("nnUNet_results")
-    return Path(results) / name if results else None
-
-
-def write_grouped_splits(dataset: str, groups_file: Path | None = None, pattern: str | None = None,
+def write_grouped_splits(dataset: Dataset, groups_file: Path | None = None, pattern: str | None = None,
                          n_splits: int = 5) -> SplitResult:
     """Patient-grouped folds and the groups file; a dataset's own folds are kept when they keep patients whole."""
-    from autosam.paths import dataset_name, require_folders
-
-    folders = require_folders("nnUNet_raw", "nnUNet_preprocessed")
-    name = dataset_name(dataset)
-    raw = folders["nnUNet_raw"] / name
-    out = folders["nnUNet_preprocessed"] / name
+    require_folders("nnUNet_raw", "nnUNet_preprocessed")
+    raw, out = dataset.raw, dataset.preprocessed
     cases = _dataset_cases(raw)
     if groups_file is not None:
         source, every = str(groups_file), read_groups(groups_file)
@@ -198,7 +188,7 @@ def write_grouped_splits(dataset: str, groups_file: Path | None = None, pattern:
         atomic_write_json(groups, out / GROUPS_FILE)
         return SplitResult(out / GROUPS_FILE, None, shipped, len(splits), len(set(groups.values())))
     splits = grouped_splits(cases, groups, n_splits, source)
-    _refuse_stale_folds(splits, out / SPLITS_FILE, _results_folder(name))
+    _refuse_stale_folds(splits, out / SPLITS_FILE, dataset.results if os.environ.get("nnUNet_results") else None)
     atomic_write_json(splits, out / SPLITS_FILE)
     atomic_write_json(groups, out / GROUPS_FILE)
     return SplitResult(out / GROUPS_FILE, out / SPLITS_FILE, None, n_splits, len(set(groups.values())))

@@ -6,18 +6,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from tqdm import tqdm
 
 from autosam.errors import AutosamError
 from autosam.evaluation.conventions import scored_labels
 from autosam.evaluation.metrics import case_metrics
 from autosam.sam.weights.safe_load import load_fold_checkpoint
+from autosam.trainers.fold_training import TRAINING_RECORD
 
 
 def reader_for(model_folder: Path):
     """nnU-Net's image reader/writer of the dataset the model was trained on."""
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
     plans = json.loads((model_folder / "plans.json").read_text())
     dataset_json = json.loads((model_folder / "dataset.json").read_text())
     return PlansManager(plans).image_reader_writer_class, dataset_json
@@ -62,15 +62,18 @@ def training_log(model_folder: Path, fold: int) -> dict:
 
 
 def fold_budget(model_folder: Path, fold: int) -> dict:
-    """What one fold trained with, read back from nnU-Net's own records (``debug.json``, the log)."""
+    """What one fold trained with, read back from nnU-Net's own records (``debug.json``, the log) and autosam's
+    (the seed; folds trained outside autosam have none)."""
     log = training_log(model_folder, fold)
     debug_file = model_folder / f"fold_{fold}" / "debug.json"
     debug = json.loads(debug_file.read_text()) if debug_file.is_file() else {}
+    record_file = model_folder / f"fold_{fold}" / TRAINING_RECORD
+    record = json.loads(record_file.read_text()) if record_file.is_file() else {}
     epochs = len(log["train_losses"])
     iterations = int(debug["num_iterations_per_epoch"]) if "num_iterations_per_epoch" in debug else None
     batch = int(debug["batch_size"]) if "batch_size" in debug else None
     steps = epochs * iterations if iterations else None
-    seed = debug.get("autosam_seed")
+    seed = record.get("seed", debug.get("autosam_seed"))  # folds trained by earlier autosam: nnU-Net's debug.json
     return {"epochs": epochs, "iterations_per_epoch": iterations, "batch_size": batch, "optimizer_steps": steps,
             "images_seen": steps * batch if steps and batch else None,
             "seconds": round(float(sum(e - s for s, e in zip(log["epoch_start_timestamps"],

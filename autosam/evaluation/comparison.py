@@ -112,3 +112,16 @@ def analyse(cases: list[dict], labels: list[str], baselines: list[str], challeng
 def read_splits(preprocessed_dataset: Path) -> list[dict] | None:
     path = preprocessed_dataset / "splits_final.json"
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def cv_dice(model_folder: Path, folds: list[int], gt_folder: Path, groups: dict[str, str] | None,
+            splits: list[dict] | None) -> float:
+    """Mean cross-validation Dice under the report's conventions (``evaluation.conventions``): every case
+    counts, the foreground mean over labels, averaged per patient when the patients are known."""
+    _, dataset_json = reader_for(model_folder)
+    if splits is not None:
+        check_current_folds(model_folder, folds, splits, dataset_json["file_ending"])
+    labels = list(scored_labels(dataset_json["labels"]))
+    cases = [{"case": case, "metrics": {"set-up": scored["metrics"]}}
+             for case, scored in validation_metrics(model_folder, folds, gt_folder).items()]
+    return float(np.mean(list(row_units(cases, "set-up", label_rows(labels)[-1], "dice", labels, groups).values())))

@@ -22,10 +22,13 @@ from typing import Callable
 
 import numpy as np
 import torch
+from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from scipy import ndimage
 from tqdm import tqdm
 
 from autosam.files import atomic_write_json
+from autosam.inference.trained_models import Model, SamFold
+from autosam.paths import Dataset
 from autosam.sam.prompts import ImagePrompts, Prompt, bounding_box
 
 log = logging.getLogger(__name__)
@@ -140,8 +143,6 @@ def evaluate_case(network, data: np.ndarray, seg: np.ndarray, device: torch.devi
 def evaluate_fold(fold_folder: Path, network, preprocessed: Path, val_cases: list[str], device: torch.device,
                   ignore_label: int | None = None) -> Path:
     """Every validation case of a fold through the click loop; written to ``fold_X/interactive.json``."""
-    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
-
     dataset = infer_dataset_class(str(preprocessed))(str(preprocessed), val_cases)
     network.to(device).eval()
     cases = []
@@ -156,15 +157,12 @@ def evaluate_fold(fold_folder: Path, network, preprocessed: Path, val_cases: lis
     return path
 
 
-def evaluate_folds(dataset: str, folds: list[int], device: torch.device) -> list[Path]:
+def evaluate_folds(dataset: Dataset, folds: list[int], device: torch.device) -> list[Path]:
     """The prompted SAM model's folds (``autosam run`` with ``--prompts``); a fold already evaluated after its
     final checkpoint was written is kept."""
-    from autosam.inference.trained_models import Model, SamFold
-    from autosam.paths import dataset_name, require_folders
-
     model = Model.for_setup(None)
     folder = model.folder(dataset)
-    preprocessed_base = require_folders("nnUNet_preprocessed")["nnUNet_preprocessed"] / dataset_name(dataset)
+    preprocessed_base = dataset.preprocessed
     splits = json.loads((preprocessed_base / "splits_final.json").read_text())
     ignore = json.loads((folder / "dataset.json").read_text())["labels"].get("ignore")
     written = []

@@ -11,9 +11,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from autosam.evaluation.interactive import REPORTED, evaluate_folds
 from autosam.evaluation.stats import describe, unit_values  # noqa: E402
 from autosam.files import atomic_save_figure  # noqa: E402
-from autosam.evaluation.interactive import REPORTED  # noqa: E402
+from autosam.inference.trained_models import Model
+from autosam.paths import Dataset
 
 CAVEAT = ("interactive Dice places every prompt with the reference (its box, clicks at the centre of the largest "
           "error), on the whole preprocessed slice and in the preprocessed geometry: it measures how well the model "
@@ -82,11 +84,8 @@ def _draw_curve(summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def interactive_section(dataset: str, folds: list[int], device, groups: dict[str, str] | None) -> dict:
+def interactive_section(dataset: Dataset, folds: list[int], device, groups: dict[str, str] | None) -> dict:
     """``autosam run`` with a prompted plan: the click loop on each fold's validation cases, summarised."""
-    from autosam.evaluation.interactive import evaluate_folds
-    from autosam.inference.trained_models import Model
-
     labels = json.loads((Model.for_setup(None).folder(dataset) / "dataset.json").read_text())["labels"]
     classes = {str(v): name for name, v in labels.items() if isinstance(v, int) and v > 0 and name != "ignore"}
     return summarise(dict(zip(folds, evaluate_folds(dataset, folds, device))), classes, groups)

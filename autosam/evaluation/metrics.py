@@ -15,7 +15,6 @@ from monai.metrics import compute_dice, compute_hausdorff_distance, compute_surf
 from autosam.evaluation.conventions import NSD_TOLERANCE, empty_scores, worst_distance
 
 
-
 def _one_hot(mask: np.ndarray) -> torch.Tensor:
     m = torch.from_numpy(mask.astype(bool))
     return torch.stack([~m, m])[None].float()  # (1, 2, *spatial): background, label

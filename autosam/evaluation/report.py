@@ -7,7 +7,6 @@ import html
 import math
 from pathlib import Path
 
-
 from autosam.evaluation import fewshot_curve, figures, interactive_report
 from autosam.evaluation.collect import reader_for, training_log
 from autosam.evaluation.comparison import Method

@@ -11,8 +11,15 @@ import numpy as np
 from scipy.stats import PermutationMethod, bootstrap, t, wilcoxon
 from statsmodels.stats.multitest import multipletests
 
-from autosam.evaluation.conventions import (BCA_MAX_N, BOOTSTRAP_RESAMPLES, CONFIDENCE, PERMUTATION_MAX_N,
-                                           PERMUTATIONS, STATS_SEED, T_INTERVAL_MAX_N)
+from autosam.evaluation.conventions import (
+    BCA_MAX_N,
+    BOOTSTRAP_RESAMPLES,
+    CONFIDENCE,
+    PERMUTATION_MAX_N,
+    PERMUTATIONS,
+    STATS_SEED,
+    T_INTERVAL_MAX_N,
+)
 
 
 def unit_values(cases: list[str], values: list[float], groups: dict[str, str] | None) -> dict[str, float]:

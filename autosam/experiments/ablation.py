@@ -5,35 +5,24 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
-
+from autosam.data.splits import load_groups, resolve_folds
 from autosam.errors import AutosamError
+from autosam.evaluation.comparison import cv_dice, read_splits
+from autosam.evaluation.figures import ablation_heatmap
+from autosam.experiments.ray_cluster import executor_for, import_ray
 from autosam.files import atomic_write_json, atomic_write_text
-from autosam.paths import configure_training_processes, dataset_name, model_folder, require_folders
+from autosam.paths import Dataset, configure_training_processes, require_folders
+from autosam.planners.preprocess import preprocess_sam_data
+from autosam.plans import PLANS_NAME, SAM_CONFIGURATION, read_sam_plan
 from autosam.sam.setups import Setup, all_setups
-from autosam.plans import PLANS_NAME, SAM_CONFIGURATION
+from autosam.trainers.fold_jobs import Training, fold_jobs
+from autosam.trainers.fold_training import Budget
+from autosam.trainers.variants import trainer_for_setup
 
 log = logging.getLogger(__name__)
 ABLATION_FOLDER = "autosam_ablation"
 SELECTION_NOTE = ("The best set-up is chosen on the same cross-validation folds its Dice is reported on, so its "
                   "Dice is optimistic; confirm it on held-out data.")
-
-
-def cv_dice(model_folder: Path, folds: list[int], gt_folder: Path, groups: dict[str, str] | None,
-            splits: list[dict] | None) -> float:
-    """Mean cross-validation Dice under the report's conventions (``evaluation.conventions``): every case
-    counts, the foreground mean over labels, averaged per patient when the patients are known."""
-    from autosam.evaluation.collect import check_current_folds, reader_for, validation_metrics
-    from autosam.evaluation.comparison import label_rows, row_units
-    from autosam.evaluation.conventions import scored_labels
-
-    _, dataset_json = reader_for(model_folder)
-    if splits is not None:
-        check_current_folds(model_folder, folds, splits, dataset_json["file_ending"])
-    labels = list(scored_labels(dataset_json["labels"]))
-    cases = [{"case": case, "metrics": {"set-up": scored["metrics"]}}
-             for case, scored in validation_metrics(model_folder, folds, gt_folder).items()]
-    return float(np.mean(list(row_units(cases, "set-up", label_rows(labels)[-1], "dice", labels, groups).values())))
 
 
 def cache_note(plan, names: list[str]) -> list[str]:
@@ -46,69 +35,57 @@ def cache_note(plan, names: list[str]) -> list[str]:
             "to compare them at equal augmentation."]
 
 
-def ablate(dataset: str, setups: list[str], options, ray_address: str | None = None) -> Path:
-    """``options``: a ``pipeline.RunOptions`` (folds, budget, device). The dataset must be planned.
-    ``ray_address``: train on Ray ("" starts a local instance); a set-up with a fold that failed twice there
-    is named in the table instead of scored."""
-    from autosam.evaluation.figures import ablation_heatmap
-    from autosam.trainers.fold_jobs import FoldJob, executor_for
-    from autosam.experiments.ray_cluster import import_ray
-    from autosam.evaluation.comparison import read_splits
-    from autosam.data.splits import load_groups, resolve_folds
-    from autosam.planners.preprocess import preprocess_sam_data
-    from autosam.trainers.fold_training import Budget, planned_seed, read_sam_plan
-    from autosam.trainers.fold_training import trainer_class
-
+def ablate(dataset: Dataset, setups: list[str], options, ray_address: str | None = None) -> Path:
+    """``options``: a ``run.RunOptions`` (folds, budget, device, seed), read and never changed. The dataset must
+    be planned. ``ray_address``: train on Ray ("" starts a local instance); a set-up with a fold that failed
+    twice there is named in the table instead of scored."""
     if ray_address is not None:
         import_ray()  # without Ray, say how to get it before any work
-    folders = require_folders("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
-    name = dataset_name(dataset)
-    preprocessed = folders["nnUNet_preprocessed"] / name
-    options.folds = resolve_folds(options.folds, folders["nnUNet_raw"] / name, preprocessed)
+    require_folders("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+    preprocessed = dataset.preprocessed
+    folds = resolve_folds(options.folds, dataset.raw, preprocessed)
     groups, splits = load_groups(preprocessed), read_splits(preprocessed)
-    plan = read_sam_plan(dataset)
+    plan = read_sam_plan(dataset).plan
     chosen = plan.setup.name
     names = [s.name for s in all_setups()] if setups == ["all"] else setups
     notes = [SELECTION_NOTE] + cache_note(plan, names)
-    trainers = {setup: trainer_class(setup) for setup in names}  # refuses an unknown set-up before training
+    trainers = {setup: trainer_for_setup(setup) for setup in names}  # refuses an unknown set-up before training
     preprocess_sam_data(dataset)
+    seed = plan.seed if options.seed is None else options.seed
+    budget = Budget(options.epochs, options.iterations)
+    trainings = [Training(trainers[setup], PLANS_NAME, SAM_CONFIGURATION, budget, setup) for setup in names]
     executor = executor_for(ray_address, options.gpu_memory)
     try:
         device = executor.device(options.device)
-        seed = planned_seed(dataset) if options.seed is None else options.seed
-        budget = Budget(options.epochs, options.iterations)
         configure_training_processes(device.type)
-        jobs = [FoldJob(dataset, fold, trainers[setup], PLANS_NAME, SAM_CONFIGURATION, budget, device, setup, seed,
-                        False) for setup in names for fold in options.folds]
-        failed = executor.run(jobs)  # every fold is in before any set-up is scored
+        failed = executor.run(fold_jobs(dataset, folds, trainings, device, seed))  # all folds in before scoring
     finally:
         executor.close()
-    results = folders["nnUNet_results"] / name
     rows = []
     for setup in names:
-        lost = [f"fold {job.fold}: {error}" for job, error in failed.items() if job.label == setup]
+        lost = [f"fold {job.fold}: {error}" for job, error in failed.items() if job.training.label == setup]
         if lost:
             rows.append({"setup": setup, "cv_dice": None, "failed": lost})
             log.warning("%s: not scored, %s", setup, "; ".join(lost))
             continue
-        dice = cv_dice(model_folder(dataset, trainers[setup].__name__, PLANS_NAME, SAM_CONFIGURATION), options.folds,
+        dice = cv_dice(dataset.model_folder(trainers[setup].__name__, PLANS_NAME, SAM_CONFIGURATION), folds,
                        preprocessed / "gt_segmentations", groups, splits)
         rows.append({"setup": setup, "cv_dice": dice})
         log.info("%s: CV Dice %.4f", setup, dice)
     scored = [r for r in rows if r["cv_dice"] is not None]
     if not scored:
-        raise AutosamError(f"{dataset_name(dataset)}: no set-up finished its folds (" +
+        raise AutosamError(f"{dataset.name}: no set-up finished its folds (" +
                            "; ".join(f"{r['setup']} {r['failed'][0]}" for r in rows) + ")")
     best = max(scored, key=lambda r: r["cv_dice"])
     picked = next((r for r in scored if r["setup"] == chosen), None)
-    out = results / ABLATION_FOLDER
+    out = dataset.results / ABLATION_FOLDER
     table: dict[str, dict[str, float]] = {}
     for row in scored:
         s = Setup.parse(row["setup"])
         table.setdefault(s.backbone, {})[f"{s.scope}_{s.method}"] = row["cv_dice"]
     out.mkdir(parents=True, exist_ok=True)
     ablation_heatmap(table, chosen, out / "ablation_heatmap.png")
-    summary = {"folds": options.folds, "epochs": options.epochs, "iterations": options.iterations, "seed": seed,
+    summary = {"folds": folds, "epochs": options.epochs, "iterations": options.iterations, "seed": seed,
                "unit": "patient" if groups else "case",
                "selection": SELECTION_NOTE, "notes": notes, "rows": rows,
                "failed": {r["setup"]: r["failed"] for r in rows if "failed" in r},

@@ -12,9 +12,11 @@ import shutil
 from pathlib import Path
 
 from autosam.errors import AutosamError
-from autosam.paths import CHECKPOINT_DIR_ENV
+from autosam.experiments.run import RunOptions, run
+from autosam.paths import CHECKPOINT_DIR_ENV, Dataset, checkpoint_folder
+from autosam.planners.sam_planner import SamOptions
+from autosam.plans import has_sam_plan, read_sam_plan
 from autosam.sam.weights.catalogue import CATALOGUE
-
 
 log = logging.getLogger(__name__)
 DEMO_DATASET = "Dataset901_BUSIDemo"
@@ -39,16 +41,11 @@ def prepare(directory: Path) -> dict[str, Path]:
 
 
 def run_demo(directory: Path, full: bool = False, device: str | None = None, seed: int | None = None) -> Path:
-    from autosam.experiments.run import RunOptions, run
-    from autosam.planners.sam_planner import SamOptions
-    from autosam.plans import PLANS_NAME
-    from autosam.trainers.fold_training import read_sam_plan
-
-    folders = prepare(directory)
-    folder = os.environ.get(CHECKPOINT_DIR_ENV)
-    weights = bool(folder) and (Path(folder) / CATALOGUE["mobile_sam"].filename).is_file()
-    plans = folders["nnUNet_preprocessed"] / DEMO_DATASET / f"{PLANS_NAME}.json"
-    if weights and plans.is_file() and read_sam_plan(DEMO_DATASET).from_scratch:
+    prepare(directory)
+    dataset = Dataset.resolve(DEMO_DATASET)
+    folder = checkpoint_folder()
+    weights = folder is not None and (folder / CATALOGUE["mobile_sam"].filename).is_file()
+    if weights and has_sam_plan(dataset) and read_sam_plan(dataset).plan.from_scratch:
         raise AutosamError(f"{directory}: holds a demo trained from scratch; run 'autosam demo --dir NEW_FOLDER' to "
                            f"compare from {CATALOGUE['mobile_sam'].filename} (the finished folds are kept as they are)")
     if not weights and not full:
@@ -62,4 +59,4 @@ def run_demo(directory: Path, full: bool = False, device: str | None = None, see
         options = RunOptions(folds=QUICK_BUDGET["folds"], epochs=QUICK_BUDGET["epochs"],
                              iterations=QUICK_BUDGET["iterations"], device=device or "cpu", ensembles=False, seed=seed)
         sam_options = SamOptions(from_scratch=not weights, batch_size=QUICK_BUDGET["batch_size"])
-    return run(DEMO_DATASET, sam_options, options)
+    return run(dataset, sam_options, options)

@@ -21,10 +21,18 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-
-from autosam.errors import AutosamError
-from autosam.files import atomic_write_json
 from autosam.data.case_selection import FEWSHOT_KEY, select_cases
+from autosam.data.splits import load_groups
+from autosam.errors import AutosamError
+from autosam.evaluation.comparison import cv_dice, read_splits
+from autosam.evaluation.fewshot_curve import markdown_lines, summarise, write_fewshot
+from autosam.files import atomic_write_json
+from autosam.paths import Dataset, fold_has_started
+from autosam.planners.sam_planner import BASELINE_PLANS
+from autosam.plans import PLANS_NAME, SAM_CONFIGURATION
+from autosam.trainers.fewshot import nnUNetTrainerFewShot, nnUNetTrainerSAMFewShot
+from autosam.trainers.fold_jobs import Training
+from autosam.trainers.fold_training import Budget, configuration_budget
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +53,7 @@ def write_plans(preprocessed: Path, base: str, train_cases: int, repeat: int, se
     plans[FEWSHOT_KEY] = {"train_cases": train_cases, "repeat": repeat, "seed": seed, "plans": base}
     path = preprocessed / f"{name}.json"
     if path.is_file() and json.loads(path.read_text()) != plans:
-        trained = sorted(p.parent.parent.name for p in results.glob(f"*__{name}__*/fold_*/checkpoint_*.pth"))
+        trained = sorted(f.parent.name for f in results.glob(f"*__{name}__*/fold_*") if fold_has_started(f))
         if trained:
             raise AutosamError(f"{path}: {trained[0]} was trained with other settings ({FEWSHOT_KEY} or "
                                f"{base}.json changed since, e.g. another --seed); move the folders "
@@ -62,56 +70,43 @@ class FewShotModel:
     model_folder: Path
 
 
-def train_fewshot(dataset: str, options, configurations: tuple[str, ...], baseline_budget, sam_budget, device,
-                  seed: int) -> list[FewShotModel]:
-    """Train every method on K cases per fold for every K and repeat (finished folds are skipped)."""
-    from autosam.paths import dataset_name, model_folder, require_folders
-    from autosam.experiments.run import BASELINE_PLANS, configuration_budget, train_once
-    from autosam.plans import PLANS_NAME, SAM_CONFIGURATION
-    from autosam.trainers.fewshot import nnUNetTrainerFewShot, nnUNetTrainerSAMFewShot
-
-    folders = require_folders("nnUNet_preprocessed", "nnUNet_results")
-    name = dataset_name(dataset)
-    preprocessed, results = folders["nnUNet_preprocessed"] / name, folders["nnUNet_results"] / name
-    runs = [(nnUNetTrainerFewShot, BASELINE_PLANS, c, f"nnU-Net {c}", configuration_budget(c, baseline_budget))
-            for c in configurations]
-    runs.append((nnUNetTrainerSAMFewShot, PLANS_NAME, SAM_CONFIGURATION, "SAM", sam_budget))
-    models = []
-    for repeat in range(options.repeats):
-        for k in options.train_cases:
-            for trainer, base, configuration, method, budget in runs:
-                plans = write_plans(preprocessed, base, k, repeat, seed, results)
-                for fold in options.folds:
-                    train_once(dataset, fold, trainer, plans, configuration, budget, device,
-                               f"{method}, {k} cases, repeat {repeat}", seed, False)
+def fewshot_trainings(dataset: Dataset, train_cases: list[int], repeats: int, configurations: tuple[str, ...],
+                      baseline_budget: Budget, sam_budget: Budget,
+                      seed: int) -> tuple[list[Training], list[FewShotModel]]:
+    """Every method on K cases per fold, for every K and repeat: the plans files written, the trainings for
+    ``fold_jobs`` and the model folders they fill."""
+    methods = [(nnUNetTrainerFewShot, BASELINE_PLANS, c, f"nnU-Net {c}", configuration_budget(c, baseline_budget))
+               for c in configurations]
+    methods.append((nnUNetTrainerSAMFewShot, PLANS_NAME, SAM_CONFIGURATION, "SAM", sam_budget))
+    trainings, models = [], []
+    for repeat in range(repeats):
+        for k in train_cases:
+            for trainer, base, configuration, method, budget in methods:
+                plans = write_plans(dataset.preprocessed, base, k, repeat, seed, dataset.results)
+                trainings.append(Training(trainer, plans, configuration, budget, f"{method}, {k} cases, repeat {repeat}"))
                 models.append(FewShotModel(method, k, repeat,
-                                           model_folder(dataset, trainer.__name__, plans, configuration)))
-    return models
+                                           dataset.model_folder(trainer.__name__, plans, configuration)))
+    return trainings, models
 
 
-def fewshot_report(models: list[FewShotModel], comparison: dict, options, seed: int, preprocessed: Path,
-                   out: Path) -> dict:
+def fewshot_report(models: list[FewShotModel], comparison: dict, folds: list[int], train_cases: list[int],
+                   repeats: int, seed: int, preprocessed: Path, out: Path) -> dict:
     """Dice of every few-shot model under the comparison's conventions, the full-data run as the last point;
     writes ``fewshot.json``, ``fewshot.md`` and ``fewshot.png`` into ``out`` and returns the summary."""
-    from autosam.experiments.ablation import cv_dice
-    from autosam.evaluation.comparison import read_splits
-    from autosam.evaluation.fewshot_curve import markdown_lines, summarise, write_fewshot
-    from autosam.data.splits import load_groups
-
     groups, splits = load_groups(preprocessed), read_splits(preprocessed)
     gt = preprocessed / "gt_segmentations"
     dice = {}
     for m in models:
-        dice.setdefault((m.method, m.train_cases), {})[m.repeat] = cv_dice(m.model_folder, options.folds, gt, groups,
+        dice.setdefault((m.method, m.train_cases), {})[m.repeat] = cv_dice(m.model_folder, folds, gt, groups,
                                                                             splits)
     primary = comparison["primary_row"]
     full = {method: comparison["summary"][method][primary]["dice"]["mean"] for method in comparison["summary"]}
     chosen = {fold: {repeat: {k: select_cases(splits[fold]["train"], k, seed, repeat, fold, groups)
-                              for k in options.train_cases} for repeat in range(options.repeats)}
-              for fold in options.folds}
+                              for k in train_cases} for repeat in range(repeats)}
+              for fold in folds}
     summary = summarise(dice, full, {
-        "folds": options.folds, "seed": seed, "repeats": options.repeats, "train_cases": options.train_cases,
-        "unit": comparison["unit"], "full_training_cases": [len(splits[f]["train"]) for f in options.folds],
+        "folds": folds, "seed": seed, "repeats": repeats, "train_cases": train_cases,
+        "unit": comparison["unit"], "full_training_cases": [len(splits[f]["train"]) for f in folds],
         "cases": chosen, "models": sorted({m.model_folder.name for m in models})})
     write_fewshot(summary, out)
     print("\n".join(markdown_lines(summary)[:len(summary["rows"]) + 4]))  # the table and SAM's gap per K

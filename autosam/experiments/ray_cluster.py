@@ -1,4 +1,4 @@
-"""Fan-out on Ray: each fold job of ``run`` / ``ablate`` is one Ray task, with the resources it needs.
+"""Fan-out on Ray: each fold job of ``run`` / ``ablate`` / few-shot is one Ray task, with the resources it needs.
 
 A task asks for one GPU (on CUDA) or none, one CPU plus nnU-Net's augmentation workers, and the memory the
 planner's estimator predicts for it; a job that no node of the cluster could ever hold is refused before
@@ -8,25 +8,26 @@ mounts), Ray retries a failed task once (``max_retries=1``, ``retry_exceptions``
 is returned to the caller, which names it in its report. Without an address a local Ray instance sized to this
 machine is started and stopped again; an instance already running in this process (``ray.init`` by the
 caller) is used as it is.
-
-Test configuration: ``AUTOSAM_FAULTS`` names a JSON file ``{"<job name>": N}`` (job names as logged, e.g.
-``"vit_t_dec_lora fold 0"``); a task whose name is in it fails N more times (-1: always) before training.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
+from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+from tqdm import tqdm
 
 from autosam.errors import AutosamError
-from autosam.trainers.fold_jobs import FoldJob
+from autosam.paths import configure_training_processes
+from autosam.plans import SAM_CONFIGURATION, read_plans
+from autosam.sam.memory import estimate_training_memory
+from autosam.trainers.fold_jobs import FoldJob, SerialExecutor
 
 log = logging.getLogger(__name__)
 INSTALL_HINT = "--ray needs Ray: pip install 'autosam[ray]'"
@@ -37,13 +38,12 @@ PROCESS_GB, AUGMENTATION_WORKER_GB = 2.0, 1.0
 NNUNET_TARGET_GB = 8.0
 FORWARDED = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_def_n_proc", "nnUNet_n_proc_DA",
              "nnUNet_compile", "nnUNet_extTrainer")
-FAULTS = "AUTOSAM_FAULTS"
 GIB = 2**30
 
 
 def import_ray():
     try:
-        import ray
+        import ray  # optional dependency: imported only where --ray asks for it
     except ImportError:
         raise AutosamError(INSTALL_HINT) from None
     return ray
@@ -68,32 +68,24 @@ def _augmentation_workers(device: torch.device) -> int:
     if "nnUNet_n_proc_DA" in os.environ:
         return int(os.environ["nnUNet_n_proc_DA"])
     if device.type == "cpu":
-        return 0  # autosam's CPU default on small machines (nnunet_env.configure_training_processes)
-    from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
-
+        return 0  # autosam's CPU default on small machines (paths.configure_training_processes)
     return get_allowed_n_proc_DA()
 
 
 def predicted_gb(job: FoldJob) -> float:
     """The estimator's peak for a SAM job (as the planner predicts it), nnU-Net's target for a baseline."""
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    from autosam.sam.memory import estimate_training_memory
-    from autosam.plans import SAM_CONFIGURATION
-    from autosam.trainers.fold_training import read_plans
-
-    if job.configuration != SAM_CONFIGURATION:
+    training = job.training
+    if training.configuration != SAM_CONFIGURATION:
         return NNUNET_TARGET_GB
-    plans = PlansManager(read_plans(job.dataset))
+    plans = PlansManager(read_plans(job.dataset, training.plans))
     configuration = plans.get_configuration(SAM_CONFIGURATION)
-    plan = job.trainer_cls.plan_for(configuration)
-    dataset_json = json.loads((Path(os.environ["nnUNet_preprocessed"]) / plans.dataset_name /
-                               "dataset.json").read_text())
+    plan = training.trainer_cls.plan_for(configuration)
+    dataset_json = json.loads((job.dataset.preprocessed / "dataset.json").read_text())
     classes = plans.get_label_manager(dataset_json).num_segmentation_heads
     channels = len(dataset_json.get("channel_names", dataset_json.get("modality", {})))
     cuda = job.device.type == "cuda"
     estimate = estimate_training_memory(
-        plan.setup, plan.image_size, job.budget.batch_size or configuration.batch_size, classes, channels,
+        plan.setup, plan.image_size, training.budget.batch_size or configuration.batch_size, classes, channels,
         tuple(configuration.patch_size), plan.gradient_checkpointing, job.device.type,
         "bf16" if cuda and plan.precision == "bf16" else "fp32")
     return estimate.peak_gb
@@ -124,34 +116,13 @@ def check_fits(needs: dict[FoldJob, Resources], nodes: list[dict], gpu_memory_gb
                 f"{largest.get('memory', 0) / GIB:.1f} GB); add such a node, or leave the set-up out")
 
 
-def fault_point(name: str) -> None:
-    """Test configuration (``AUTOSAM_FAULTS``): fail this task if the file says so, counting down."""
-    path = os.environ.get(FAULTS)
-    if not path:
-        return
-    with open(path, "r+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # tasks of one run read and count down the same file
-        faults = json.load(handle)
-        left = faults.get(name, 0)
-        if left == 0:
-            return
-        if left > 0:
-            faults[name] = left - 1
-            handle.seek(0), handle.truncate(), json.dump(faults, handle)
-    raise RuntimeError(f"{name}: fault injected by {FAULTS}")
-
-
 def train_task(job: FoldJob, cpus: int) -> dict:
-    """One Ray task: the same ``train_once`` as a serial run, with this task's share of the node's cores."""
-    import ray
-
-    from autosam.paths import configure_defaults, configure_training_processes
+    """One Ray task: the same ``FoldJob.run`` as a serial run, with this task's share of the node's cores."""
+    import ray  # in the task's process: Ray is an optional dependency
 
     started = time.time()
-    configure_defaults()
     configure_training_processes(job.device.type)
     torch.set_num_threads(max(1, cpus - _augmentation_workers(job.device)))
-    fault_point(job.name)
     trained = job.run()
     return {"trained": trained, "seconds": time.time() - started, "node": ray.util.get_node_ip_address()}
 
@@ -190,8 +161,6 @@ class RayExecutor:
         return torch.device("cuda" if (requested in (None, "auto", "cuda") and gpus) else "cpu")
 
     def run(self, jobs: list[FoldJob]) -> dict[FoldJob, str]:
-        from tqdm import tqdm
-
         ray = self.ray
         needs = {job: resources_for(job) for job in jobs}
         nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
@@ -226,3 +195,9 @@ class RayExecutor:
     def close(self) -> None:
         if self.owns:
             self.ray.shutdown()
+
+
+def executor_for(ray_address: str | None, gpu_memory_gb: float | None = None) -> SerialExecutor | RayExecutor:
+    """Serial without ``--ray``; else Ray at ``ray_address`` ("" starts a local instance). ``gpu_memory_gb``:
+    the cluster's GPU memory, against which Ray jobs are checked (None: this machine's GPU, if any)."""
+    return SerialExecutor() if ray_address is None else RayExecutor(ray_address, gpu_memory_gb)

@@ -13,20 +13,37 @@ own batch).
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from nnunetv2.evaluation.find_best_configuration import find_best_configuration
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+from autosam.data.case_selection import check_train_cases, fold_splits
+from autosam.data.checks import check_dataset, slices_per_patient
+from autosam.data.splits import load_groups, resolve_folds, straddling_patient
 from autosam.errors import AutosamError
+from autosam.evaluation.comparison import Method, compare, read_splits
+from autosam.evaluation.interactive_report import headline_lines, interactive_section
+from autosam.evaluation.report import headline, write_report
+from autosam.experiments.fewshot import fewshot_report, fewshot_trainings
+from autosam.experiments.ray_cluster import executor_for
+from autosam.inference.trained_models import Choice, Model
+from autosam.paths import FINAL_CHECKPOINT, Dataset, configure_training_processes, require_folders
+from autosam.planners.explain import plan_summary
 from autosam.planners.hardware import detect_hardware
-from autosam.trainers.fold_jobs import FoldJob, executor_for
-from autosam.paths import configure_training_processes, dataset_name, model_folder, require_folders
-from autosam.plans import PLANS_NAME, SAM_CONFIGURATION, SamPlan
-from autosam.trainers.fold_training import Budget, latest_checkpoint, make_trainer, resolve_device, train_fold
+from autosam.planners.preprocess import baseline_configurations, plan, preprocess
+from autosam.planners.sam_planner import BASELINE_PLANS
+from autosam.plans import PLANS_NAME, SAM_CONFIGURATION, SamPlan, has_sam_plan, read_plans, read_sam_plan
+from autosam.sam.weights.catalogue import catalogue_entry_for
+from autosam.sam.weights.safe_load import load_fold_checkpoint
+from autosam.trainers.fold_jobs import FoldJob, Training, fold_jobs
+from autosam.trainers.fold_training import Budget, configuration_budget
+from autosam.trainers.variants import trainer_for_setup
 
 log = logging.getLogger(__name__)
-BASELINE_PLANS = "nnUNetPlans"
 NNUNET_EPOCHS, NNUNET_ITERATIONS = 1000, 250  # nnU-Net's trainer defaults
 REPORT_FOLDER = "autosam_report"
 
@@ -47,19 +64,15 @@ class RunOptions:
     repeats: int = 1  # few-shot draws per K
 
 
-def refuse_conflicting_flags(sam_options, plans_file: Path, gpu_memory: float | None = None) -> None:
+def refuse_conflicting_flags(sam_options, dataset: Dataset, gpu_memory: float | None = None) -> None:
     """A flag that contradicts the existing plan is an error, never silently ignored."""
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    from autosam.plans import sam_plan_of
-
-    configuration = PlansManager(json.loads(plans_file.read_text())).get_configuration(SAM_CONFIGURATION)
-    plan = sam_plan_of(configuration.configuration, str(plans_file))
+    planned = read_sam_plan(dataset)
+    plan, plans_file = planned.plan, planned.file
     base = plan.base_checkpoint
     same_base = base is not None and sam_options.checkpoint is not None and (
         sam_options.checkpoint in (base.name, base.file) or str(Path(sam_options.checkpoint).resolve()) == base.path)
     given = {"--setup": (sam_options.setup, plan.setup.name), "--image-size": (sam_options.image_size, plan.image_size),
-             "--batch-size": (sam_options.batch_size, configuration.batch_size),
+             "--batch-size": (sam_options.batch_size, planned.batch_size),
              "--lora-rank": (sam_options.lora_rank, plan.setup.lora_rank),
              "--from-scratch": (sam_options.from_scratch or None, plan.from_scratch),
              "--checkpoint": (sam_options.checkpoint,
@@ -77,38 +90,13 @@ def refuse_conflicting_flags(sam_options, plans_file: Path, gpu_memory: float | 
                                f"{planned}); pass --replan to plan again, or drop the flag")
 
 
-def fold_done(output: Path) -> bool:
-    return (output / "checkpoint_final.pth").is_file() and (output / "validation" / "summary.json").is_file()
-
-
-def train_once(dataset: str, fold: int, trainer_cls, plans: str, configuration: str, budget: Budget,
-               device, label: str, seed: int, save_probabilities: bool) -> bool:
-    """Train one fold unless done; returns whether any training ran."""
-    # decided before building a trainer: nnU-Net's constructor already writes a new log file
-    if fold_done(model_folder(dataset, trainer_cls.__name__, plans, configuration) / f"fold_{fold}"):
-        log.info("%s fold %d: done, skipped", label, fold)
-        return False
-    trainer = make_trainer(dataset, fold, trainer_cls, plans, configuration, device, budget.batch_size)
-    budget.apply(trainer)
-    state = "continuing" if latest_checkpoint(Path(trainer.output_folder)) else "training"
-    log.info("%s fold %d: %s (%d epochs x %d iterations, batch %d, seed %d)", label, fold, state, trainer.num_epochs,
-             trainer.num_iterations_per_epoch, trainer.configuration_manager.batch_size, seed)
-    train_fold(trainer, continue_training=True, save_probabilities=save_probabilities, seed=seed)
-    return True
-
-
-def configuration_budget(configuration: str, baseline_budget: Budget) -> Budget:
-    """A baseline configuration's budget: SAM's batch applies to 2d only, a 3d_fullres patch is a volume."""
-    return baseline_budget if configuration == "2d" else Budget(baseline_budget.epochs, baseline_budget.iterations)
-
-
 def without_failed(configurations: list[str], failed: dict) -> tuple[list[str], list[str]]:
     """Baseline configurations whose folds all trained, and the report's lines on those left out. A failed
     SAM fold, or every baseline failing, leaves nothing to compare: one error naming every failed job."""
     if not failed:
         return configurations, []
     names = "; ".join(f"{job.name} ({error})" for job, error in failed.items())
-    lost = {job.configuration for job in failed}
+    lost = {job.training.configuration for job in failed}
     if SAM_CONFIGURATION in lost or lost >= set(configurations):
         raise AutosamError(f"failed twice on Ray: {names}; nothing to compare without them. Finished folds are "
                            "kept: run the same command again to retry the rest")
@@ -127,25 +115,21 @@ def budgets(options: RunOptions, plan: SamPlan, sam_batch: int) -> tuple[Budget,
                                 "(--equal-budget makes them equal)")
 
 
-def find_best(dataset: str, folds: list[int], models: list[dict], ensembles: bool) -> dict:
-    from nnunetv2.evaluation.find_best_configuration import find_best_configuration
-
-    return find_best_configuration(dataset_name(dataset), models, allow_ensembling=ensembles, num_processes=1,
+def find_best(dataset: Dataset, folds: list[int], models: list[dict], ensembles: bool) -> dict:
+    return find_best_configuration(dataset.name, models, allow_ensembling=ensembles, num_processes=1,
                                    overwrite=True, folds=tuple(folds), strict=False)
 
 
 def trained_sam(sam_folder: Path, folds: list[int]) -> set[tuple[str, int, str]]:
     """(set-up, image size, base weights) of each trained SAM fold, from its own checkpoint."""
-    from autosam.sam.weights.safe_load import load_fold_checkpoint
-
     identities = set()
     for fold in folds:
-        record = load_fold_checkpoint(sam_folder / f"fold_{fold}" / "checkpoint_final.pth").get("autosam", {})
+        record = load_fold_checkpoint(sam_folder / f"fold_{fold}" / FINAL_CHECKPOINT).get("autosam", {})
         identities.add((record["setup"]["name"], record["image_size"], record["base"]["name"]))
     return identities
 
 
-def conditions(plan: SamPlan, baselines: list[str], skipped_3d: bool, comparison: dict, best: str,
+def conditions(dataset: Dataset, plan: SamPlan, baselines: list[str], skipped_3d: bool, comparison: dict, best: str,
                groups: dict[str, str] | None, splits: list[dict] | None,
                trained: set[tuple[str, int, str]]) -> list[str]:
     """What a reader must know to judge the headline, said in the headline itself. ``trained``: what the SAM
@@ -165,14 +149,12 @@ def conditions(plan: SamPlan, baselines: list[str], skipped_3d: bool, comparison
               _seeds_text(comparison["training"]),
               f"best configuration by nnU-Net's find_best_configuration: {best} — selected on the same "
               "cross-validation folds it is scored on (optimistic)"]
-    return lines + pretraining_warnings(plan, comparison["dataset"]) + grouping_warnings(
-        comparison["dataset"], [c["case"] for c in comparison["cases"]], groups, splits)
+    return lines + pretraining_warnings(plan, dataset.name) + grouping_warnings(
+        dataset, [c["case"] for c in comparison["cases"]], groups, splits)
 
 
 def pretraining_warnings(plan: SamPlan, dataset: str) -> list[str]:
     """A base that 'autosam pretrain' trained on this dataset's images has seen every validation image."""
-    from autosam.sam.weights.catalogue import catalogue_entry_for
-
     base = plan.base_checkpoint
     entry = catalogue_entry_for(Path(base.path)) if base and base.path and Path(base.path).is_file() else None
     if entry is None or dataset not in entry.datasets:
@@ -182,18 +164,15 @@ def pretraining_warnings(plan: SamPlan, dataset: str) -> list[str]:
             "favours SAM; pretrain on other datasets or on images outside the folds"]
 
 
-def grouping_warnings(dataset: str, cases: list[str], groups: dict[str, str] | None,
+def grouping_warnings(dataset: Dataset, cases: list[str], groups: dict[str, str] | None,
                       splits: list[dict] | None) -> list[str]:
     """Loud lines when the unit of analysis is probably wrong."""
-    from autosam.data.splits import straddling_patient
-    from autosam.data.checks import slices_per_patient
-
     if not groups:
         found = slices_per_patient(cases)
         if found:
             return [f"WARNING: the case names look like slices of {len(found[0])} patients, but no patient groups "
                     "are recorded: slices are counted as independent, so CIs and p-values are optimistic; record them "
-                    f"with: autosam split -d {dataset[7:10]} --group-pattern '{found[1]}' (then run again)"]
+                    f"with: autosam split -d {dataset.id} --group-pattern '{found[1]}' (then run again)"]
         return []
     straddling = straddling_patient(splits or [], groups)
     if straddling:
@@ -212,84 +191,64 @@ def _seeds_text(training: dict) -> str:
     return f"seed {seeds.pop()} for every fold" if len(seeds) == 1 else f"seeds differ between folds: {sorted(seeds)}"
 
 
-def run(dataset: str, sam_options, options: RunOptions, ray_address: str | None = None) -> Path:
+def run(dataset: Dataset, sam_options, options: RunOptions, ray_address: str | None = None) -> Path:
     """``ray_address``: train every fold job as a Ray task ("" starts a local instance); the comparison waits
     for all of them."""
-    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    from autosam.evaluation.comparison import Method, compare, read_splits
-    from autosam.evaluation.report import headline, write_report
-    from autosam.inference.trained_models import Choice, Model
-    from autosam.planners.preprocess import baseline_configurations, plan, preprocess
-    from autosam.plans import sam_plan_of
-    from autosam.data.splits import load_groups, resolve_folds
-    from autosam.data.checks import check_dataset
-    from autosam.planners.explain import plan_summary
-    from autosam.trainers.sam_trainer import nnUNetTrainerSAM
-
-    folders = require_folders("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
-    for warning in check_dataset(folders["nnUNet_raw"], str(dataset), max(5, len(options.folds or []))):
+    require_folders("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+    for warning in check_dataset(dataset, max(5, len(options.folds or []))):
         log.warning("%s", warning)  # checked once, before any work
-    name = dataset_name(dataset)
-    preprocessed = folders["nnUNet_preprocessed"] / name
-    options.folds = resolve_folds(options.folds, folders["nnUNet_raw"] / name, preprocessed)
+    preprocessed = dataset.preprocessed
+    options = replace(options, folds=resolve_folds(options.folds, dataset.raw, preprocessed))
     if options.train_cases:  # a K the folds cannot give is refused before any work
-        from autosam.data.case_selection import check_train_cases, fold_splits
-
-        options.train_cases = check_train_cases(options.train_cases, options.repeats, options.folds,
-                                                fold_splits(folders["nnUNet_raw"] / name, preprocessed),
-                                                load_groups(preprocessed))
-    plans_file = preprocessed / f"{PLANS_NAME}.json"
-    has_plan = plans_file.is_file() and SAM_CONFIGURATION in json.loads(plans_file.read_text())["configurations"]
-    if has_plan and not options.replan:
-        refuse_conflicting_flags(sam_options, plans_file, options.gpu_memory)
-        log.info("using the existing SAM plan in %s (re-plan with --replan)", plans_file)
+        options = replace(options, train_cases=check_train_cases(
+            options.train_cases, options.repeats, options.folds, fold_splits(dataset.raw, preprocessed),
+            load_groups(preprocessed)))
+    if has_sam_plan(dataset) and not options.replan:
+        refuse_conflicting_flags(sam_options, dataset, options.gpu_memory)
+        log.info("using the existing SAM plan in %s (re-plan with --replan)", preprocessed / f"{PLANS_NAME}.json")
     else:
         device = options.device if options.device in ("cpu", "cuda") else None
         plan(dataset, sam_options, detect_hardware(options.gpu_memory, device), validated=True)
-    plans = json.loads(plans_file.read_text())
     configurations = baseline_configurations(dataset, not options.no_3d)
     skipped_3d = options.no_3d and len(baseline_configurations(dataset)) > 1
     preprocess(dataset, 1, configurations)
 
-    sam_configuration = PlansManager(plans).get_configuration(SAM_CONFIGURATION)
-    sam_plan = sam_plan_of(sam_configuration.configuration)
-    baseline_budget, sam_budget, policy = budgets(options, sam_plan, sam_configuration.batch_size)
+    planned = read_sam_plan(dataset)
+    sam_plan = planned.plan
+    baseline_budget, sam_budget, policy = budgets(options, sam_plan, planned.batch_size)
     seed = sam_plan.seed if options.seed is None else options.seed
+    trainings = [Training(nnUNetTrainer, BASELINE_PLANS, c, configuration_budget(c, baseline_budget), f"nnU-Net {c}")
+                 for c in configurations]
+    trainings.append(Training(trainer_for_setup(None), PLANS_NAME, SAM_CONFIGURATION, sam_budget, "SAM"))
+    fewshot, fewshot_models = [], []
+    if options.train_cases:
+        fewshot, fewshot_models = fewshot_trainings(dataset, options.train_cases, options.repeats, configurations,
+                                                    baseline_budget, sam_budget, seed)
     executor = executor_for(ray_address, options.gpu_memory)  # serial, or each fold job a Ray task
     try:
         torch_device = executor.device(options.device)
         configure_training_processes(torch_device.type)
-        jobs = []
-        for fold in options.folds:
-            jobs += [FoldJob(dataset, fold, nnUNetTrainer, BASELINE_PLANS, configuration,
-                             configuration_budget(configuration, baseline_budget), torch_device,
-                             f"nnU-Net {configuration}", seed, options.ensembles) for configuration in configurations]
-            jobs.append(FoldJob(dataset, fold, nnUNetTrainerSAM, PLANS_NAME, SAM_CONFIGURATION, sam_budget,
-                                torch_device, "SAM", seed, options.ensembles))
+        jobs = fold_jobs(dataset, options.folds, trainings, torch_device, seed, options.ensembles)
+        jobs += fold_jobs(dataset, options.folds, fewshot, torch_device, seed)
         failed = executor.run(jobs)  # every fold is in before the comparison starts
     finally:
         executor.close()
-    configurations, left_out = without_failed(configurations, failed)
-    if options.train_cases:
-        from autosam.experiments.fewshot import train_fewshot
-
-        # here, after the fold jobs: on this machine's device, whatever the Ray cluster has
-        fewshot_models = train_fewshot(dataset, options, configurations, baseline_budget, sam_budget,
-                                       resolve_device(options.device), seed)
+    configurations, left_out = without_failed(configurations, {j: e for j, e in failed.items()
+                                                               if j.training in trainings})
+    fewshot_models, fewshot_left_out = without_failed_fewshot(fewshot_models, failed)
 
     baseline_models = [Model(nnUNetTrainer.__name__, BASELINE_PLANS, c) for c in configurations]
     sam_model = Model.for_setup(None)
     baselines = [Method(f"nnU-Net {m.configuration}", m.folder(dataset)) for m in baseline_models]
+    configuration_plans = {c: planned_configuration(dataset, c) for c in configurations}
     requested = {f"nnU-Net {c}": {"epochs": baseline_budget.epochs or NNUNET_EPOCHS,
                                   "iterations_per_epoch": baseline_budget.iterations or NNUNET_ITERATIONS,
                                   "batch_size": (baseline_budget.batch_size if c == "2d" else None)
-                                  or plans["configurations"][c].get("batch_size"), "seed": seed}
+                                  or configuration_plans[c].get("batch_size"), "seed": seed}
                  for c in configurations}
     requested["SAM"] = {"epochs": sam_budget.epochs or sam_plan.num_epochs,
                         "iterations_per_epoch": sam_budget.iterations or sam_plan.iterations_per_epoch,
-                        "batch_size": sam_configuration.batch_size, "seed": seed}
+                        "batch_size": planned.batch_size, "seed": seed}
     sam = Method("SAM", sam_model.folder(dataset))
     splits, groups = read_splits(preprocessed), load_groups(preprocessed)
     comparison = compare(baselines, sam, options.folds, preprocessed / "gt_segmentations", groups, splits)
@@ -297,32 +256,34 @@ def run(dataset: str, sam_options, options: RunOptions, ray_address: str | None 
     chosen = Choice.chosen_by_nnunet(find_best(dataset, options.folds, models, options.ensembles), "find_best")
     best = ("ensemble of " if len(chosen.models) > 1 else "") + chosen.name
     comparison["budget_policy"], comparison["requested_budgets"] = policy, requested
-    comparison["conditions"] = conditions(sam_plan, [b.name for b in baselines], skipped_3d, comparison, best,
-                                          groups, splits, trained_sam(sam.model_folder, options.folds)) + left_out
-    if options.train_cases:
-        from autosam.experiments.fewshot import fewshot_report
-
-        comparison["fewshot"] = fewshot_report(fewshot_models, comparison, options, seed, preprocessed,
-                                               results_folder(dataset) / REPORT_FOLDER)
+    comparison["conditions"] = conditions(dataset, sam_plan, [b.name for b in baselines], skipped_3d, comparison,
+                                          best, groups, splits, trained_sam(sam.model_folder, options.folds)) \
+        + left_out + fewshot_left_out
+    if fewshot_models:
+        comparison["fewshot"] = fewshot_report(fewshot_models, comparison, options.folds, options.train_cases,
+                                               options.repeats, seed, preprocessed, dataset.results / REPORT_FOLDER)
     if sam_plan.prompts is not None:  # a prompted plan: the click loop on the same folds, its own table
-        from autosam.evaluation.interactive_report import interactive_section
-
         comparison["interactive"] = interactive_section(dataset, options.folds, torch_device, groups)
-    summary = plan_summary(sam_plan, sam_configuration.batch_size,
-                           sam_configuration.configuration["autosam_dataset_facts"])
+    summary = plan_summary(sam_plan, planned.batch_size, planned.dataset_facts)
     report = write_report({**comparison, "best_configuration": best}, baselines + [sam],
-                          results_folder(dataset) / REPORT_FOLDER, folders["nnUNet_raw"] / name / "imagesTr",
+                          dataset.results / REPORT_FOLDER, dataset.raw / "imagesTr",
                           preprocessed / "gt_segmentations", summary)
     for line in headline(comparison):
         print(line)
-    if comparison.get("interactive"):
-        from autosam.evaluation.interactive_report import headline_lines
-
-        for line in headline_lines(comparison["interactive"]):
-            print(line)
+    for line in headline_lines(comparison["interactive"]) if comparison.get("interactive") else []:
+        print(line)
     print(f"report: {report}")
     return report
 
 
-def results_folder(dataset: str) -> Path:
-    return require_folders("nnUNet_results")["nnUNet_results"] / dataset_name(dataset)
+def planned_configuration(dataset: Dataset, configuration: str) -> dict:
+    """nnU-Net's plans of one baseline configuration, as its trainer reads them."""
+    return PlansManager(read_plans(dataset, BASELINE_PLANS, configuration)).get_configuration(configuration).configuration
+
+
+def without_failed_fewshot(models: list, failed: dict[FoldJob, str]) -> tuple[list, list[str]]:
+    """Few-shot models whose folds all trained, and the report's lines on those left out."""
+    lost = {job.output_folder.parent: f"{job.name} ({error})" for job, error in failed.items()}
+    kept = [m for m in models if m.model_folder not in lost]
+    return kept, [f"WARNING: left out of the few-shot curve after failing twice on Ray: {lost[m.model_folder]}"
+                  for m in models if m.model_folder in lost]

@@ -22,11 +22,12 @@ from peft import LoraConfig, get_peft_model
 from autosam.errors import AutosamError, CheckpointError
 from autosam.files import atomic_torch_save, atomic_write_json
 from autosam.inference.trained_models import SamFold, resolve_model, trained_model_folder
-from autosam.sam.weights.base import official_view
 from autosam.sam.lora import lora_targets
 from autosam.sam.network import SamSegmenter
 from autosam.sam.registry import build_sam, get_backbone
 from autosam.sam.setups import DECODER_HEAD
+from autosam.sam.weights.base import official_view
+from autosam.paths import Dataset
 
 STOCK_IMAGE_SIZE, STOCK_MASK_TOKENS = 1024, 4  # what segment-anything's and MobileSAM's registries build
 REGISTRIES = {"vit_b": "segment_anything", "vit_l": "segment_anything", "vit_h": "segment_anything",
@@ -142,7 +143,7 @@ def _input_note(network: SamSegmenter) -> str:
             "(not Sam.preprocess, whose pixel statistics the network never saw)")
 
 
-def export(dataset: str, fold: str, output: Path, setup: str | None = None,
+def export(dataset: Dataset, fold: str, output: Path, setup: str | None = None,
            checkpoint: str = "checkpoint_final.pth") -> Exported:
     """``autosam export``: one trained SAM fold -> ``output`` (never overwriting a file)."""
     choice = resolve_model(dataset, setup)
@@ -157,7 +158,7 @@ def export(dataset: str, fold: str, output: Path, setup: str | None = None,
             raise AutosamError(f"{taken}: already exists; choose another -o (autosam never overwrites a file)")
     sam_fold = SamFold(trained_model_folder(dataset, model), model.trainer, model.configuration, str(fold), checkpoint)
     if not sam_fold.path.is_file():
-        raise AutosamError(f"{sam_fold.path}: not found; train fold {fold} first ('autosam train -d {dataset} -f {fold}')")
+        raise AutosamError(f"{sam_fold.path}: not found; train fold {fold} first ('autosam train -d {dataset.id} -f {fold}')")
     network, fold_checkpoint = sam_fold.network()
     exported = export_network(network, output, str(sam_fold.path))
     saved = fold_checkpoint["autosam"]

@@ -11,11 +11,19 @@ import tempfile
 from pathlib import Path
 
 import torch
+from nnunetv2.ensembling.ensemble import ensemble_folders
+from nnunetv2.inference.export_prediction import export_prediction_from_logits
+from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+from nnunetv2.postprocessing.remove_connected_components import apply_postprocessing_to_folder
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+from tqdm import tqdm
 
 from autosam.errors import AutosamError
+from autosam.inference.prompt_file import read_prompt_file, to_preprocessed
 from autosam.inference.trained_models import Choice, Model, SamFold, trained_model_folder
 from autosam.sam.weights.safe_load import load_fold_checkpoint, load_postprocessing
 from autosam.trainers.fold_training import resolve_device
+from autosam.paths import Dataset
 
 
 def _check_folds(folder: Path, model: Model, folds: list[str] | None, checkpoint: str) -> list[int | str]:
@@ -38,8 +46,6 @@ def _check_folds(folder: Path, model: Model, folds: list[str] | None, checkpoint
 
 def _predict_model(folder: Path, folds: list[int | str], input_dir: Path, output_dir: Path, device: torch.device,
                    checkpoint: str, mirroring: bool, probabilities: bool) -> None:
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-
     predictor = nnUNetPredictor(
         tile_step_size=0.5, use_gaussian=True, use_mirroring=mirroring,
         perform_everything_on_device=device.type == "cuda", device=device, verbose=False, allow_tqdm=True,
@@ -52,9 +58,6 @@ def _predict_model(folder: Path, folds: list[int | str], input_dir: Path, output
 
 def _ensemble_and_postprocess(members: list[Path], choice: Choice, work: Path, output_dir: Path) -> None:
     """nnU-Net's own ensembling (mean of the members' probabilities) and post-processing."""
-    from nnunetv2.ensembling.ensemble import ensemble_folders
-    from nnunetv2.postprocessing.remove_connected_components import apply_postprocessing_to_folder
-
     merged = members[0]
     if len(members) > 1:
         merged = work / "ensemble"
@@ -64,7 +67,7 @@ def _ensemble_and_postprocess(members: list[Path], choice: Choice, work: Path, o
                                    str(members[0] / "dataset.json"), num_processes=1)
 
 
-def predict(dataset: str, input_dir: Path, output_dir: Path, folds: list[str] | None = None,
+def predict(dataset: Dataset, input_dir: Path, output_dir: Path, folds: list[str] | None = None,
             choice: Choice | None = None, device: str | None = None,
             checkpoint: str = "checkpoint_final.pth", mirroring: bool = True) -> None:
     """Segment every image of ``input_dir`` with ``choice`` (default: the planned SAM set-up)."""
@@ -75,7 +78,7 @@ def predict(dataset: str, input_dir: Path, output_dir: Path, folds: list[str] | 
         raise AutosamError(f"{output_dir}: output folder must differ from the input folder (inputs are never overwritten)")
     choice = choice or Choice((Model.for_setup(None),), "the planned set-up")
     if choice.postprocessing is not None and not choice.postprocessing.is_file():
-        raise AutosamError(f"{choice.postprocessing}: not found; run 'autosam run -d {dataset}' again to choose the "
+        raise AutosamError(f"{choice.postprocessing}: not found; run 'autosam run -d {dataset.id}' again to choose the "
                            "configuration, or pick a model with --setup")
     folders = [trained_model_folder(dataset, model) for model in choice.models]
     checked = [_check_folds(folder, model, folds, checkpoint) for folder, model in zip(folders, choice.models)]
@@ -92,7 +95,7 @@ def predict(dataset: str, input_dir: Path, output_dir: Path, folds: list[str] | 
         _ensemble_and_postprocess(members, choice, Path(work), output_dir)
 
 
-def predict_with_prompts(dataset: str, input_dir: Path, output_dir: Path, prompts_file: Path,
+def predict_with_prompts(dataset: Dataset, input_dir: Path, output_dir: Path, prompts_file: Path,
                          folds: list[str] | None = None, setup: str | None = None, device: str | None = None,
                          checkpoint: str = "checkpoint_final.pth") -> None:
     """Segment every 2D image of ``input_dir`` with the prompted SAM model, using the user's boxes and points
@@ -100,12 +103,6 @@ def predict_with_prompts(dataset: str, input_dir: Path, output_dir: Path, prompt
     automatically. Each image is one network input: the whole preprocessed slice, resized to the SAM input (as
     in the interactive evaluation; no sliding window, no mirroring); the folds' probabilities are averaged and
     written in the input's geometry by nnU-Net's exporter. The prompts file is checked before anything is written."""
-    from nnunetv2.inference.export_prediction import export_prediction_from_logits
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-    from tqdm import tqdm
-
-    from autosam.inference.prompt_file import read_prompt_file, to_preprocessed
-
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
         raise AutosamError(f"{input_dir}: no such input folder")

@@ -10,18 +10,21 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from autosam.errors import AutosamError
-from autosam.paths import dataset_name, model_folder, require_folders
+from autosam.paths import FINAL_CHECKPOINT, Dataset, fold_is_trained
+from autosam.plans import PLANS_NAME, SAM_CONFIGURATION, SamPlan, network_for_plan
+from autosam.sam.network import SamSegmenter
+from autosam.sam.weights.base import FROM_SCRATCH, BaseIdentity
+from autosam.sam.weights.catalogue import sha256_of
+from autosam.sam.weights.fold_checkpoint import check_identity, identity, identity_of
 from autosam.sam.weights.safe_load import load_fold_checkpoint
-from autosam.plans import PLANS_NAME, SAM_CONFIGURATION, SamPlan
+from autosam.trainers.variants import PLANNED, trainer_class, trainer_name
 
-if TYPE_CHECKING:
-    from autosam.sam.network import SamSegmenter
-
-SAM_TRAINER = "nnUNetTrainerSAM"
-PLANNED = "planned"  # --setup planned: the set-up the plan chose (trainer nnUNetTrainerSAM)
+SAM_TRAINER = trainer_name(None)
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ class Model:
     @classmethod
     def for_setup(cls, setup: str | None) -> "Model":
         """The trainer of a fixed set-up; ``None`` or ``"planned"`` is the planned set-up."""
-        return cls(SAM_TRAINER if setup in (None, PLANNED) else f"{SAM_TRAINER}_{setup}")
+        return cls(trainer_name(setup))
 
     @classmethod
     def from_name(cls, name: str) -> "Model":
@@ -54,8 +57,8 @@ class Model:
         """The ``--setup`` value that selects this SAM model."""
         return self.trainer.removeprefix(SAM_TRAINER + "_") if self.trainer != SAM_TRAINER else PLANNED
 
-    def folder(self, dataset: str) -> Path:
-        return model_folder(dataset, self.trainer, self.plans, self.configuration)
+    def folder(self, dataset: Dataset) -> Path:
+        return dataset.model_folder(self.trainer, self.plans, self.configuration)
 
     def for_find_best(self) -> dict:
         """The model as nnU-Net's find_best_configuration takes it."""
@@ -63,7 +66,7 @@ class Model:
 
 
 def _trained(folder: Path) -> bool:
-    return any((fold / "checkpoint_final.pth").is_file() for fold in folder.glob("fold_*"))
+    return any(fold_is_trained(fold) for fold in folder.glob("fold_*"))
 
 
 @dataclass(frozen=True)
@@ -91,13 +94,13 @@ class Choice:
                    Path(best["postprocessing_file"]), Path(best["some_plans_file"]))
 
 
-def resolve_model(dataset: str, setup: str | None = None) -> Choice:
+def resolve_model(dataset: Dataset, setup: str | None = None) -> Choice:
     """Which trained model a command uses, and why: the fixed set-up asked for; else what nnU-Net's
     find_best_configuration chose after ``autosam run`` (one configuration or an ensemble, with its
     post-processing); else the only trained SAM model."""
     if setup:
         return Choice((Model.for_setup(setup),), f"the fixed set-up {setup} (--setup)")
-    results = require_folders("nnUNet_results")["nnUNet_results"] / dataset_name(dataset)
+    results = dataset.results
     information = results / "inference_information.json"
     if information.is_file():
         return Choice.chosen_by_nnunet(json.loads(information.read_text()), information.name)
@@ -107,15 +110,15 @@ def resolve_model(dataset: str, setup: str | None = None) -> Choice:
         raise AutosamError(f"{results}: several trained SAM models ({', '.join(m.setup for m in trained)}); "
                            f"choose one with --setup")
     if not trained:
-        raise AutosamError(f"{results}: no trained SAM model; run 'autosam train -d {dataset} -f 0' first")
+        raise AutosamError(f"{results}: no trained SAM model; run 'autosam train -d {dataset.id} -f 0' first")
     return Choice((trained[0],), "the only trained SAM model")
 
 
-def trained_model_folder(dataset: str, model: Model) -> Path:
+def trained_model_folder(dataset: Dataset, model: Model) -> Path:
     folder = model.folder(dataset)
     if not folder.is_dir():
         hint = f" --setup {model.setup}" if model.is_sam and model.trainer != SAM_TRAINER else ""
-        raise AutosamError(f"{folder}: no trained model; run 'autosam train -d {dataset} -f 0{hint}' first")
+        raise AutosamError(f"{folder}: no trained model; run 'autosam train -d {dataset.id} -f 0{hint}' first")
     return folder
 
 
@@ -127,7 +130,7 @@ class SamFold:
     trainer: str
     configuration: str
     fold: str
-    checkpoint: str = "checkpoint_final.pth"
+    checkpoint: str = FINAL_CHECKPOINT
 
     @property
     def path(self) -> Path:
@@ -135,8 +138,6 @@ class SamFold:
 
     def configuration_manager(self):
         """nnU-Net's view of the configuration the fold trained (spacing, patch, data)."""
-        from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
         return PlansManager(str(self.folder / "plans.json")).get_configuration(self.configuration)
 
     @property
@@ -146,11 +147,6 @@ class SamFold:
 
     def plan_and_shape(self) -> tuple[SamPlan, int, int]:
         """The SAM plan the trainer ran, and the network's class and input channel counts."""
-        from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
-        from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-        from autosam.trainers.variants import trainer_class
-
         dataset_json = json.loads((self.folder / "dataset.json").read_text())
         plans = PlansManager(str(self.folder / "plans.json"))
         configuration = plans.get_configuration(self.configuration)
@@ -159,8 +155,6 @@ class SamFold:
         return plan, heads, determine_num_input_channels(plans, configuration, dataset_json)
 
     def _read(self) -> tuple[dict, SamPlan, int, int]:
-        from autosam.sam.weights.base import FROM_SCRATCH
-
         checkpoint = load_fold_checkpoint(self.path)
         plan, heads, channels = self.plan_and_shape()
         saved = checkpoint.get("autosam")
@@ -170,10 +164,6 @@ class SamFold:
 
     def read_checked(self) -> dict:
         """The fold checkpoint, opened weights-only and checked against the plan and the base file it names."""
-        from autosam.sam.weights.catalogue import sha256_of
-        from autosam.sam.weights.base import FROM_SCRATCH, BaseIdentity
-        from autosam.sam.weights.fold_checkpoint import check_identity, identity
-
         checkpoint, plan, heads, channels = self._read()
         base = FROM_SCRATCH
         if plan.base_checkpoint is not None:
@@ -186,9 +176,6 @@ class SamFold:
 
     def network(self) -> tuple[SamSegmenter, dict]:
         """The fine-tuned network, rebuilt through the one construction path (eval mode), and its checkpoint."""
-        from autosam.sam.weights.fold_checkpoint import check_identity, identity_of
-        from autosam.sam.model import network_for_plan
-
         checkpoint, plan, heads, channels = self._read()
         network = network_for_plan(plan, heads, channels)
         network.ensure_base_loaded()

@@ -30,9 +30,20 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprint_dataset
+from nnunetv2.imageio.reader_writer_registry import (
+    LIST_OF_IO_CLASSES,
+    determine_reader_writer_from_dataset_json,
+    determine_reader_writer_from_file_ending,
+)
+from nnunetv2.preprocessing.normalization.default_normalization_schemes import CTNormalization, ZScoreNormalization
+from nnunetv2.preprocessing.normalization.map_channel_name_to_normalization import get_normalization_scheme
+from nnunetv2.utilities.utils import create_paths_fn, get_identifiers_from_splitted_dataset_folder, subfiles
 from tqdm import tqdm
 
 from autosam.errors import AutosamError
+from autosam.paths import Dataset
+from autosam.planners.fingerprint import modality_of
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +62,11 @@ class ImageSet:
 
     @property
     def modality(self) -> str:
-        from autosam.planners.fingerprint import modality_of
-
         found = {modality_of(n) for n in self.channel_names}
         return found.pop() if len(found) == 1 else "mixed"
 
 
 def _reader_for(ending: str, example: str) -> type:
-    from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_file_ending
-
     try:
         return determine_reader_writer_from_file_ending(ending, example, verbose=False)
     except RuntimeError:
@@ -67,16 +74,10 @@ def _reader_for(ending: str, example: str) -> type:
                            "TIFF") from None
 
 
-def dataset_images(dataset: str, labelled: bool = False) -> ImageSet:
+def dataset_images(dataset: Dataset, labelled: bool = False) -> ImageSet:
     """Every case of a raw nnU-Net dataset's imagesTr and imagesTs (labels are not read), or with ``labelled``
     the cases of imagesTr with their labelsTr label maps."""
-    from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
-    from nnunetv2.utilities.utils import create_paths_fn, get_identifiers_from_splitted_dataset_folder, subfiles
-
-    from autosam.paths import dataset_name, require_folders
-
-    name = dataset_name(dataset)
-    raw = require_folders("nnUNet_raw")["nnUNet_raw"] / name
+    raw = dataset.raw
     meta_file = raw / "dataset.json"
     if not meta_file.is_file():
         raise AutosamError(f"{meta_file}: not found; -d takes datasets in nnUNet_raw's format")
@@ -93,7 +94,7 @@ def dataset_images(dataset: str, labelled: bool = False) -> ImageSet:
     reader = determine_reader_writer_from_dataset_json(meta, cases[0][0], verbose=False)
     channels = meta.get("channel_names", meta.get("modality", {}))
     names = [str(channels[k]) for k in sorted(channels, key=int)]
-    images = ImageSet(name, cases, names, reader)
+    images = ImageSet(dataset.name, cases, names, reader)
     if labelled:
         images.labels = [str(raw / "labelsTr" / (Path(c[0]).name[:-len(ending) - 5] + ending)) for c in cases]
         missing = [f for f in images.labels if not Path(f).is_file()]
@@ -103,21 +104,18 @@ def dataset_images(dataset: str, labelled: bool = False) -> ImageSet:
         images.ignore_label = meta["labels"].get("ignore")
     ct = [c for c, n in enumerate(names) if n.casefold() == "ct"]
     if ct:
-        images.ct_properties = _ct_properties(name, ct)
+        images.ct_properties = _ct_properties(dataset, ct)
     return images
 
 
-def _ct_properties(name: str, channels: list[int]) -> dict[int, dict]:
+def _ct_properties(dataset: Dataset, channels: list[int]) -> dict[int, dict]:
     """nnU-Net's foreground intensity statistics (its CT normalisation needs them), fingerprinting if needed."""
-    from autosam.paths import require_folders
-
-    fingerprint = require_folders("nnUNet_preprocessed")["nnUNet_preprocessed"] / name / "dataset_fingerprint.json"
+    fingerprint = dataset.preprocessed / "dataset_fingerprint.json"
     if not fingerprint.is_file():
-        from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprint_dataset
-
-        log.info("%s: CT normalisation needs nnU-Net's fingerprint; computing it (as 'autosam plan' does)", name)
+        log.info("%s: CT normalisation needs nnU-Net's fingerprint; computing it (as 'autosam plan' does)",
+                 dataset.name)
         with contextlib.redirect_stdout(sys.stderr):  # nnU-Net prints the dataset's name
-            extract_fingerprint_dataset(int(name[7:10]), num_processes=1, check_dataset_integrity=False,
+            extract_fingerprint_dataset(dataset.id, num_processes=1, check_dataset_integrity=False,
                                         verbose=False)
     properties = json.loads(fingerprint.read_text())["foreground_intensity_properties_per_channel"]
     return {c: properties[str(c)] for c in channels}
@@ -125,8 +123,6 @@ def _ct_properties(name: str, channels: list[int]) -> dict[int, dict]:
 
 def folder_images(folder: str | os.PathLike) -> ImageSet:
     """Every file in ``folder`` that one of nnU-Net's readers supports, each file one image."""
-    from nnunetv2.imageio.reader_writer_registry import LIST_OF_IO_CLASSES
-
     folder = Path(folder)
     if not folder.is_dir():
         raise AutosamError(f"--images {folder}: no such folder")
@@ -144,9 +140,6 @@ def folder_images(folder: str | os.PathLike) -> ImageSet:
 
 def _normalise(image: np.ndarray, images: ImageSet) -> np.ndarray:
     """(C, Z, Y, X) -> float32, each channel as nnU-Net's preprocessing normalises it."""
-    from nnunetv2.preprocessing.normalization.default_normalization_schemes import CTNormalization, ZScoreNormalization
-    from nnunetv2.preprocessing.normalization.map_channel_name_to_normalization import get_normalization_scheme
-
     out = np.empty(image.shape, dtype=np.float32)
     for c in range(image.shape[0]):
         scheme = get_normalization_scheme(images.channel_names[c]) if c < len(images.channel_names) else \

@@ -23,16 +23,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torchvision.transforms import v2
 from tqdm import tqdm
 
 from autosam.errors import AutosamError
 from autosam.files import atomic_torch_save
+from autosam.paths import Dataset
+from autosam.planners.fingerprint import modality_of
 from autosam.pretraining.images import ImageSet, dataset_images, folder_images, read_slices
-from autosam.sam.weights.catalogue import CATALOGUE, CatalogueEntry, RANDOM_START, USER_CATALOGUE, catalogue_entry_for, find_checkpoint, register_user_checkpoint, sha256_of, user_catalogue
-from autosam.sam.weights.base import _fit_to_model, load_base_checkpoint
 from autosam.pretraining.mae_model import MaskedAutoencoder
 from autosam.sam.network import bf16_native
 from autosam.sam.registry import build_sam, get_backbone
+from autosam.sam.weights.base import _fit_to_model, load_base_checkpoint
+from autosam.sam.weights.catalogue import (
+    CATALOGUE,
+    RANDOM_START,
+    USER_CATALOGUE,
+    CatalogueEntry,
+    catalogue_entry_for,
+    find_checkpoint,
+    register_user_checkpoint,
+    sha256_of,
+    user_catalogue,
+)
+from autosam.trainers.fold_training import resolve_device
 from autosam.trainers.seeding import seed_everything
 
 log = logging.getLogger(__name__)
@@ -84,8 +98,6 @@ def _check_output(output: Path) -> None:
 
 
 def _modality(image_sets: list[ImageSet], given: str | None) -> str | None:
-    from autosam.planners.fingerprint import modality_of
-
     if given:
         known = modality_of(given)
         return known if known != "unknown" else given
@@ -105,8 +117,6 @@ def _schedule(optimiser: torch.optim.Optimizer, steps: int, warmup_share: float)
 
 def _augment(batch: list[torch.Tensor], image_size: int, minmax: bool) -> torch.Tensor:
     """MAE's augmentation (random resized crop, scale 0.2-1, and horizontal flip), then SAM's three channels."""
-    from torchvision.transforms import v2
-
     transform = v2.Compose([v2.RandomResizedCrop(image_size, scale=(0.2, 1.0), antialias=True),
                             v2.RandomHorizontalFlip()])
     images = torch.stack([transform(s.float()).expand(3, -1, -1) for s in batch])
@@ -132,11 +142,9 @@ def _start(options: PretrainOptions, sam) -> tuple[str, str]:
     return identity.name, entry.normalisation if entry else "imagenet"
 
 
-def pretrain(output: str | os.PathLike, options: PretrainOptions, datasets: list[str] | None = None,
+def pretrain(output: str | os.PathLike, options: PretrainOptions, datasets: list[Dataset] | None = None,
              images: str | os.PathLike | None = None) -> PretrainResult:
     """Masked-autoencoder pretraining of the image encoder on ``datasets`` (raw nnU-Net ids) or ``images``."""
-    from autosam.trainers.fold_training import resolve_device
-
     output = Path(output)
     if not 0.0 < options.mask_ratio < 1.0:
         raise AutosamError(f"--mask-ratio {options.mask_ratio}: give a share between 0 and 1, e.g. 0.75")

@@ -23,15 +23,27 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss
 
 from autosam.errors import AutosamError
-from autosam.pretraining.mae import (MEMORY_SHARE, OFFICIAL_CLASSES, _check_output, _modality, _schedule, _start,
-                              run_steps, save_and_register, scale_minmax)
+from autosam.paths import Dataset
 from autosam.pretraining.images import dataset_images, read_labelled_slices
-from autosam.sam.prompts import Prompt, check_mode, image_prompts
-from autosam.sam.weights.catalogue import CatalogueEntry
+from autosam.pretraining.mae import (
+    MEMORY_SHARE,
+    OFFICIAL_CLASSES,
+    _check_output,
+    _modality,
+    _schedule,
+    _start,
+    run_steps,
+    save_and_register,
+    scale_minmax,
+)
 from autosam.sam.network import bf16_native
+from autosam.sam.prompts import Prompt, check_mode, image_prompts
 from autosam.sam.registry import build_sam, get_backbone
+from autosam.sam.weights.catalogue import CatalogueEntry
+from autosam.trainers.fold_training import resolve_device
 from autosam.trainers.seeding import seed_everything
 
 log = logging.getLogger(__name__)
@@ -84,7 +96,6 @@ class PromptedLoss(torch.nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss
 
         self.loss = DC_and_BCE_loss({}, {"batch_dice": False, "do_bg": True, "smooth": 1e-5, "ddp": False},
                                     use_ignore_label=True)
@@ -122,7 +133,7 @@ def forward_objects(sam, batch: list[Slice], prompts: list[dict[int, Prompt]], m
     return torch.cat(logits), torch.stack(objects), torch.stack(ignored)
 
 
-def _read(datasets: list[str], image_size: int) -> tuple[list, list[Slice]]:
+def _read(datasets: list[Dataset], image_size: int) -> tuple[list, list[Slice]]:
     image_sets = [dataset_images(d, labelled=True) for d in datasets]
     total_memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
     slices = []
@@ -137,10 +148,8 @@ def _read(datasets: list[str], image_size: int) -> tuple[list, list[Slice]]:
     return image_sets, slices
 
 
-def prompted_pretrain(output: str | os.PathLike, options: PromptedOptions, datasets: list[str]) -> PromptedResult:
+def prompted_pretrain(output: str | os.PathLike, options: PromptedOptions, datasets: list[Dataset]) -> PromptedResult:
     """Prompt-based training of SAM's image encoder and mask decoder on the labelled ``datasets``."""
-    from autosam.trainers.fold_training import resolve_device
-
     output = Path(output)
     check_mode(options.prompts)
     if min(options.epochs, options.batch_size, options.iterations or 1) < 1:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from autosam.sam.network import SamSegmenter
 from autosam.sam.model import build_network
+from autosam.sam.network import SamSegmenter
 from autosam.sam.setups import Setup
 
 

@@ -25,12 +25,17 @@ from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
+from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
+from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from torch import nn
+from torch.distributed._tools.mem_tracker import MemTracker
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from autosam.sam.costs import meta_network
 from autosam.sam.registry import get_backbone
+from autosam.sam.setups import Setup
 
 GIB = 2**30
 ALLOCATOR_OVERHEAD = 1.10  # caching-allocator fragmentation on CUDA (10%, a conservative rule of thumb)
@@ -77,9 +82,6 @@ class MetaAutocast(TorchFunctionMode):
 
 def nnunet_loss() -> nn.Module:
     """nnU-Net's Dice + cross-entropy loss as its trainer builds it for label maps (no deep supervision)."""
-    from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
-    from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
-
     return DC_and_CE_loss({"batch_dice": True, "smooth": 1e-5, "do_bg": False, "ddp": False}, {}, weight_ce=1,
                           weight_dice=1, ignore_label=None, dice_class=MemoryEfficientSoftDiceLoss)
 
@@ -158,9 +160,6 @@ def _probe(setup_name: str, lora_rank: int, image_size: int, num_classes: int, i
            patch_size: tuple[int, int], checkpointing: bool, precision: str) -> tuple[int, int, int, int, int, int]:
     """Parameter bytes, trainable parameters, buffer bytes, saved bytes for one patch and for each further
     patch, and the encoder's largest single tensor for one image, all measured on the meta device."""
-    from autosam.sam.costs import meta_network
-    from autosam.sam.setups import Setup
-
     setup = Setup.parse(setup_name, lora_rank=lora_rank, lora_alpha=float(lora_rank))
     network = meta_network(setup, image_size, num_classes, input_channels)
     if checkpointing:
@@ -213,8 +212,6 @@ class _NoHook:
 def measured_training_peak(network: nn.Module, batch_size: int, patch_size: tuple[int, int]) -> int:
     """Peak bytes of two real AdamW training steps (nnU-Net's loss), tracked tensor by tensor by torch's
     MemTracker on the network's own device: the reference the estimate is checked against."""
-    from torch.distributed._tools.mem_tracker import MemTracker
-
     device = next(network.parameters()).device
     for param in network.parameters():
         if not param.requires_grad:  # MemTracker hooks every parameter; frozen ones cannot take hooks

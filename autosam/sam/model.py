@@ -5,7 +5,7 @@ from __future__ import annotations
 from autosam.sam.network import SamSegmenter
 from autosam.sam.registry import build_sam, build_sam_on_meta
 from autosam.sam.setups import Setup, apply_setup
-from autosam.plans import BaseCheckpoint, BaseLoader, SamPlan
+from autosam.sam.weights.base import BaseCheckpoint, BaseLoader
 
 
 def build_network(
@@ -32,12 +32,4 @@ def build_network(
         network.enable_gradient_checkpointing()
     if base is not None:
         network.base_loader = BaseLoader(base, setup.backbone)
-    return network
-
-
-def network_for_plan(plan: SamPlan, num_classes: int, input_channels: int) -> SamSegmenter:
-    network = build_network(plan.setup, plan.image_size, num_classes, input_channels, plan.normalisation,
-                            plan.base_checkpoint, plan.gradient_checkpointing)
-    network.precision = plan.precision  # training, validation and prediction compute alike
-    network.prompt_mode = plan.prompts  # recorded in the fold's identity
     return network

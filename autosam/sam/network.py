@@ -14,8 +14,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
 from autosam.errors import CheckpointError
-from autosam.sam.prompts import ImagePrompts
 from autosam.sam.adapter import encoder_attention_blocks
+from autosam.sam.prompts import ImagePrompts
 from autosam.sam.weights.base import FROM_SCRATCH, check_base
 
 NORMALISATIONS = ("imagenet", "minmax")

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from functools import partial
 
 import torch
-from torch import nn
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+from torch import nn
 
 from autosam.errors import AutosamError
+from autosam.sam.tiny_vit import TinyViTAnySize
 
 PATCH_SIZE = 16  # SAM's patch size; the image embedding is image_size / 16 per side.
 IMAGE_SIZE_STEP = 64
@@ -73,8 +74,6 @@ class Backbone:
         return sum(enc.depths[1:]) if isinstance(enc, TinyViTConfig) else enc.depth
 
 
-_TEST_DECODER = DecoderConfig(embed_dim=32, mlp_dim=64, num_heads=2, iou_head_hidden_dim=32)
-
 BACKBONES: dict[str, Backbone] = {
     b.name: b
     for b in (
@@ -87,23 +86,6 @@ BACKBONES: dict[str, Backbone] = {
         Backbone("vit_b", ViTConfig(768, 12, 12, (2, 5, 8, 11)), "SAM ViT-B", "sam_vit_b"),
         Backbone("vit_l", ViTConfig(1024, 24, 16, (5, 11, 17, 23)), "SAM ViT-L", "sam_vit_l"),
         Backbone("vit_h", ViTConfig(1280, 32, 16, (7, 15, 23, 31)), "SAM ViT-H", "sam_vit_h"),
-        # Small configurations of the same classes, for tests and CPU smoke runs (random weights only).
-        Backbone(
-            "test_vit",
-            ViTConfig(32, 2, 2, (1,), window_size=4),
-            "2-block ViT with SAM's classes (tests only)",
-            None,
-            decoder=_TEST_DECODER,
-            min_image_size=64,
-        ),
-        Backbone(
-            "test_tiny_vit",
-            TinyViTConfig((8, 16, 16, 320), (1, 1, 1, 1), (1, 1, 1, 4), (7, 7, 14, 7)),
-            "1-block-per-stage TinyViT (tests only)",
-            None,
-            decoder=_TEST_DECODER,
-            min_image_size=64,
-        ),
     )
 }
 
@@ -144,7 +126,6 @@ def _build_encoder(backbone: Backbone, image_size: int) -> nn.Module:
             window_size=enc.window_size,
             out_chans=out_chans,
         )
-    from autosam.sam.tiny_vit import TinyViTAnySize
 
     tiny = TinyViTAnySize(
         img_size=image_size,

@@ -14,8 +14,15 @@ from torch import nn
 
 from autosam.errors import CheckpointError
 from autosam.sam.registry import BACKBONES, PATCH_SIZE, Backbone, ViTConfig, get_backbone
+from autosam.sam.weights.catalogue import (
+    CATALOGUE,
+    catalogue_entry,
+    catalogue_entry_for,
+    find_checkpoint,
+    how_to_get,
+    verify_file,
+)
 
-from autosam.sam.weights.catalogue import CATALOGUE, catalogue_entry, catalogue_entry_for, find_checkpoint, how_to_get, verify_file
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """``torch.load(weights_only=True)`` with every failure turned into a one-line error."""

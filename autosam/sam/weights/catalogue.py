@@ -18,9 +18,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from autosam.errors import CheckpointError
-
 from autosam.files import atomic_write_json
 from autosam.paths import CHECKPOINT_DIR_ENV, checkpoint_folder
 

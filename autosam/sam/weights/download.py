@@ -14,9 +14,20 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import pooch
+import requests
+from pooch import HTTPDownloader
+from tqdm import tqdm
+
 from autosam.errors import AutosamError
-from autosam.sam.weights.catalogue import CATALOGUE, CatalogueEntry, download_command, how_to_get, sha256_of, user_catalogue
-from autosam.paths import CHECKPOINT_DIR_ENV, checkpoint_folder
+from autosam.sam.weights.catalogue import (
+    CATALOGUE,
+    CatalogueEntry,
+    download_command,
+    how_to_get,
+    sha256_of,
+    user_catalogue,
+)
 
 log = logging.getLogger("autosam")
 # bytes per read: pooch's 1 kB default costs a write and a flush per kB of a 2.5 GB file; a broken transfer
@@ -98,10 +109,6 @@ class _ResumingDownloader:
                     self.part.unlink(missing_ok=True)
 
     def _fetch(self, f, url: str, output_file: str) -> None:
-        import requests
-        from pooch import HTTPDownloader
-        from tqdm import tqdm
-
         size = self.entry.size
         done = os.fstat(f.fileno()).st_size
         if size is not None and done > size:  # not a prefix of the published file
@@ -162,8 +169,6 @@ def _reason(error: Exception) -> str:
 
 def download(entry: CatalogueEntry, folder: Path) -> tuple[Path, bool]:
     """The entry's file in ``folder``, fetched unless a verified copy is there; (path, whether it was fetched)."""
-    import pooch
-
     path = folder / entry.filename
     if entry.url is None:
         raise AutosamError(f"{entry.name}: no official download address; {how_to_get(entry, folder)}")

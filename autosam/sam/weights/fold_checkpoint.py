@@ -12,12 +12,16 @@ export all call it, and refuse a mismatch with one line.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from autosam.errors import CheckpointError
-from autosam.sam.weights.base import FROM_SCRATCH, BaseIdentity, check_base
-from autosam.sam.network import SamSegmenter
 from autosam.sam.setups import Setup
+from autosam.sam.weights.base import FROM_SCRATCH, BaseIdentity, check_base
+
+if TYPE_CHECKING:  # weights sit below the network: a fold checkpoint only reads a network's state
+    from autosam.sam.network import SamSegmenter
 
 FORMAT_VERSION = 3
 
