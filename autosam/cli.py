@@ -1,4 +1,7 @@
-"""The ``autosam`` command line: argument parsing only, one function per verb; the work lives in the library."""
+"""The ``autosam`` command line: argument parsing only, one function per verb; the work lives in the library.
+
+Each verb imports its stage when it runs, so that ``autosam --help`` and a refused flag answer at once, without
+loading torch and nnU-Net."""
 
 from __future__ import annotations
 
@@ -38,31 +41,22 @@ def cmd_setups(args: argparse.Namespace) -> None:
     print(f"SAM fine-tuning set-ups at {args.image_size} px, {args.num_classes} classes (background included)")
     _print_table(
         [{**r, "total_params": f"{r['total_params']:,}", "trainable_params": f"{r['trainable_params']:,}",
-          "share": f"{100 * r['trainable_params'] / r['total_params']:.2f}%", "gflops": f"{r['gflops']:.1f}"} for r in rows],
+          "share": f"{100 * r['trainable_params'] / r['total_params']:.2f}%", "gflops": f"{r['gflops']:.1f}"}
+         for r in rows],
         [("name", "set-up"), ("total_params", "total params"), ("trainable_params", "trainable"),
          ("share", "share"), ("gflops", "GFLOPs/img")],
     )
 
 
 def _sam_options(args: argparse.Namespace):
+    from dataclasses import fields
+
     from autosam.planners.sam_planner import SamOptions
 
-    return SamOptions(
-        setup=args.setup,
-        image_size=args.image_size,
-        batch_size=args.batch_size,
-        checkpoint=args.checkpoint,
-        checkpoint_dir=args.checkpoint_dir,
-        from_scratch=args.from_scratch,
-        num_epochs=args.epochs,
-        iterations_per_epoch=args.iterations,
-        lora_rank=args.lora_rank,
-        unlabelled_dir=args.unlabelled,
-        seed=args.seed,
-        native_patches=args.native_patches,
-        embedding_cache=not args.no_embedding_cache,
-        prompts=args.prompts,
-    )
+    flag_of = {"num_epochs": "epochs", "iterations_per_epoch": "iterations", "unlabelled_dir": "unlabelled"}
+    given = {f.name: getattr(args, flag_of.get(f.name, f.name)) for f in fields(SamOptions)
+             if f.name != "embedding_cache"}  # the flag is --no-embedding-cache
+    return SamOptions(**given, embedding_cache=not args.no_embedding_cache)
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
@@ -149,8 +143,8 @@ def _run_options(args: argparse.Namespace):
 
     return RunOptions(folds=[int(f) for f in args.folds] if args.folds else None, epochs=args.epochs,
                       iterations=args.iterations, equal_budget=args.equal_budget, device=args.device,
-                      gpu_memory=args.gpu_memory, ensembles=not args.no_ensembles, no_3d=args.no_3d, replan=args.replan, seed=args.seed,
-                      train_cases=args.train_cases, repeats=args.repeats)
+                      gpu_memory=args.gpu_memory, ensembles=not args.no_ensembles, no_3d=args.no_3d,
+                      replan=args.replan, seed=args.seed, train_cases=args.train_cases, repeats=args.repeats)
 
 
 def cmd_run(args: argparse.Namespace) -> None:

@@ -77,10 +77,8 @@ class Dataset:
             return dataset
         if not any(os.environ.get(v) for v in FOLDER_VARIABLES):
             require_folders(*FOLDER_VARIABLES)  # nowhere to look: say which variables to export
-        from nnunetv2.utilities.dataset_name_id_conversion import (  # reads nnU-Net's folder variables
-            convert_dataset_name_to_id,
-            maybe_convert_to_dataset_name,
-        )
+        # here, not at the top: autosam/__init__.py imports this module to set nnU-Net's variables first
+        from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_to_id, maybe_convert_to_dataset_name
 
         try:
             name = maybe_convert_to_dataset_name(str(dataset))

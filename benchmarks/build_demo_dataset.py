@@ -1,7 +1,7 @@
 """Rebuild autosam's embedded demo dataset from the BUSI release in nnU-Net format.
 
 All 100 BUSI cases, downscaled so the longer side is 128 px (images: Lanczos; labels: nearest), written to
-autosam/demo_data/Dataset901_BUSIDemo with dataset.json and the patient-grouped folds.
+autosam/experiments/demo_data/Dataset901_BUSIDemo with dataset.json and the patient-grouped folds.
 
     python benchmarks/build_demo_dataset.py ../shared/data/Dataset501_BUSI
 """

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import json
+import argparse
 import os
-import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from autosam.cli import main as autosam
+from autosam.data.subset import case_ids, copy_subset
 from autosam.experiments.demo import DEMO_DATA
-from autosam.paths import Dataset
+from autosam.paths import Dataset, configure_training_processes
 from autosam.trainers.fold_training import make_trainer
 from autosam.trainers.variants import trainer_for_setup
 
@@ -21,26 +23,6 @@ SHARED_BUSI = Path(__file__).resolve().parents[2] / "shared" / "data" / "Dataset
 def default_source(given: Path | None = None) -> Path:
     """The dataset a benchmark runs on: the one given, else the shared BUSI set, else the bundled subset."""
     return given or (SHARED_BUSI if (SHARED_BUSI / "dataset.json").is_file() else DEMO_DATA)
-
-
-def case_ids(source: Path) -> list[str]:
-    ending = json.loads((source / "dataset.json").read_text())["file_ending"]
-    return sorted(p.name[: -len(ending)] for p in (source / "labelsTr").glob(f"*{ending}"))
-
-
-def copy_subset(source: Path, raw_root: Path, cases: list[str]) -> Path:
-    """A new nnU-Net raw dataset holding ``cases`` of ``source`` (images, labels, dataset.json)."""
-    meta = json.loads((source / "dataset.json").read_text())
-    ending = meta["file_ending"]
-    target = raw_root / source.name
-    for folder in ("imagesTr", "labelsTr"):
-        (target / folder).mkdir(parents=True)
-    for case in cases:
-        for image in sorted((source / "imagesTr").glob(f"{case}_[0-9][0-9][0-9][0-9]{ending}")):
-            shutil.copy(image, target / "imagesTr" / image.name)
-        shutil.copy(source / "labelsTr" / f"{case}{ending}", target / "labelsTr" / f"{case}{ending}")
-    (target / "dataset.json").write_text(json.dumps({**meta, "numTraining": len(cases)}, indent=2))
-    return target
 
 
 def planned_subset(source: Path, root: Path, cases: int, setup: str, image_size: int, batch_size: int,
@@ -66,3 +48,29 @@ def started_trainer(dataset: Dataset, setup: str | None, device: torch.device, e
     trainer.on_train_start()
     trainer.on_train_epoch_start()
     return trainer
+
+
+def subset_arguments(description: str, setups: list[str]) -> argparse.ArgumentParser:
+    """The arguments of a benchmark that times set-ups on a planned subset of a dataset."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, help="an nnU-Net raw dataset folder (default: BUSI)")
+    parser.add_argument("--setups", nargs="+", default=setups)
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--cases", type=int, default=20, help="cases copied from the dataset")
+    parser.add_argument("--iterations", type=int, default=8)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    return parser
+
+
+def measure_setups(args: argparse.Namespace, measure: Callable[[Dataset, str, torch.device], dict]
+                   ) -> tuple[Path, torch.device, list[dict]]:
+    """``measure`` of every ``--setups`` entry on a temporary planned subset; (source, device, rows)."""
+    source = default_source(args.data)
+    device = torch.device(args.device)
+    with tempfile.TemporaryDirectory() as work:
+        dataset = planned_subset(source, Path(work), args.cases, args.setups[0], args.image_size, args.batch_size,
+                                 args.device)
+        configure_training_processes(device.type)
+        rows = [measure(dataset, setup, device) for setup in args.setups]
+    return source, device, rows

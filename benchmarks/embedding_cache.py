@@ -15,18 +15,16 @@ alike. ``speed-up = normal / cached``; ``build`` is the cache's one-off time for
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import torch
-from common import default_source, planned_subset, started_trainer
+from common import measure_setups, started_trainer, subset_arguments
 
 from autosam.files import atomic_write_json
-from autosam.paths import Dataset, configure_training_processes
+from autosam.paths import Dataset
 from autosam.trainers.embedding_cache import FOLDER
 
 
@@ -63,30 +61,17 @@ def measure(dataset: Dataset, setup: str, device: torch.device, iterations: int,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, help="an nnU-Net raw dataset folder (default: BUSI)")
-    parser.add_argument("--setups", nargs="+", default=["vit_t_dec_lora", "vit_b_dec_lora"])
-    parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--cases", type=int, default=20, help="cases copied from the dataset")
-    parser.add_argument("--iterations", type=int, default=8)
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    parser = subset_arguments(__doc__, ["vit_t_dec_lora", "vit_b_dec_lora"])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "embedding_cache.json")
     args = parser.parse_args()
-
-    source = default_source(args.data)
-    device = torch.device(args.device)
-    with tempfile.TemporaryDirectory() as work:
-        dataset = planned_subset(source, Path(work), args.cases, args.setups[0], args.image_size, args.batch_size,
-                                 args.device)
-        configure_training_processes(device.type)
-        rows = [measure(dataset, setup, device, args.iterations) for setup in args.setups]
+    source, device, rows = measure_setups(args, lambda d, s, dev: measure(d, s, dev, args.iterations))
 
     result = {"dataset": source.name, "cases": args.cases, "image_size": args.image_size, "device": str(device),
               "threads": torch.get_num_threads(), "iterations": args.iterations, "rows": rows}
     atomic_write_json(result, args.out)
     print(f"\n{source.name}, {args.cases} cases (fold 0 trains on {rows[0]['slices']} slices), SAM input "
-          f"{args.image_size} px, device {device}, {torch.get_num_threads()} threads; median of {args.iterations} steps")
+          f"{args.image_size} px, device {device}, {torch.get_num_threads()} threads; median of {args.iterations} "
+          "steps")
     print(f"{'set-up':18} {'batch':>5} {'normal ms':>10} {'cached ms':>10} {'speed-up':>9} {'build s':>8} "
           f"{'ms/slice':>9} {'MiB':>6} {'break-even':>10}")
     for r in rows:

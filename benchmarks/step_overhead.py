@@ -15,17 +15,14 @@ what the full and bare columns run: fp32 on a CPU, bf16 on a GPU with native bf1
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import torch
-from common import default_source, planned_subset, started_trainer
+from common import measure_setups, started_trainer, subset_arguments
 
-from autosam.paths import Dataset, configure_training_processes
+from autosam.paths import Dataset
 
 
 def _median_ms(step, iterations: int, warmup: int = 2) -> float:
@@ -65,24 +62,10 @@ def measure(dataset: Dataset, setup: str, device: torch.device, iterations: int,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, help="an nnU-Net raw dataset folder (default: BUSI)")
-    parser.add_argument("--setups", nargs="+", default=["vit_t_dec_lora", "vit_t_encdec_lora", "vit_t_encdec_vanilla"])
-    parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--cases", type=int, default=20, help="cases copied from the dataset")
-    parser.add_argument("--iterations", type=int, default=8)
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    parser = subset_arguments(__doc__, ["vit_t_dec_lora", "vit_t_encdec_lora", "vit_t_encdec_vanilla"])
     parser.add_argument("--precision", action="store_true", help="also time the bare step under bf16 autocast")
     args = parser.parse_args()
-
-    source = default_source(args.data)
-    device = torch.device(args.device)
-    with tempfile.TemporaryDirectory() as work:
-        dataset = planned_subset(source, Path(work), args.cases, args.setups[0], args.image_size, args.batch_size,
-                                 args.device)
-        configure_training_processes(device.type)
-        rows = [measure(dataset, setup, device, args.iterations, args.precision) for setup in args.setups]
+    source, device, rows = measure_setups(args, lambda d, s, dev: measure(d, s, dev, args.iterations, args.precision))
 
     print(f"\n{source.name}, {args.cases} cases, SAM input {args.image_size} px, device {device}, "
           f"{torch.get_num_threads()} threads")

@@ -152,7 +152,7 @@ def choose(facts: DatasetFacts, hardware: Hardware, num_classes: int, channels: 
         overridden.append("setup")
     scratch_only = options.from_scratch and not options.setup  # R18
 
-    for size in sizes:
+    def candidates_at(size: int) -> list[Candidate]:
         candidates = [evaluate(s, size, shape, hardware) for s in pool if get_backbone(s.backbone).min_image_size <= size]
         for c in candidates:
             full = c.setup.trains_whole_encoder
@@ -165,9 +165,18 @@ def choose(facts: DatasetFacts, hardware: Hardware, num_classes: int, channels: 
                               f"{VANILLA_ENCODER_MIN_SLICES}")
             elif full and not options.setup and not scratch_only and facts.num_cases < FEW_SHOT_CASES:
                 c.excluded = f"{RULES['R20'].label}: {facts.num_cases} labelled cases < {FEW_SHOT_CASES}"
+        return candidates
+
+    for size in sizes:
+        candidates = candidates_at(size)
         viable = sorted((c for c in candidates if c.fits and not c.excluded), key=rank)
         if viable and (viable[0].setup.trains_encoder or size == sizes[-1]):
             break
+        if size == sizes[0] != sizes[-1] and not any(c.fits for c in candidates):
+            smallest = candidates_at(sizes[-1])  # memory grows with the image size: when nothing fits at the
+            if not any(c.fits for c in smallest):  # smallest either, the sizes between are not tried
+                candidates, viable = smallest, []
+                break
     if not viable:
         smallest = min(candidates, key=lambda c: c.predicted_memory_gb)
         raise AutosamError(

@@ -19,7 +19,7 @@ from nnunetv2.utilities.json_export import recursive_fix_for_json_export
 
 from autosam.errors import AutosamError
 from autosam.files import atomic_write_json
-from autosam.paths import require_folders
+from autosam.paths import nnunet_folder
 from autosam.planners.choose import choose
 from autosam.planners.fingerprint import dataset_facts
 from autosam.planners.hardware import Hardware, detect_hardware
@@ -166,7 +166,7 @@ class SAMPlanner(ExperimentPlanner):
         """Written atomically, so a full disk or a crash keeps the previous plans; configurations the file
         holds beyond these plans' (a user's own) are kept, as nnU-Net's planner keeps them."""
         recursive_fix_for_json_export(plans)
-        path = require_folders("nnUNet_preprocessed")["nnUNet_preprocessed"] / self.dataset_name / f"{self.plans_identifier}.json"
+        path = nnunet_folder("nnUNet_preprocessed") / self.dataset_name / f"{self.plans_identifier}.json"
         if path.is_file():
             own = json.loads(path.read_text())["configurations"]
             plans["configurations"].update({k: v for k, v in own.items() if k not in plans["configurations"]})

@@ -15,12 +15,15 @@ SITE = str(Path(__file__).parent / "site")
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SITE, os.environ.get("PYTHONPATH")) if p)
 sys.path.insert(0, SITE)
 
+import autosam_test_backbones  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 import torch  # noqa: E402
 
-import autosam_test_backbones  # noqa: E402
+from autosam.cli import main  # noqa: E402
+from autosam.data.subset import case_ids, copy_subset  # noqa: E402, F401 (the tests' helpers, one import away)
+from autosam.experiments.demo import DEMO_DATA  # noqa: E402
 from autosam.sam.registry import build_sam  # noqa: E402
 
 autosam_test_backbones.register()
@@ -44,24 +47,7 @@ def busi_or_demo() -> Path:
     path = SHARED_DATA / BUSI
     if (path / "dataset.json").is_file():
         return path
-    from autosam.experiments.demo import DEMO_DATA
-
     return DEMO_DATA
-
-
-def copy_subset(source: Path, raw_root: Path, cases: list[str], target_name: str | None = None) -> Path:
-    """A new nnU-Net raw dataset holding ``cases`` of ``source`` (images, labels, dataset.json)."""
-    meta = json.loads((source / "dataset.json").read_text())
-    ending = meta["file_ending"]
-    target = raw_root / (target_name or source.name)
-    for folder in ("imagesTr", "labelsTr"):
-        (target / folder).mkdir(parents=True)
-    for case in cases:
-        for image in sorted((source / "imagesTr").glob(f"{case}_[0-9][0-9][0-9][0-9]{ending}")):
-            shutil.copy(image, target / "imagesTr" / image.name)
-        shutil.copy(source / "labelsTr" / f"{case}{ending}", target / "labelsTr" / f"{case}{ending}")
-    (target / "dataset.json").write_text(json.dumps({**meta, "numTraining": len(cases)}, indent=2))
-    return target
 
 
 def make_volumes(raw: Path, name: str = "Dataset991_Volumes") -> Path:
@@ -86,11 +72,6 @@ def make_volumes(raw: Path, name: str = "Dataset991_Volumes") -> Path:
     return folder
 
 
-def case_ids(source: Path) -> list[str]:
-    ending = json.loads((source / "dataset.json").read_text())["file_ending"]
-    return sorted(p.name[: -len(ending)] for p in (source / "labelsTr").glob(f"*{ending}"))
-
-
 @pytest.fixture
 def nnunet_folders(tmp_path: Path, monkeypatch) -> dict[str, Path]:
     folders = {name: tmp_path / name for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
@@ -98,6 +79,36 @@ def nnunet_folders(tmp_path: Path, monkeypatch) -> dict[str, Path]:
         path.mkdir()
         monkeypatch.setenv(name, str(path))
     return folders
+
+
+FOLDER_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+DEMO_PLAN = ["--setup", "test_vit_encdec_lora", "--image-size", "64", "--from-scratch", "--batch-size", "2"]
+
+
+@pytest.fixture(scope="session")
+def _planned_demo_template(tmp_path_factory) -> Path:
+    """The bundled BUSI subset's first 10 cases fingerprinted, planned (``DEMO_PLAN``) and preprocessed by
+    nnU-Net and autosam, once per test session."""
+    root = tmp_path_factory.mktemp("planned_demo")
+    with pytest.MonkeyPatch.context() as patch:
+        for name in FOLDER_VARIABLES:
+            (root / name).mkdir()
+            patch.setenv(name, str(root / name))
+        copy_subset(DEMO_DATA, root / "nnUNet_raw", case_ids(DEMO_DATA)[:10])
+        saved = dict(os.environ)
+        assert main(["plan-and-preprocess", "-d", "901", *DEMO_PLAN]) == 0
+        os.environ.clear()
+        os.environ.update(saved)
+    return root
+
+
+@pytest.fixture
+def planned_demo(_planned_demo_template: Path, nnunet_folders: dict[str, Path]) -> dict[str, Path]:
+    """This test's nnU-Net folders holding a copy of the planned, preprocessed demo subset (dataset 901): plan
+    again with other options on top of it, and only autosam's plan changes."""
+    for name in ("nnUNet_raw", "nnUNet_preprocessed"):
+        shutil.copytree(_planned_demo_template / name, nnunet_folders[name], dirs_exist_ok=True)
+    return nnunet_folders
 
 
 @pytest.fixture(autouse=True)
@@ -123,3 +134,37 @@ def base_checkpoint(tmp_path: Path):
         return path, sam
 
     return write
+
+
+def stock_sam(backbone: str, image_size: int, num_classes: int, path: Path):
+    """segment-anything's own classes (vit_t: TinyViT at any size) with an exported checkpoint loaded strictly."""
+    sam = build_sam(backbone, image_size, num_classes)
+    sam.load_state_dict(torch.load(path, weights_only=True), strict=True)
+    return sam
+
+
+def train_a_step(network, size: int = 64) -> None:
+    network.train()
+    optimizer = torch.optim.AdamW([p for p in network.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(2):
+        x = torch.randn(2, network.input_channels, size, size)
+        y = torch.randint(0, network.num_classes, (2, size, size))
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(network(x), y).backward()
+        optimizer.step()
+    network.eval()
+
+
+def predict(network, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return network.eval()(x)
+
+
+def predict_unseen(image: Path, dataset: str, fold: str, work: Path) -> Path:
+    """`autosam predict` (CPU, no mirroring) of one image copied into a folder of its own; the prediction's path."""
+    unseen, out = work / f"unseen_{image.name}", work / f"predicted_{image.name}"
+    unseen.mkdir()
+    shutil.copy(image, unseen / image.name)
+    assert main(["predict", "-d", dataset, "-i", str(unseen), "-o", str(out), "-f", fold, "--device", "cpu",
+                 "--disable-tta"]) == 0
+    return out / image.name.replace("_0000", "", 1)

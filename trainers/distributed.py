@@ -6,7 +6,7 @@ Dice terms and the logged losses, writes logs and checkpoints on rank 0 only, an
 between the ranks. What ``nnunetv2.run.run_training.run_ddp`` adds — spawning one process per GPU and the
 process group — is done here instead, because run_ddp looks the trainer up by name, always takes NCCL and
 CUDA, and builds the trainer without autosam's budget, seed and fold lock. Each rank runs the same per-fold
-function as a single-process training (``training.train_folds``).
+function as a single-process training (``fold_training.train_folds``).
 
 Two seams, both for a CPU process group (gloo), which nnU-Net does not support: nnU-Net moves every DDP rank
 to ``cuda:<rank>`` (``nnUNetTrainerSAM.__init__`` keeps the CPU), and wraps the network as

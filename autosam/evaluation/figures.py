@@ -37,6 +37,12 @@ def _own_style(draw):
     return wrapped
 
 
+def _save(fig, path: Path, dpi: int = 120) -> None:
+    fig.tight_layout()
+    atomic_save_figure(fig, path, dpi=dpi)
+    plt.close(fig)
+
+
 @_own_style
 def paired_plot(a: dict[str, float], b: dict[str, float], methods: list[str], ylabel: str, title: str,
                 path: Path) -> None:
@@ -50,9 +56,7 @@ def paired_plot(a: dict[str, float], b: dict[str, float], methods: list[str], yl
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    fig.tight_layout()
-    atomic_save_figure(fig, path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 @_own_style
@@ -68,9 +72,7 @@ def box_plots(rows: dict[str, dict[str, list[float]]], ylabel: str, path: Path) 
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(label)
         ax.set_ylabel(ylabel)
-    fig.tight_layout()
-    atomic_save_figure(fig, path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 @_own_style
@@ -86,9 +88,7 @@ def training_curves(logs: dict[str, list[dict]], path: Path) -> None:
     loss_ax.set(xlabel="epoch", ylabel="loss (solid: train, dashed: validation)", title="Loss")
     dice_ax.set(xlabel="epoch", ylabel="pseudo Dice (EMA)", title="Validation pseudo Dice", ylim=(0, 1))
     loss_ax.legend()
-    fig.tight_layout()
-    atomic_save_figure(fig, path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _slice(volume: np.ndarray, index: int) -> np.ndarray:
@@ -112,9 +112,7 @@ def overlays(rows: list[dict], path: Path) -> None:
                 ax.imshow(np.ma.masked_equal(_slice(mask, z), 0), cmap="autumn", alpha=0.5, vmin=0)
             ax.set_title(f"{row['title']}\n{title}" if title == "image" else title, fontsize=8)
             ax.axis("off")
-    fig.tight_layout()
-    atomic_save_figure(fig, path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, dpi=110)
 
 
 @_own_style
@@ -136,9 +134,7 @@ def ablation_heatmap(table: dict[str, dict[str, float]], chosen: str | None, pat
                 ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="red", lw=2.5))
     fig.colorbar(image, ax=ax, label="CV Dice")
     ax.set_title("Fine-tuning set-ups (red: the planner's pick)")
-    fig.tight_layout()
-    atomic_save_figure(fig, path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 @_own_style
@@ -167,6 +163,4 @@ def fewshot_curve(rows: list[dict], methods: list[str], path: Path) -> None:
     ax.set(xlabel="labelled training cases per fold (square: the full-data run)", ylabel="Dice (cross-validation)",
            ylim=(-0.02, 1.02), title="Dice against labelled training cases (mean ± SD over repeats)")
     ax.legend()
-    fig.tight_layout()
-    atomic_save_figure(fig, path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)

@@ -60,7 +60,7 @@ class SamSegmenter(nn.Module):
         self._prompts: Sequence[ImagePrompts] | None = None  # set by ``prompting``
         # Loads the frozen base weights on demand, so a state dict holding only the fine-tuned tensors
         # (small checkpoints) can be loaded by code that knows nothing about them, e.g. nnU-Net's predictor.
-        self.base_loader: Callable[[SamSegmenter], object] | None = None  # e.g. sam_plan.BaseLoader
+        self.base_loader: Callable[[SamSegmenter], object] | None = None  # e.g. weights.base.BaseLoader
         self.base_identity = None
         # sha256 of the base weights, saved with the fine-tuned tensors: any loader of them (resume, nnU-Net's
         # predictor, export) is refused a base file other than the one they were trained on. Zeros: unknown.

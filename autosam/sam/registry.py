@@ -2,7 +2,7 @@
 
 ``build_sam(backbone, image_size, num_classes)`` returns a ``segment_anything.modeling.Sam`` whose
 state-dict keys are the official ones (``image_encoder.*``, ``prompt_encoder.*``, ``mask_decoder.*``), so
-official SAM / MobileSAM / MedSAM checkpoints load into it (see ``checkpoints.py``). The mask decoder gets
+official SAM / MobileSAM / MedSAM checkpoints load into it (see ``weights/base.py``). The mask decoder gets
 one mask token per class (background included): ``num_multimask_outputs = num_classes - 1``, and
 ``network.py`` reads all tokens through ``MaskDecoder.predict_masks``. With 4 classes the decoder has
 exactly the official shapes.
@@ -53,7 +53,7 @@ class TinyViTConfig:
 
 @dataclass(frozen=True)
 class Backbone:
-    """One registered image encoder; ``checkpoint`` names its catalogue entry (``checkpoints.py``)."""
+    """One registered image encoder; ``checkpoint`` names its catalogue entry (``weights/catalogue.py``)."""
 
     name: str
     encoder: ViTConfig | TinyViTConfig

@@ -2,7 +2,7 @@
 
 Nothing here downloads: planning, training and prediction only read files. A user passes a file
 (``--checkpoint PATH``) or puts the catalogue's file name in a folder (``--checkpoint-dir`` or
-``$AUTOSAM_CHECKPOINT_DIR``), by hand or with ``autosam weights download NAME`` (autosam/weights.py). Every
+``$AUTOSAM_CHECKPOINT_DIR``), by hand or with ``autosam weights download NAME`` (autosam/sam/weights/download.py). Every
 load goes through ``torch.load(weights_only=True)``; known files are checked by size and sha256, and every state
 dict is checked key by key and shape by shape against the backbone before it touches the model.
 """
@@ -16,6 +16,7 @@ import json
 import os
 import shlex
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from autosam.errors import CheckpointError
@@ -23,7 +24,6 @@ from autosam.files import atomic_write_json
 from autosam.paths import CHECKPOINT_DIR_ENV, checkpoint_folder
 
 RANDOM_START = "random weights"  # what 'autosam pretrain' records when no --from was given
-_SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 
 
 @dataclass(frozen=True)
@@ -49,42 +49,9 @@ class CatalogueEntry:
         return self.source if self.source.startswith(("https://", "http://")) else None
 
 
-CATALOGUE: dict[str, CatalogueEntry] = {
-    e.name: e
-    for e in (
-        CatalogueEntry(
-            "sam_vit_b", "sam_vit_b_01ec64.pth", "vit_b", 375_042_383,
-            "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
-            _SAM_URL + "sam_vit_b_01ec64.pth",
-        ),
-        CatalogueEntry(
-            "sam_vit_l", "sam_vit_l_0b3195.pth", "vit_l", 1_249_524_607,
-            "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
-            _SAM_URL + "sam_vit_l_0b3195.pth",
-        ),
-        CatalogueEntry(
-            "sam_vit_h", "sam_vit_h_4b8939.pth", "vit_h", 2_564_550_879,
-            "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
-            _SAM_URL + "sam_vit_h_4b8939.pth",
-        ),
-        CatalogueEntry(
-            "mobile_sam", "mobile_sam.pt", "vit_t", 40_728_226,
-            "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f",
-            "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt",
-        ),
-        CatalogueEntry(
-            "medsam_vit_b", "medsam_vit_b.pth", "vit_b", None, None,
-            "the MedSAM repository (bowang-lab/MedSAM), link in its README",
-            normalisation="minmax",
-        ),
-        # The study's self-supervised (MAE) MRI weights: distributed by the authors, not hashed publicly.
-        CatalogueEntry(
-            "ssl_mri_vit_b", "ssl_mri_vit_b.pth", "vit_b", None, None,
-            "the finetune-SAM repository (mazurowski-lab/finetune-SAM), SSL weights link in its README; "
-            "save the ViT-B file under this name",
-        ),
-    )
-}
+# The official checkpoints (name, file, backbone, size and sha256 where published, where to get it), as data.
+CATALOGUE: dict[str, CatalogueEntry] = {row["name"]: CatalogueEntry(**row) for row in json.loads(
+    (resources.files("autosam.sam.weights") / "official_checkpoints.json").read_text())}
 
 
 # The user catalogue: checkpoints 'autosam pretrain' wrote into a folder, described in this file beside them.

@@ -1,0 +1,185 @@
+"""The planner's choices: monotonic in memory, the rules and whose evidence each is, a reason for every field."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from autosam.errors import AutosamError
+from autosam.planners.choose import choose, evaluate
+from autosam.planners.explain import plan_summary, plan_text
+from autosam.planners.fingerprint import DatasetFacts, modality_of
+from autosam.planners.hardware import Hardware
+from autosam.planners.rules import RULES
+from autosam.planners.sam_planner import SamOptions, sam_sized
+from autosam.planners.step_cost import forward_gflops
+from autosam.plans import SamPlan
+from autosam.sam.costs import meta_network
+from autosam.sam.memory import estimate_training_memory, measured_training_peak, saved_activation_bytes
+from autosam.sam.model import build_network
+from autosam.sam.setups import Setup, all_setups
+
+SIZE_ORDER = ["vit_t", "vit_b", "vit_h"]
+
+
+def _facts(slices: int = 2000, shape=(512, 512), modality: str = "CT", checkpoints=()) -> DatasetFacts:
+    return DatasetFacts(
+        dataset="Dataset999_Test", num_cases=slices, num_slices=slices, num_foreground_slices=slices,
+        is_3d=False, median_slice_shape=list(shape), median_spacing=[999.0, 1.0, 1.0], channels={"0": modality},
+        modalities=[modality_of(modality)], labels={"background": 0, "organ": 1},
+        median_foreground_fraction={"organ": 0.1}, tiny_targets=[], unlabelled_images=0,
+        checkpoints_present=list(checkpoints))
+
+
+def _gpu(gb: float) -> Hardware:
+    return Hardware("cuda", gb, f"a GPU with {gb} GB")
+
+
+def _choose(facts: DatasetFacts, hardware: Hardware, **options):
+    return choose(facts, hardware, 2, 1, (512, 512), SamOptions(**options))
+
+
+def test_more_memory_never_gives_a_smaller_backbone_or_image() -> None:
+    previous = None
+    for gb in (2, 3, 4, 6, 8, 12, 16, 24, 40, 80):
+        choice = _choose(_facts(), _gpu(gb))
+        current = (SIZE_ORDER.index(choice.setup.backbone), choice.image_size)
+        if previous is not None:
+            assert current[0] >= previous[0] and current[1] >= previous[1], (gb, choice.setup.name)
+        previous = current
+    assert choice.setup.name == "vit_h_encdec_lora"  # large data, 80 GB: autosam's R2 and R4
+
+
+def test_rules_tag_autosam_wherever_it_adds_to_the_study() -> None:
+    for rule_id in ("R2", "R4", "R13"):
+        assert RULES[rule_id].source == "autosam", rule_id
+    assert "does not rank LoRA above adapters" in RULES["R2"].study
+    assert "small impact" in RULES["R4"].study and "1,000" in RULES["R4"].autosam
+    assert "1e-3" in RULES["R13"].study and "1e-4" in RULES["R13"].autosam
+    for rule in RULES.values():
+        assert rule.study, rule.id  # what the study found, or that it gives no number
+        if rule.source == "study":
+            assert re.search(r"\(finding [1-4]\)|finetune-SAM|README", rule.study), rule.id
+        elif rule.source == "maintainer":
+            assert "issue #" in rule.study, rule.id
+
+
+def test_plan_text_shows_whose_evidence_each_reason_is() -> None:
+    facts = _facts()
+    choice = _choose(facts, _gpu(80))
+    plan = SamPlan(choice.setup, choice.image_size, "imagenet", None, choice.learning_rate,
+                   num_epochs=choice.num_epochs, predicted_memory_gb=choice.predicted_memory_gb,
+                   reasons=choice.reasons, candidates=[c.to_dict() for c in choice.candidates])
+    text = plan_text(plan_summary(plan, choice.batch_size, facts.to_dict()), explain=True)
+    assert "R2 (autosam): adapter or LoRA on encoder and decoder beats vanilla tuning (finding 2)" in text
+    assert "autosam's own: LoRA before Adapter" in text
+    assert "R4 (autosam): the architecture has a small impact on performance (finding 3)" in text
+    assert "R13 (autosam): finetune-SAM's defaults are AdamW, learning rate 1e-3" in text
+    assert "R1 (study): parameter-efficient tuning" in text
+    assert "R2 (autosam): lora is preferred to adapter" in text  # --explain's candidate table
+    assert not any("R3" in c.why_not for c in choice.candidates)  # ViT-H won by R4, not by R3's ViT-B default
+
+
+def test_decoder_only_when_no_encoder_update_fits() -> None:
+    shape = {"num_classes": 2, "channels": 1, "patch": (512, 512), "native_patches": False}
+    smallest = lambda scope: min(evaluate(s, 256, shape, _gpu(0.01)).predicted_memory_gb  # noqa: E731
+                                 for s in all_setups() if s.scope == scope)
+    dec, encdec = smallest("dec"), smallest("encdec")  # encoder updates with gradient checkpointing
+    assert dec < encdec
+    choice = _choose(_facts(shape=(256, 256)), _gpu((dec + encdec) / 2 / 0.9))
+    assert choice.setup.scope == "dec" and choice.image_size == 256
+    assert any("only the mask decoder trains" in w for w in choice.warnings)
+
+
+def test_nothing_fits_names_the_smallest_budget() -> None:
+    with pytest.raises(AutosamError, match=r"needs about .* GB \(give --gpu-memory \d+ or more\)"):
+        _choose(_facts(), _gpu(0.5))
+
+
+def test_small_dataset_never_gets_vanilla_encoder_updates() -> None:
+    for gb in (8, 80):
+        choice = _choose(_facts(slices=20), _gpu(gb))
+        assert not (choice.setup.method == "vanilla" and choice.setup.trains_encoder)
+        vanilla = [c for c in choice.candidates if c.setup.name.endswith("encdec_vanilla")]
+        assert all("R7" in c.why_not for c in vanilla if c.fits)
+
+
+def test_mr_with_ssl_weights_starts_from_them_and_cpu_picks_vit_t() -> None:
+    mr = _choose(_facts(modality="FLAIR", checkpoints=["ssl_mri_vit_b"]), _gpu(24))  # large data, yet ViT-B
+    assert (mr.setup.backbone, mr.base_checkpoint) == ("vit_b", "ssl_mri_vit_b")
+    assert _choose(_facts(slices=200, modality="T2"), _gpu(24)).base_checkpoint == "sam_vit_b"
+    assert _choose(_facts(slices=200, modality="CT", checkpoints=["ssl_mri_vit_b"]), _gpu(24)).base_checkpoint == "sam_vit_b"
+    cpu = _choose(_facts(), Hardware("cpu", 24, "CPU"))
+    assert cpu.setup.backbone == "vit_t" and cpu.image_size == 256
+
+
+def test_from_scratch_trains_every_weight() -> None:
+    choice = _choose(_facts(slices=20), Hardware("cpu", 24, "CPU"), from_scratch=True)
+    assert choice.setup.name == "vit_t_encdec_vanilla" and choice.base_checkpoint is None
+    assert "R18" in choice.reasons["setup"]
+
+
+def test_user_overrides_are_recorded() -> None:
+    choice = _choose(_facts(), _gpu(24), setup="vit_t_encdec_adapter", image_size=384, batch_size=3)
+    assert (choice.setup.name, choice.image_size, choice.batch_size) == ("vit_t_encdec_adapter", 384, 3)
+    assert {"setup", "image_size", "batch_size"} <= set(choice.overridden)
+    assert "set by the user" in choice.reasons["setup"]
+
+
+def test_activations_are_affine_in_batch() -> None:
+    for name in ("test_vit_encdec_lora", "test_tiny_vit_encdec_vanilla", "vit_t_dec_adapter"):
+        size = 256 if name.startswith("vit_t") else 64
+        network = meta_network(Setup.parse(name), size, 3)
+        one, two, five = (saved_activation_bytes(network, b, size, 1, with_loss=True) for b in (1, 2, 5))
+        assert five == one + 4 * (two - one)
+
+
+@pytest.mark.parametrize("setup", all_setups(("test_vit", "test_tiny_vit")), ids=lambda s: s.name)
+def test_estimate_matches_a_real_cpu_training_step(setup: Setup) -> None:
+    network = build_network(setup, 128, 3, 1)
+    measured = measured_training_peak(network, 2, (128, 128))
+    predicted = estimate_training_memory(setup, 128, 2, 3, 1, device="cpu").peak
+    assert 0.85 <= predicted / measured <= 1.15, (predicted, measured)
+
+
+@pytest.mark.parametrize("patch, size, spacing, expected_patch", [
+    ([448, 512], 256, [1.75, 2.0], [256, 256]),  # both axes larger: each coarsened by its own factor
+    ([192, 512], 256, [1.0, 2.0], [192, 256]),  # an axis already smaller keeps its spacing (SAM enlarges it)
+])
+def test_sam_sized_patches_move_the_resize_into_preprocessing(patch, size, spacing, expected_patch) -> None:
+    two_d = {"patch_size": patch, "spacing": [1.0, 1.0], "median_image_size_in_voxels": [460, 560]}
+    layout, reason = sam_sized(two_d, size)
+    assert layout["spacing"] == pytest.approx(spacing) and layout["patch_size"] == expected_patch
+    assert layout["data_identifier"] == f"autosamPlans_2d_sam_{size}px" and "field of view" in reason
+    # the field of view is the 2d patch's: patch x spacing, axis by axis
+    assert [p * s for p, s in zip(layout["patch_size"], layout["spacing"])] == pytest.approx(patch)
+    fits, reason = sam_sized({**two_d, "patch_size": [200, 240]}, 256)
+    assert fits == {} and "used as they are" in reason  # 2d's data and patch
+
+
+def test_the_planner_counts_no_encoder_per_iteration_for_cached_decoder_only_setups() -> None:
+    def planned(**options):
+        choice = choose(_facts(), Hardware("cuda", 80, "a GPU with 80 GB"), 2, 1, (512, 512),
+                        SamOptions(setup="vit_b_dec_lora", image_size=256, **options))
+        return choice, choice.candidates[0].step_gflops
+
+    cached, with_cache = planned()
+    normal, without = planned(embedding_cache=False)
+    encoder, decoder = forward_gflops("vit_b", cached.image_size, 2)
+    assert with_cache == pytest.approx(2 * decoder, abs=1e-3)  # forward + input gradients, no encoder
+    assert without == pytest.approx(encoder + 2 * decoder, abs=1e-3) and encoder > 50 * decoder
+    assert "GFLOPs once per slice" in cached.reasons["embedding_cache"] and "embedding_cache" not in cached.overridden
+    assert "--no-embedding-cache" in normal.reasons["embedding_cache"] and "embedding_cache" in normal.overridden
+
+
+def test_planner_names_the_few_shot_regime_by_case_count() -> None:
+    # the memory probes test_planner makes too (cached): the shapes of its 2000-slice CT set on an 80 GB GPU
+    gpu = Hardware("cuda", 80, "a GPU with 80 GB")
+    few = choose(_facts(30, 3000), gpu, 2, 1, (512, 512), SamOptions())
+    assert "R20 (autosam)" in few.reasons["few_shot"] and "--train-cases 1 2 5 10 20" in few.reasons["few_shot"]
+    vanilla = [c for c in few.candidates if c.setup.trains_whole_encoder]
+    assert vanilla and all(c.why_not.startswith("R20 (autosam): 30 labelled cases < 50") for c in vanilla)
+    many = choose(_facts(60, 3000), gpu, 2, 1, (512, 512), SamOptions())
+    assert "few_shot" not in many.reasons
+    assert not any(c.excluded for c in many.candidates if c.setup.trains_whole_encoder)
