@@ -43,6 +43,17 @@ def configure_training_processes(device: str) -> None:
         os.environ.setdefault("nnUNet_compile", "false")  # compiling costs more than it saves on a CPU
 
 
+def _why_not_found(dataset: str) -> str | None:
+    """Two folders with one id in one of nnU-Net's folders, said with their names and the fix."""
+    digits = dataset.removeprefix("Dataset")[:3]
+    for variable in FOLDER_VARIABLES:
+        root = Path(os.environ.get(variable) or "/nonexistent")
+        matches = sorted(p.name for p in root.glob(f"Dataset{digits}_*") if p.is_dir()) if digits.isdigit() else []
+        if len(matches) > 1:
+            return f"{root}: dataset id {digits} matches {', '.join(matches)}; rename one so every id is unique"
+    return None
+
+
 def nnunet_folder(variable: str) -> Path:
     """One of nnU-Net's folders, or a one-line error saying what to export."""
     if not os.environ.get(variable):
@@ -83,7 +94,7 @@ class Dataset:
         try:
             name = maybe_convert_to_dataset_name(str(dataset))
         except (RuntimeError, ValueError) as e:
-            raise AutosamError(f"dataset {dataset}: {str(e).splitlines()[0]}") from None
+            raise AutosamError(_why_not_found(str(dataset)) or f"dataset {dataset}: {str(e).splitlines()[0]}") from None
         return cls(convert_dataset_name_to_id(name), name)
 
     def __str__(self) -> str:
@@ -107,9 +118,14 @@ class Dataset:
 
 
 def fold_is_trained(fold_folder: Path) -> bool:
-    """A fold is trained when its final checkpoint and its validation are both written (nnU-Net writes the
-    validation summary last); anything less is continued, never counted."""
-    return (fold_folder / FINAL_CHECKPOINT).is_file() and (fold_folder / "validation" / "summary.json").is_file()
+    """Its final checkpoint is written: the fold predicts and exports."""
+    return (fold_folder / FINAL_CHECKPOINT).is_file()
+
+
+def fold_is_finished(fold_folder: Path) -> bool:
+    """Trained and validated (nnU-Net writes the validation summary last): a run skips it; anything less is
+    continued."""
+    return fold_is_trained(fold_folder) and (fold_folder / "validation" / "summary.json").is_file()
 
 
 def fold_has_started(fold_folder: Path) -> bool:

@@ -24,6 +24,7 @@ import torch  # noqa: E402
 from autosam.cli import main  # noqa: E402
 from autosam.data.subset import case_ids, copy_subset  # noqa: E402, F401 (the tests' helpers, one import away)
 from autosam.experiments.demo import DEMO_DATA  # noqa: E402
+from autosam.paths import Dataset
 from autosam.sam.registry import build_sam  # noqa: E402
 
 autosam_test_backbones.register()
@@ -168,3 +169,14 @@ def predict_unseen(image: Path, dataset: str, fold: str, work: Path) -> Path:
     assert main(["predict", "-d", dataset, "-i", str(unseen), "-o", str(out), "-f", fold, "--device", "cpu",
                  "--disable-tta"]) == 0
     return out / image.name.replace("_0000", "", 1)
+
+
+@pytest.fixture
+def two_labelled_datasets(nnunet_folders) -> list[Dataset]:
+    """Three BUSI ultrasound images (PNG, 2D) and six MR volumes (MetaImage, 3D, an 8x8 organ in 4 slices)."""
+    source = busi_or_demo()
+    copy_subset(source, nnunet_folders["nnUNet_raw"], case_ids(source)[:3], "Dataset992_Busi")
+    meta_file = make_volumes(nnunet_folders["nnUNet_raw"]) / "dataset.json"
+    # as MRI: z-scored per image, no nnU-Net fingerprint (CT normalisation's statistics) to compute
+    meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), "channel_names": {"0": "MRI"}}))
+    return [Dataset.resolve("992"), Dataset.resolve("991")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from autosam.errors import AutosamError
-from autosam.paths import Dataset, checkpoint_folder, fold_has_started, fold_is_trained
+from autosam.paths import Dataset, checkpoint_folder, fold_has_started, fold_is_finished, fold_is_trained
 
 
 def _raw_dataset(nnunet_folders, name: str) -> None:
@@ -28,7 +28,7 @@ def test_unknown_ids_and_unset_folders_are_one_line(nnunet_folders, monkeypatch)
         Dataset.resolve("43")
     _raw_dataset(nnunet_folders, "Dataset044_A")
     _raw_dataset(nnunet_folders, "Dataset044_B")
-    with pytest.raises(AutosamError, match="dataset 44: "):
+    with pytest.raises(AutosamError, match="dataset id 044 matches Dataset044_A, Dataset044_B; rename one"):
         Dataset.resolve("44")
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         monkeypatch.delenv(name)
@@ -36,17 +36,17 @@ def test_unknown_ids_and_unset_folders_are_one_line(nnunet_folders, monkeypatch)
         Dataset.resolve("42")
 
 
-def test_a_fold_is_trained_once_its_final_checkpoint_and_validation_are_written(tmp_path) -> None:
+def test_a_fold_predicts_once_trained_and_a_run_skips_it_once_validated_too(tmp_path) -> None:
     fold = tmp_path / "fold_0"
     fold.mkdir()
     assert not fold_has_started(fold) and not fold_is_trained(fold)
     (fold / "checkpoint_latest.pth").touch()
     assert fold_has_started(fold) and not fold_is_trained(fold)
     (fold / "checkpoint_final.pth").touch()
-    assert not fold_is_trained(fold)  # killed before its validation: continued, never counted
+    assert fold_is_trained(fold) and not fold_is_finished(fold)  # killed in its validation: continued
     (fold / "validation").mkdir()
     (fold / "validation" / "summary.json").write_text("{}")
-    assert fold_is_trained(fold)
+    assert fold_is_finished(fold)
 
 
 def test_the_checkpoint_folder_is_the_flag_else_the_variable(tmp_path, monkeypatch) -> None:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from autosam.errors import CheckpointError
 from autosam.experiments.run import pretraining_warnings
-from autosam.paths import CHECKPOINT_DIR_ENV
+from autosam.paths import CHECKPOINT_DIR_ENV, Dataset
 from autosam.planners.choose import choose
 from autosam.planners.fingerprint import DatasetFacts
 from autosam.planners.hardware import Hardware
@@ -101,7 +101,7 @@ def test_pretrained_checkpoint_loads_into_every_setup_through_the_catalogue(nnun
     make_volumes(nnunet_folders["nnUNet_raw"])  # 6 CT volumes of 8 slices: read as 48 2D slices, CT-normalised
     folder = tmp_path / "weights"
     result = pretrain(folder / "ct_test.pth", PretrainOptions(backbone="test_vit", image_size=64, epochs=1,
-                                                              batch_size=16), datasets=["991"])
+                                                              batch_size=16), datasets=[Dataset.resolve("991")])
     assert len(result.losses) == 1 and result.entry.modality == "CT"
     recorded = json.loads((folder / USER_CATALOGUE).read_text())["checkpoints"]["ct_test"]
     assert recorded["sha256"] == sha256_of(result.checkpoint)

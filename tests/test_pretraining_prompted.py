@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from autosam.paths import CHECKPOINT_DIR_ENV, Dataset
@@ -17,18 +16,6 @@ from autosam.sam.model import build_network
 from autosam.sam.prompts import bounding_box
 from autosam.sam.setups import METHODS, SCOPES, Setup
 from autosam.sam.weights.catalogue import USER_CATALOGUE, sha256_of
-from tests.conftest import busi_or_demo, case_ids, copy_subset, make_volumes
-
-
-@pytest.fixture
-def two_labelled_datasets(nnunet_folders) -> list[str]:
-    """Three BUSI ultrasound images (PNG, 2D) and six MR volumes (MetaImage, 3D, an 8x8 organ in 4 slices)."""
-    source = busi_or_demo()
-    copy_subset(source, nnunet_folders["nnUNet_raw"], case_ids(source)[:3], "Dataset992_Busi")
-    meta_file = make_volumes(nnunet_folders["nnUNet_raw"]) / "dataset.json"
-    # as MRI: z-scored per image, no nnU-Net fingerprint (CT normalisation's statistics) to compute
-    meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), "channel_names": {"0": "MRI"}}))
-    return ["992", "991"]
 
 
 def test_prompts_come_from_autosam_prompts_and_hold_each_object(two_labelled_datasets) -> None:

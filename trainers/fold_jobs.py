@@ -1,7 +1,7 @@
 """The trainings of ``run``, ``ablate`` and few-shot runs as one list of fold jobs, and the serial executor.
 
 ``fold_jobs`` is the one builder: every method of a study (a ``Training``) on every fold. A job trains its
-fold unless the fold is trained; serially it runs in this process, on Ray (``experiments.ray_cluster``) as one
+fold unless the fold is finished; serially it runs in this process, on Ray (``experiments.ray_cluster``) as one
 task per job. Both call the same ``FoldJob.run``: the executor only decides where it runs, and says which
 jobs failed.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from autosam.paths import Dataset, fold_is_trained
+from autosam.paths import Dataset, fold_is_finished
 from autosam.trainers.fold_training import Budget, latest_checkpoint, make_trainer, resolve_device, train_fold
 
 log = logging.getLogger(__name__)
@@ -49,10 +49,10 @@ class FoldJob:
         return self.dataset.model_folder(t.trainer_cls.__name__, t.plans, t.configuration) / f"fold_{self.fold}"
 
     def run(self) -> bool:
-        """Train the fold unless it is trained; returns whether any training ran."""
+        """Train the fold unless it is finished; returns whether any training ran."""
         t = self.training
         # decided before building a trainer: nnU-Net's constructor already writes a new log file
-        if fold_is_trained(self.output_folder):
+        if fold_is_finished(self.output_folder):
             log.info("%s: done, skipped", self.name)
             return False
         trainer = make_trainer(self.dataset, self.fold, t.trainer_cls, t.plans, t.configuration, self.device,

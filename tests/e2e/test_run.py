@@ -198,6 +198,7 @@ def test_demo_data_ship_in_the_wheel_and_read_with_nnunet(tmp_path: Path) -> Non
     assert f"autosam/experiments/demo_data/{DEMO_DATASET}/dataset.json" in shipped
     assert sum(n.endswith(".png") for n in shipped) == 200
     assert "autosam/trainers/nnunet_ext/autosam_trainers.py" in names and "autosam/planners/choose.py" in names
+    assert {"autosam/planners/rules.json", "autosam/sam/weights/official_checkpoints.json"} <= set(names)
     assert not [n for n in names if n.startswith(("trainers/", "planners/"))]  # no generic top-level packages
 
 
