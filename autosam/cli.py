@@ -12,10 +12,11 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 
 from autosam.errors import AutosamError
-from autosam.paths import Dataset
+from autosam.paths import FINAL_CHECKPOINT, Dataset, checkpoint_folder
 
 
 def _print_table(rows: list[dict], columns: list[tuple[str, str]]) -> None:
@@ -49,8 +50,6 @@ def cmd_setups(args: argparse.Namespace) -> None:
 
 
 def _sam_options(args: argparse.Namespace):
-    from dataclasses import fields
-
     from autosam.planners.sam_planner import SamOptions
 
     flag_of = {"num_epochs": "epochs", "iterations_per_epoch": "iterations", "unlabelled_dir": "unlabelled"}
@@ -202,7 +201,6 @@ def _prompted_pretrain(args: argparse.Namespace) -> None:
 
 
 def cmd_weights(args: argparse.Namespace) -> None:
-    from autosam.paths import checkpoint_folder
     from autosam.sam.weights.download import download, entries, status
 
     folder = checkpoint_folder(args.checkpoint_dir, required=True)
@@ -360,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--folds", nargs="+", help="folds to ensemble (default: every trained fold)")
     p.add_argument("--setup", help="use the model trained with this fixed set-up ('planned': the planned one)")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
-    p.add_argument("--checkpoint-name", default="checkpoint_final.pth")
+    p.add_argument("--checkpoint-name", default=FINAL_CHECKPOINT)
     p.add_argument("--disable-tta", action="store_true", help="no mirroring test-time augmentation (faster)")
     p.add_argument("--prompts", type=Path, metavar="JSON",
                    help="boxes/points per image and class (see README) for a SAM model trained with --prompts")
@@ -373,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="the checkpoint file to write (.pth)")
     p.add_argument("--setup", help="export the model trained with this fixed set-up ('planned': the planned one; "
                    "default: as predict chooses)")
-    p.add_argument("--checkpoint-name", default="checkpoint_final.pth")
+    p.add_argument("--checkpoint-name", default=FINAL_CHECKPOINT)
     p.set_defaults(func=cmd_export)
 
     p = verbs.add_parser("validate", help="check a raw dataset: every problem at once, with the fix")

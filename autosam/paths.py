@@ -45,12 +45,15 @@ def configure_training_processes(device: str) -> None:
 
 def _why_not_found(dataset: str) -> str | None:
     """Two folders with one id in one of nnU-Net's folders, said with their names and the fix."""
-    digits = dataset.removeprefix("Dataset")[:3]
+    digits = dataset.removeprefix("Dataset").split("_")[0]
+    if not digits.isdigit():
+        return None
     for variable in FOLDER_VARIABLES:
         root = Path(os.environ.get(variable) or "/nonexistent")
-        matches = sorted(p.name for p in root.glob(f"Dataset{digits}_*") if p.is_dir()) if digits.isdigit() else []
+        matches = sorted(p.name for p in root.glob(f"Dataset{int(digits):03d}_*") if p.is_dir())
         if len(matches) > 1:
-            return f"{root}: dataset id {digits} matches {', '.join(matches)}; rename one so every id is unique"
+            return (f"{root}: dataset id {int(digits):03d} matches {', '.join(matches)}; rename one so every id is "
+                    "unique")
     return None
 
 
@@ -89,7 +92,10 @@ class Dataset:
         if not any(os.environ.get(v) for v in FOLDER_VARIABLES):
             require_folders(*FOLDER_VARIABLES)  # nowhere to look: say which variables to export
         # here, not at the top: autosam/__init__.py imports this module to set nnU-Net's variables first
-        from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_to_id, maybe_convert_to_dataset_name
+        from nnunetv2.utilities.dataset_name_id_conversion import (
+            convert_dataset_name_to_id,
+            maybe_convert_to_dataset_name,
+        )
 
         try:
             name = maybe_convert_to_dataset_name(str(dataset))
@@ -117,20 +123,32 @@ class Dataset:
         return self.results / f"{trainer}__{plans}__{configuration}"
 
 
+def latest_checkpoint(fold_folder: Path) -> Path | None:
+    """The checkpoint a fold continues from: its final one, else its latest, else its best; None: not started."""
+    for name in (FINAL_CHECKPOINT, "checkpoint_latest.pth", "checkpoint_best.pth"):
+        if (fold_folder / name).is_file():
+            return fold_folder / name
+    return None
+
+
+def validation_summary(fold_folder: Path) -> Path:
+    """nnU-Net's summary of a fold's validation, written last."""
+    return fold_folder / "validation" / "summary.json"
+
+
+def fold_has_started(fold_folder: Path) -> bool:
+    """A fold has started once it wrote a checkpoint: its folds file and plans may no longer change."""
+    return latest_checkpoint(fold_folder) is not None
+
+
 def fold_is_trained(fold_folder: Path) -> bool:
     """Its final checkpoint is written: the fold predicts and exports."""
     return (fold_folder / FINAL_CHECKPOINT).is_file()
 
 
 def fold_is_finished(fold_folder: Path) -> bool:
-    """Trained and validated (nnU-Net writes the validation summary last): a run skips it; anything less is
-    continued."""
-    return fold_is_trained(fold_folder) and (fold_folder / "validation" / "summary.json").is_file()
-
-
-def fold_has_started(fold_folder: Path) -> bool:
-    """A fold has started once it wrote any checkpoint: its folds file and plans may no longer change."""
-    return any(fold_folder.glob("checkpoint_*.pth"))
+    """Trained and validated: a run skips it; anything less is continued."""
+    return fold_is_trained(fold_folder) and validation_summary(fold_folder).is_file()
 
 
 def checkpoint_folder(checkpoint_dir: str | os.PathLike | None = None, required: bool = False) -> Path | None:

@@ -22,7 +22,8 @@ from common import default_source, planned_subset
 from step_overhead import measure
 
 from autosam.cli import main as autosam
-from autosam.paths import configure_training_processes
+from autosam.paths import configure_training_processes, validation_summary
+from autosam.plans import read_sam_plan
 
 
 def run_mode(source: Path, root: Path, native: bool, args: argparse.Namespace) -> dict:
@@ -34,11 +35,9 @@ def run_mode(source: Path, root: Path, native: bool, args: argparse.Namespace) -
                 "--iterations", str(args.iterations), "--seed", "0"]):
         raise SystemExit(f"training failed for {dataset}")
     fold = next((root / "nnUNet_results").rglob("fold_0"))
-    summary = json.loads((fold / "validation" / "summary.json").read_text())
-    plans = json.loads((dataset.preprocessed / "autosamPlans.json").read_text())
-    sam = plans["configurations"]["2d_sam"]
+    summary = json.loads(validation_summary(fold).read_text())
     return {**row, "mode": "nnU-Net 2d patch" if native else "SAM-sized patch",
-            "patch": "x".join(map(str, sam.get("patch_size", plans["configurations"]["2d"]["patch_size"]))),
+            "patch": "x".join(map(str, read_sam_plan(dataset).configuration.patch_size)),
             "dice": summary["foreground_mean"]["Dice"], "cases": len(summary["metric_per_case"])}
 
 

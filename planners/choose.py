@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_to_id
+
 from autosam.errors import AutosamError
 from autosam.planners.fingerprint import DatasetFacts
 from autosam.planners.hardware import Hardware
@@ -268,7 +270,7 @@ def few_shot_reason(facts: DatasetFacts) -> str:
     """R20: the regime, and the command that measures it (K below a fold's training part under 5 folds)."""
     curve = " ".join(str(k) for k in FEW_SHOT_CURVE if k < 0.8 * facts.num_cases) or "1"
     return (f"{facts.num_cases} labelled cases < {FEW_SHOT_CASES}: the few-shot regime ({cite('R20')}); measure "
-            f"where SAM stops helping: autosam run -d {facts.dataset[7:10]} --train-cases {curve} --repeats 3")
+            f"where SAM stops helping: autosam run -d {convert_dataset_name_to_id(facts.dataset)} --train-cases {curve} --repeats 3")
 
 
 def _batch_size(best: Candidate, size: int, shape: dict, hardware: Hardware, facts: DatasetFacts,

@@ -16,7 +16,7 @@ from autosam.data.checks import check_dataset
 from autosam.errors import AutosamError
 from autosam.paths import Dataset, require_folders
 from autosam.planners.sam_planner import BASELINE_PLANS, SAMPlanner
-from autosam.plans import PLANS_NAME, SAM_CONFIGURATION
+from autosam.plans import PLANS_NAME, SAM_CONFIGURATION, has_sam_plan, read_plans
 
 log = logging.getLogger(__name__)
 
@@ -98,17 +98,16 @@ def preprocess_sam_data(dataset: Dataset, num_processes: int = 1) -> None:
     missing or incomplete, e.g. after planning again at another image size."""
     require_folders("nnUNet_raw", "nnUNet_preprocessed")
     num_cases = json.loads((dataset.raw / "dataset.json").read_text())["numTraining"]
-    sam_data = _sam_data_identifier(dataset.preprocessed)
+    sam_data = _sam_data_identifier(dataset)
     if sam_data and _preprocessed_cases(dataset.preprocessed / sam_data) < num_cases:
         log.info("preprocessing %s for 2d_sam (%s)", dataset.name, sam_data)
         preprocess_dataset(dataset.id, PLANS_NAME, (SAM_CONFIGURATION,), (num_processes,), verbose=False)
 
 
-def _sam_data_identifier(preprocessed: Path) -> str | None:
+def _sam_data_identifier(dataset: Dataset) -> str | None:
     """2d_sam's data folder when it has its own (``sam_planner.sam_sized``), else None (it shares 2d's)."""
-    plans_file = preprocessed / f"{PLANS_NAME}.json"
-    if not plans_file.is_file() or SAM_CONFIGURATION not in json.loads(plans_file.read_text())["configurations"]:
+    if not has_sam_plan(dataset):
         return None
-    plans = PlansManager(str(plans_file))
+    plans = PlansManager(read_plans(dataset))
     own = plans.get_configuration(SAM_CONFIGURATION).data_identifier
     return None if own == plans.get_configuration("2d").data_identifier else own

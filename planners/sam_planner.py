@@ -10,7 +10,6 @@ nnU-Net's ``-pl`` flag only searches its own package; use the class from Python 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from nnunetv2.utilities.json_export import recursive_fix_for_json_export
 
 from autosam.errors import AutosamError
 from autosam.files import atomic_write_json
-from autosam.paths import nnunet_folder
+from autosam.paths import Dataset
 from autosam.planners.choose import choose
 from autosam.planners.fingerprint import dataset_facts
 from autosam.planners.hardware import Hardware, detect_hardware
@@ -120,9 +119,9 @@ class SAMPlanner(ExperimentPlanner):
     def plan_experiment(self) -> dict:
         plans = super().plan_experiment()
         options = self.sam_options
-        facts = dataset_facts(Path(os.environ["nnUNet_raw"]) / self.dataset_name,
-                              Path(os.environ["nnUNet_preprocessed"]) / self.dataset_name,
-                              plans["transpose_forward"], options.unlabelled_dir, options.checkpoint_dir)
+        dataset = Dataset.resolve(self.dataset_name)
+        facts = dataset_facts(dataset.raw, dataset.preprocessed, plans["transpose_forward"], options.unlabelled_dir,
+                              options.checkpoint_dir)
         num_classes = len([v for v in self.dataset_json["labels"].values() if isinstance(v, int)])
         channels = len(self.dataset_json.get("channel_names", self.dataset_json.get("modality", {})))
         patch = plans["configurations"]["2d"]["patch_size"]
@@ -166,7 +165,7 @@ class SAMPlanner(ExperimentPlanner):
         """Written atomically, so a full disk or a crash keeps the previous plans; configurations the file
         holds beyond these plans' (a user's own) are kept, as nnU-Net's planner keeps them."""
         recursive_fix_for_json_export(plans)
-        path = nnunet_folder("nnUNet_preprocessed") / self.dataset_name / f"{self.plans_identifier}.json"
+        path = Dataset.resolve(self.dataset_name).preprocessed / f"{self.plans_identifier}.json"
         if path.is_file():
             own = json.loads(path.read_text())["configurations"]
             plans["configurations"].update({k: v for k, v in own.items() if k not in plans["configurations"]})

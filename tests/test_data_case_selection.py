@@ -6,7 +6,6 @@ import pytest
 
 from autosam.data.case_selection import select_cases
 from autosam.errors import AutosamError
-from autosam.planners.fingerprint import DatasetFacts
 
 RUN = ["run", "-d", "901", "--folds", "0", "--epochs", "1", "--iterations", "2", "--device", "cpu", "--setup",
        "test_vit_encdec_lora", "--image-size", "64", "--from-scratch", "--no-ensembles"]
@@ -28,12 +27,3 @@ def test_selection_is_k_distinct_patients_nested_and_differs_between_repeats() -
     assert len(set(without_groups)) == 12 and len({GROUPS[c] for c in without_groups}) < 12
     with pytest.raises(AutosamError, match="fold 0 holds 8 patients; choose K from 1 to 8"):
         select_cases(train, 9, 0, 0, 0, GROUPS)
-
-
-def _facts(cases: int, foreground_slices: int) -> DatasetFacts:
-    return DatasetFacts(
-        dataset="Dataset999_Test", num_cases=cases, num_slices=foreground_slices,
-        num_foreground_slices=foreground_slices, is_3d=True, median_slice_shape=[512, 512],
-        median_spacing=[3.0, 1.0, 1.0], channels={"0": "CT"}, modalities=["CT"],
-        labels={"background": 0, "organ": 1}, median_foreground_fraction={"organ": 0.1}, tiny_targets=[],
-        unlabelled_images=0, checkpoints_present=[])

@@ -19,17 +19,19 @@ from autosam.sam.costs import meta_network
 from autosam.sam.memory import estimate_training_memory, measured_training_peak, saved_activation_bytes
 from autosam.sam.model import build_network
 from autosam.sam.setups import Setup, all_setups
+from autosam.sam.weights.catalogue import RANDOM_START
 
 SIZE_ORDER = ["vit_t", "vit_b", "vit_h"]
 
 
-def _facts(slices: int = 2000, shape=(512, 512), modality: str = "CT", checkpoints=()) -> DatasetFacts:
+def _facts(slices: int = 2000, shape=(512, 512), modality: str = "CT", checkpoints=(),
+           pretrained: dict | None = None, cases: int | None = None) -> DatasetFacts:
     return DatasetFacts(
-        dataset="Dataset999_Test", num_cases=slices, num_slices=slices, num_foreground_slices=slices,
+        dataset="Dataset999_Test", num_cases=cases or slices, num_slices=slices, num_foreground_slices=slices,
         is_3d=False, median_slice_shape=list(shape), median_spacing=[999.0, 1.0, 1.0], channels={"0": modality},
         modalities=[modality_of(modality)], labels={"background": 0, "organ": 1},
         median_foreground_fraction={"organ": 0.1}, tiny_targets=[], unlabelled_images=0,
-        checkpoints_present=list(checkpoints))
+        checkpoints_present=list(checkpoints), pretrained_checkpoints=pretrained or {})
 
 
 def _gpu(gb: float) -> Hardware:
@@ -176,10 +178,27 @@ def test_the_planner_counts_no_encoder_per_iteration_for_cached_decoder_only_set
 def test_planner_names_the_few_shot_regime_by_case_count() -> None:
     # the memory probes test_planner makes too (cached): the shapes of its 2000-slice CT set on an 80 GB GPU
     gpu = Hardware("cuda", 80, "a GPU with 80 GB")
-    few = choose(_facts(30, 3000), gpu, 2, 1, (512, 512), SamOptions())
+    few = choose(_facts(3000, cases=30), gpu, 2, 1, (512, 512), SamOptions())
     assert "R20 (autosam)" in few.reasons["few_shot"] and "--train-cases 1 2 5 10 20" in few.reasons["few_shot"]
     vanilla = [c for c in few.candidates if c.setup.trains_whole_encoder]
     assert vanilla and all(c.why_not.startswith("R20 (autosam): 30 labelled cases < 50") for c in vanilla)
-    many = choose(_facts(60, 3000), gpu, 2, 1, (512, 512), SamOptions())
+    many = choose(_facts(3000, cases=60), gpu, 2, 1, (512, 512), SamOptions())
     assert "few_shot" not in many.reasons
     assert not any(c.excluded for c in many.candidates if c.setup.trains_whole_encoder)
+
+
+def test_planner_starts_from_the_checkpoint_pretrained_on_the_dataset_modality() -> None:
+    pretrained = {"mr_t": {"backbone": "vit_t", "modality": "MR"}, "ct_b": {"backbone": "vit_b", "modality": "CT"}}
+    # on a GPU ViT-B is the default backbone (R3): the MR checkpoint's ViT-T comes first instead
+    mr = choose(_facts(300, modality="MR", pretrained=pretrained), Hardware("cuda", 24, "a GPU"), 2, 1, (512, 512),
+                SamOptions())
+    assert (mr.setup.backbone, mr.base_checkpoint) == ("vit_t", "mr_t") and "R19" in mr.reasons["base_checkpoint"]
+    cpu = Hardware("cpu", 24, "CPU")  # ViT-T on a CPU (R5): no checkpoint of this modality for it
+    ct = choose(_facts(300, modality="CT", pretrained=pretrained), cpu, 2, 1, (512, 512), SamOptions())
+    assert ct.base_checkpoint == "mobile_sam"
+    us = {"us_t": {"backbone": "vit_t", "modality": "US"}}
+    assert choose(_facts(300, modality="US", pretrained=us), cpu, 2, 1, (512, 512), SamOptions()).base_checkpoint == "us_t"
+    # pretrained from random weights: never preferred to SAM's own (--checkpoint still names it)
+    scratch = {"us_t": {"backbone": "vit_t", "modality": "US", "started_from": RANDOM_START}}
+    scratch_start = choose(_facts(300, modality="US", pretrained=scratch), cpu, 2, 1, (512, 512), SamOptions())
+    assert scratch_start.base_checkpoint == "mobile_sam"

@@ -12,10 +12,7 @@ import torch.nn.functional as F
 from autosam.errors import CheckpointError
 from autosam.experiments.run import pretraining_warnings
 from autosam.paths import CHECKPOINT_DIR_ENV, Dataset
-from autosam.planners.choose import choose
-from autosam.planners.fingerprint import DatasetFacts
-from autosam.planners.hardware import Hardware
-from autosam.planners.sam_planner import SamOptions, base_checkpoint_for
+from autosam.planners.sam_planner import base_checkpoint_for
 from autosam.plans import SamPlan
 from autosam.pretraining.mae import PretrainOptions, pretrain
 from autosam.pretraining.mae_model import MaskedAutoencoder, random_patch_mask
@@ -133,25 +130,3 @@ def test_pretrained_checkpoint_loads_into_every_setup_through_the_catalogue(nnun
     with pytest.raises(CheckpointError) as error:
         network.ensure_base_loaded()
     assert "sha256" in str(error.value) and "autosam pretrain" in str(error.value)
-
-
-def _facts(modality: str, pretrained: dict) -> DatasetFacts:
-    return DatasetFacts(
-        dataset="Dataset999_Test", num_cases=300, num_slices=300, num_foreground_slices=300, is_3d=False,
-        median_slice_shape=[512, 512], median_spacing=[999.0, 1.0, 1.0], channels={"0": modality},
-        modalities=[modality], labels={"background": 0, "organ": 1}, median_foreground_fraction={"organ": 0.1},
-        tiny_targets=[], unlabelled_images=0, checkpoints_present=[], pretrained_checkpoints=pretrained)
-
-
-def test_planner_starts_from_the_checkpoint_pretrained_on_the_dataset_modality() -> None:
-    pretrained = {"mr_t": {"backbone": "vit_t", "modality": "MR"}, "ct_b": {"backbone": "vit_b", "modality": "CT"}}
-    # on a GPU ViT-B is the default backbone (R3): the MR checkpoint's ViT-T comes first instead
-    mr = choose(_facts("MR", pretrained), Hardware("cuda", 24, "a GPU"), 2, 1, (512, 512), SamOptions())
-    assert (mr.setup.backbone, mr.base_checkpoint) == ("vit_t", "mr_t") and "R19" in mr.reasons["base_checkpoint"]
-    cpu = Hardware("cpu", 24, "CPU")  # ViT-T on a CPU (R5): no checkpoint of this modality for it
-    assert choose(_facts("CT", pretrained), cpu, 2, 1, (512, 512), SamOptions()).base_checkpoint == "mobile_sam"
-    assert choose(_facts("US", {"us_t": {"backbone": "vit_t", "modality": "US"}}), cpu, 2, 1, (512, 512),
-                  SamOptions()).base_checkpoint == "us_t"
-    # pretrained from random weights: never preferred to SAM's own (--checkpoint still names it)
-    scratch = {"us_t": {"backbone": "vit_t", "modality": "US", "started_from": RANDOM_START}}
-    assert choose(_facts("US", scratch), cpu, 2, 1, (512, 512), SamOptions()).base_checkpoint == "mobile_sam"

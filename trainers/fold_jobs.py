@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from autosam.paths import Dataset, fold_is_finished
-from autosam.trainers.fold_training import Budget, latest_checkpoint, make_trainer, resolve_device, train_fold
+from autosam.paths import Dataset, fold_is_finished, latest_checkpoint
+from autosam.trainers.fold_training import Budget, make_trainer, resolve_device, train_fold
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,14 @@ import torch
 from autosam.data.splits import resolve_folds
 from autosam.errors import AutosamError
 from autosam.files import atomic_write_json
-from autosam.paths import FINAL_CHECKPOINT, Dataset, configure_training_processes, require_folders
+from autosam.paths import (
+    Dataset,
+    configure_training_processes,
+    fold_is_trained,
+    latest_checkpoint,
+    require_folders,
+    validation_summary,
+)
 from autosam.planners.preprocess import preprocess_sam_data
 from autosam.plans import PLANS_NAME, SAM_CONFIGURATION, read_plans, read_sam_plan
 from autosam.sam.weights.safe_load import load_fold_checkpoint
@@ -76,13 +83,6 @@ def make_trainer(dataset: Dataset, fold: int | str, trainer_cls, plans_name: str
     return trainer_cls(plans=plans, configuration=configuration, fold=fold, dataset_json=dataset_json, device=device)
 
 
-def latest_checkpoint(output_folder: Path) -> Path | None:
-    for name in (FINAL_CHECKPOINT, "checkpoint_latest.pth", "checkpoint_best.pth"):
-        if (output_folder / name).is_file():
-            return output_folder / name
-    return None
-
-
 @contextmanager
 def fold_lock(output: Path):
     """One process per fold: a second run on the same fold is refused instead of corrupting it."""
@@ -129,7 +129,7 @@ def _train_fold(trainer, output: Path, continue_training: bool, save_probabiliti
         log.info("continuing from %s", checkpoint)
         load_fold_checkpoint(checkpoint)  # refused here if it needs code: nnU-Net's own loader would run it
         trainer.load_checkpoint(str(checkpoint))
-    if checkpoint is None or checkpoint.name != "checkpoint_final.pth":
+    if not fold_is_trained(output):
         try:
             trainer.run_training()
         except torch.OutOfMemoryError:
@@ -138,7 +138,7 @@ def _train_fold(trainer, output: Path, continue_training: bool, save_probabiliti
                 f"{output}: the GPU ran out of memory at batch {batch}; re-plan for less memory "
                 f"('autosam plan -d {trainer.plans_manager.dataset_name} --gpu-memory GB' with the free memory), "
                 f"or fix --batch-size {max(1, batch // 2)}, then 'autosam train --continue'") from None
-    if not (output / "validation" / "summary.json").is_file():
+    if not validation_summary(output).is_file():
         trainer.perform_actual_validation(save_probabilities)
 
 

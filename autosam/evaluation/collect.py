@@ -12,6 +12,7 @@ from tqdm import tqdm
 from autosam.errors import AutosamError
 from autosam.evaluation.conventions import scored_labels
 from autosam.evaluation.metrics import case_metrics
+from autosam.paths import FINAL_CHECKPOINT, validation_summary
 from autosam.sam.weights.safe_load import load_fold_checkpoint
 from autosam.trainers.fold_training import TRAINING_RECORD
 
@@ -25,7 +26,7 @@ def reader_for(model_folder: Path):
 
 def validated_cases(model_folder: Path, fold: int, ending: str) -> list[str]:
     validation = model_folder / f"fold_{fold}" / "validation"
-    if not (validation / "summary.json").is_file():
+    if not validation_summary(model_folder / f"fold_{fold}").is_file():
         raise AutosamError(f"{validation}: no validation results; train fold {fold} first")
     return sorted(p.name[: -len(ending)] for p in validation.glob(f"*{ending}"))
 
@@ -58,7 +59,7 @@ def validation_metrics(model_folder: Path, folds: list[int], gt_folder: Path) ->
 
 
 def training_log(model_folder: Path, fold: int) -> dict:
-    return load_fold_checkpoint(model_folder / f"fold_{fold}" / "checkpoint_final.pth")["logging"]
+    return load_fold_checkpoint(model_folder / f"fold_{fold}" / FINAL_CHECKPOINT)["logging"]
 
 
 def fold_budget(model_folder: Path, fold: int) -> dict:

@@ -22,12 +22,12 @@ from peft import LoraConfig, get_peft_model
 from autosam.errors import AutosamError, CheckpointError
 from autosam.files import atomic_torch_save, atomic_write_json
 from autosam.inference.trained_models import SamFold, resolve_model, trained_model_folder
+from autosam.paths import FINAL_CHECKPOINT, Dataset
 from autosam.sam.lora import lora_targets
 from autosam.sam.network import SamSegmenter
 from autosam.sam.registry import build_sam, get_backbone
 from autosam.sam.setups import DECODER_HEAD
 from autosam.sam.weights.base import official_view
-from autosam.paths import Dataset
 
 STOCK_IMAGE_SIZE, STOCK_MASK_TOKENS = 1024, 4  # what segment-anything's and MobileSAM's registries build
 REGISTRIES = {"vit_b": "segment_anything", "vit_l": "segment_anything", "vit_h": "segment_anything",
@@ -144,7 +144,7 @@ def _input_note(network: SamSegmenter) -> str:
 
 
 def export(dataset: Dataset, fold: str, output: Path, setup: str | None = None,
-           checkpoint: str = "checkpoint_final.pth") -> Exported:
+           checkpoint: str = FINAL_CHECKPOINT) -> Exported:
     """``autosam export``: one trained SAM fold -> ``output`` (never overwriting a file)."""
     choice = resolve_model(dataset, setup)
     model = choice.models[0]

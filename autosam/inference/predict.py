@@ -21,9 +21,9 @@ from tqdm import tqdm
 from autosam.errors import AutosamError
 from autosam.inference.prompt_file import read_prompt_file, to_preprocessed
 from autosam.inference.trained_models import Choice, Model, SamFold, trained_model_folder
+from autosam.paths import FINAL_CHECKPOINT, Dataset
 from autosam.sam.weights.safe_load import load_fold_checkpoint, load_postprocessing
 from autosam.trainers.fold_training import resolve_device
-from autosam.paths import Dataset
 
 
 def _check_folds(folder: Path, model: Model, folds: list[str] | None, checkpoint: str) -> list[int | str]:
@@ -69,7 +69,7 @@ def _ensemble_and_postprocess(members: list[Path], choice: Choice, work: Path, o
 
 def predict(dataset: Dataset, input_dir: Path, output_dir: Path, folds: list[str] | None = None,
             choice: Choice | None = None, device: str | None = None,
-            checkpoint: str = "checkpoint_final.pth", mirroring: bool = True) -> None:
+            checkpoint: str = FINAL_CHECKPOINT, mirroring: bool = True) -> None:
     """Segment every image of ``input_dir`` with ``choice`` (default: the planned SAM set-up)."""
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
@@ -97,7 +97,7 @@ def predict(dataset: Dataset, input_dir: Path, output_dir: Path, folds: list[str
 
 def predict_with_prompts(dataset: Dataset, input_dir: Path, output_dir: Path, prompts_file: Path,
                          folds: list[str] | None = None, setup: str | None = None, device: str | None = None,
-                         checkpoint: str = "checkpoint_final.pth") -> None:
+                         checkpoint: str = FINAL_CHECKPOINT) -> None:
     """Segment every 2D image of ``input_dir`` with the prompted SAM model, using the user's boxes and points
     (``autosam.inference.prompt_file``) for the classes they name; images and classes without prompts are segmented
     automatically. Each image is one network input: the whole preprocessed slice, resized to the SAM input (as

@@ -43,9 +43,10 @@ def test_few_shot_run_same_cases_for_every_method_and_a_curve_in_the_report(nnun
     for base in ("nnUNetPlans", "autosamPlans"):  # a second repeat's plans, as a run with --repeats 2 writes them
         write_plans(preprocessed, base, 2, 1, 0, results)
     drawn = {}
+    dataset = Dataset.resolve("901")
     for repeat in (0, 1):
-        nnunet = make_trainer(Dataset.resolve("901"), 0, nnUNetTrainerFewShot, plans_identifier("nnUNetPlans", 2, repeat), "2d")
-        sam = make_trainer(Dataset.resolve("901"), 0, nnUNetTrainerSAMFewShot, plans_identifier("autosamPlans", 2, repeat), "2d_sam")
+        nnunet = make_trainer(dataset, 0, nnUNetTrainerFewShot, plans_identifier("nnUNetPlans", 2, repeat), "2d")
+        sam = make_trainer(dataset, 0, nnUNetTrainerSAMFewShot, plans_identifier("autosamPlans", 2, repeat), "2d_sam")
         (train, val), (sam_train, sam_val) = nnunet.do_split(), sam.do_split()
         assert train == sam_train and val == sam_val == splits[0]["val"]  # the fold's whole validation part
         assert len(set(train)) == 2 and set(train) <= set(splits[0]["train"])

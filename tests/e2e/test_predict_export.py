@@ -44,8 +44,9 @@ def test_train_setup_then_predict_then_export_on_the_bundled_data(nnunet_folders
     assert main(["export", "-d", "901", "-f", "0", "-o", str(target)]) == 2  # never overwrites
     assert "already exists" in capsys.readouterr().err
 
-    model = resolve_model(Dataset.resolve("901")).models[0]
-    fine_tuned, _ = SamFold(trained_model_folder(Dataset.resolve("901"), model), model.trainer, model.configuration, "0").network()
+    dataset = Dataset.resolve("901")
+    model = resolve_model(dataset).models[0]
+    fine_tuned, _ = SamFold(trained_model_folder(dataset, model), model.trainer, model.configuration, "0").network()
     x = torch.randn(1, 1, 256, 256)
     stock = stock_sam("vit_t", 256, 2, target)
     assert (predict(SamSegmenter(stock, 1), x) - predict(fine_tuned, x)).abs().max() <= TOLERANCE

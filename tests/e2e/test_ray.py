@@ -144,24 +144,3 @@ def test_without_ray_the_flag_says_how_to_get_it(planned, tmp_path, monkeypatch,
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     assert main([*ABLATE, "--setups", "vit_t_dec_lora", "--ray"]) == 2
     assert capsys.readouterr().err.strip().endswith("autosam: error: --ray needs Ray: pip install 'autosam[ray]'")
-
-
-def test_run_leaves_a_failed_baseline_out_and_stops_on_a_failed_sam_fold() -> None:
-    from autosam.errors import AutosamError
-    from autosam.experiments.run import without_failed
-    from autosam.paths import Dataset
-    from autosam.trainers.fold_jobs import FoldJob, Training
-    from autosam.trainers.fold_training import Budget
-
-    def job(configuration: str, label: str) -> FoldJob:
-        return FoldJob(Dataset(901, DEMO_DATASET), 1, Training(object, "plans", configuration, Budget(), label), None,
-                       0, False)
-
-    assert without_failed(["2d", "3d_fullres"], {}) == (["2d", "3d_fullres"], [])
-    kept, lines = without_failed(["2d", "3d_fullres"], {job("3d_fullres", "nnU-Net 3d_fullres"): "killed"})
-    assert kept == ["2d"] and lines == ["WARNING: left out of the comparison after failing twice on Ray: "
-                                        "nnU-Net 3d_fullres fold 1 (killed)"]
-    with pytest.raises(AutosamError, match=r"failed twice on Ray: SAM fold 1 \(out of memory\); nothing to compare"):
-        without_failed(["2d"], {job("2d_sam", "SAM"): "out of memory"})
-    with pytest.raises(AutosamError, match="nnU-Net 2d fold 1"):
-        without_failed(["2d"], {job("2d", "nnU-Net 2d"): "killed"})

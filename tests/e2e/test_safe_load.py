@@ -2,34 +2,20 @@
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
-import pytest
 import torch
-from nnunetv2.postprocessing.remove_connected_components import remove_all_but_largest_component_from_segmentation
 
 from autosam.cli import main
-from autosam.errors import CheckpointError
 from autosam.experiments.demo import DEMO_DATASET
-from autosam.sam.weights.safe_load import load_postprocessing
-
-
-class _Payload:
-    """Unpickling this would create a file: the proof that code ran."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return Path.touch, (self.marker,)
+from tests.conftest import PickledPayload
 
 
 def test_predict_refuses_a_checkpoint_that_needs_code(nnunet_folders, tmp_path: Path, capsys) -> None:
     fold = nnunet_folders["nnUNet_results"] / "Dataset901_Planted" / "nnUNetTrainerSAM__autosamPlans__2d_sam" / "fold_0"
     fold.mkdir(parents=True)
     marker = tmp_path / "code_ran"
-    torch.save({"network_weights": {}, "payload": _Payload(marker)}, fold / "checkpoint_final.pth")
+    torch.save({"network_weights": {}, "payload": PickledPayload(marker)}, fold / "checkpoint_final.pth")
     images = tmp_path / "images"
     images.mkdir()
 
@@ -47,7 +33,7 @@ def test_train_continue_refuses_a_checkpoint_that_needs_code(planned_demo, tmp_p
     fold = planned_demo["nnUNet_results"] / DEMO_DATASET / "nnUNetTrainerSAM__autosamPlans__2d_sam" / "fold_0"
     fold.mkdir(parents=True)
     marker = tmp_path / "code_ran"
-    torch.save({"network_weights": {}, "payload": _Payload(marker)}, fold / "checkpoint_latest.pth")
+    torch.save({"network_weights": {}, "payload": PickledPayload(marker)}, fold / "checkpoint_latest.pth")
     capsys.readouterr()
 
     code = main(["train", "-d", "901", "-f", "0", "--continue", "--device", "cpu"])
@@ -57,17 +43,3 @@ def test_train_continue_refuses_a_checkpoint_that_needs_code(planned_demo, tmp_p
     assert last.startswith(f"autosam: error: checkpoint {fold / 'checkpoint_latest.pth'}: needs code to be read (it "
                            "pickles ") and last.endswith("autosam never runs code from a checkpoint: use one written "
                                                          "by nnU-Net or autosam, or train the fold again")
-
-
-def test_postprocessing_files_may_only_name_nnunets_own_functions(tmp_path: Path) -> None:
-    genuine = tmp_path / "postprocessing.pkl"
-    genuine.write_bytes(pickle.dumps(([remove_all_but_largest_component_from_segmentation], [{"labels_or_regions": 1}])))
-    assert load_postprocessing(genuine)[1] == [{"labels_or_regions": 1}]
-    marker = tmp_path / "code_ran"
-    planted = tmp_path / "planted.pkl"
-    planted.write_bytes(pickle.dumps(([_Payload(marker)], [{}])))
-    with pytest.raises(CheckpointError, match="not a post-processing file written by nnU-Net"):
-        load_postprocessing(planted)
-    assert not marker.exists()
-    pickle.loads(planted.read_bytes())  # the positive control: an ordinary unpickler runs it
-    assert marker.exists()
