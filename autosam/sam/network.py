@@ -53,7 +53,7 @@ class SamSegmenter(nn.Module):
         self.num_classes: int = sam.mask_decoder.num_mask_tokens
         self.setup = None  # the applied fine-tuning set-up (setups.apply_setup)
         # "bf16": bf16 autocast on CUDA GPUs with native bf16 (weights stay fp32); "fp32": no autocast on CUDA.
-        # compute_dtype forces an autocast dtype on any device (tests, benchmarks).
+        # compute_dtype forces an autocast dtype on any device (e.g. bf16 on a CPU that computes it natively).
         self.precision = "fp32"
         self.compute_dtype: torch.dtype | None = None
         self.prompt_mode: str | None = None  # the plan's --prompts: how the fold was trained (None: promptless)

@@ -144,7 +144,7 @@ def _build_encoder(backbone: Backbone, image_size: int) -> nn.Module:
         layer_lr_decay=0.8,
     )
     # MobileSAM hard-codes the last stage at 320 channels (stride-1 merge) and the neck at 256.
-    if out_chans != 256:  # MobileSAM's neck is fixed at 256 channels; the small test decoder is narrower
+    if out_chans != 256:  # a registered backbone may pair TinyViT with a narrower decoder
         tiny.neck[2] = nn.Conv2d(256, out_chans, 3, padding=1, bias=False)
         tiny.neck[3] = type(tiny.neck[3])(out_chans)
     return tiny
