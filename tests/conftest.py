@@ -83,33 +83,54 @@ def nnunet_folders(tmp_path: Path, monkeypatch) -> dict[str, Path]:
 
 
 FOLDER_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
-DEMO_PLAN = ["--setup", "test_vit_encdec_lora", "--image-size", "64", "--from-scratch", "--batch-size", "2"]
+# The bundled BUSI subset's first 10 cases, planned two ways (test-size ViT at 64 px; MobileSAM's ViT-T at 256 px,
+# for what only the study's set-ups run: ablations, Ray), each from random weights.
+PLANS = {"demo": ["--setup", "test_vit_encdec_lora", "--image-size", "64", "--from-scratch", "--batch-size", "2"],
+         "vit_t": ["--setup", "vit_t_encdec_lora", "--image-size", "256", "--from-scratch", "--batch-size", "2"]}
 
 
 @pytest.fixture(scope="session")
-def _planned_demo_template(tmp_path_factory) -> Path:
-    """The bundled BUSI subset's first 10 cases fingerprinted, planned (``DEMO_PLAN``) and preprocessed by
-    nnU-Net and autosam, once per test session."""
-    root = tmp_path_factory.mktemp("planned_demo")
-    with pytest.MonkeyPatch.context() as patch:
-        for name in FOLDER_VARIABLES:
-            (root / name).mkdir()
-            patch.setenv(name, str(root / name))
-        copy_subset(DEMO_DATA, root / "nnUNet_raw", case_ids(DEMO_DATA)[:10])
-        saved = dict(os.environ)
-        assert main(["plan-and-preprocess", "-d", "901", *DEMO_PLAN]) == 0
-        os.environ.clear()
-        os.environ.update(saved)
-    return root
+def planned_templates(tmp_path_factory):
+    """Fingerprinted, planned and preprocessed copies of the demo subset, each made once per test session on first
+    use; returns a function of the plan's name (``PLANS``) giving its folder (raw and preprocessed inside)."""
+    made: dict[str, Path] = {}
+
+    def template(name: str) -> Path:
+        if name not in made:
+            root = tmp_path_factory.mktemp(f"planned_{name}")
+            saved = dict(os.environ)
+            for variable in FOLDER_VARIABLES:
+                (root / variable).mkdir()
+                os.environ[variable] = str(root / variable)
+            copy_subset(DEMO_DATA, root / "nnUNet_raw", case_ids(DEMO_DATA)[:10])
+            try:
+                assert main(["plan-and-preprocess", "-d", "901", *PLANS[name]]) == 0
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
+            made[name] = root
+        return made[name]
+
+    return template
+
+
+def copy_planned(template: Path, folders: dict[str, Path]) -> dict[str, Path]:
+    for name in ("nnUNet_raw", "nnUNet_preprocessed"):
+        shutil.copytree(template / name, folders[name], dirs_exist_ok=True)
+    return folders
 
 
 @pytest.fixture
-def planned_demo(_planned_demo_template: Path, nnunet_folders: dict[str, Path]) -> dict[str, Path]:
-    """This test's nnU-Net folders holding a copy of the planned, preprocessed demo subset (dataset 901): plan
+def planned_demo(planned_templates, nnunet_folders: dict[str, Path]) -> dict[str, Path]:
+    """This test's nnU-Net folders holding a copy of the planned demo subset (dataset 901, ``PLANS["demo"]``): plan
     again with other options on top of it, and only autosam's plan changes."""
-    for name in ("nnUNet_raw", "nnUNet_preprocessed"):
-        shutil.copytree(_planned_demo_template / name, nnunet_folders[name], dirs_exist_ok=True)
-    return nnunet_folders
+    return copy_planned(planned_templates("demo"), nnunet_folders)
+
+
+@pytest.fixture
+def planned_vit_t(planned_templates, nnunet_folders: dict[str, Path]) -> dict[str, Path]:
+    """This test's nnU-Net folders holding a copy of the demo subset planned for ViT-T at 256 px (``PLANS["vit_t"]``)."""
+    return copy_planned(planned_templates("vit_t"), nnunet_folders)
 
 
 @pytest.fixture(autouse=True)

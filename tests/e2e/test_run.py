@@ -202,19 +202,16 @@ def test_demo_data_ship_in_the_wheel_and_read_with_nnunet(tmp_path: Path) -> Non
     assert not [n for n in names if n.startswith(("trainers/", "planners/"))]  # no generic top-level packages
 
 
-def test_ablate_trains_each_setup_on_the_same_folds(nnunet_folders, capsys) -> None:
-    copy_subset(DEMO_DATA, nnunet_folders["nnUNet_raw"], case_ids(DEMO_DATA)[:10])
-    assert main(["plan-and-preprocess", "-d", "901", "--setup", "vit_t_encdec_lora", "--image-size", "256",
-                 "--from-scratch", "--batch-size", "2"]) == 0
+def test_ablate_trains_each_setup_on_the_same_folds(planned_vit_t, capsys) -> None:
     assert main(["ablate", "-d", "901", "--setups", "vit_t_dec_lora", "vit_t_encdec_lora", "--folds", "0",
                  "--epochs", "1", "--iterations", "2", "--device", "cpu"]) == 0
-    out = nnunet_folders["nnUNet_results"] / DEMO_DATASET / "autosam_ablation"
+    out = planned_vit_t["nnUNet_results"] / DEMO_DATASET / "autosam_ablation"
     summary = json.loads((out / "ablation.json").read_text())
     rows = {r["setup"]: r["cv_dice"] for r in summary["rows"]}
     assert list(rows) == ["vit_t_dec_lora", "vit_t_encdec_lora"]
     # each row is the fold's Dice as nnU-Net's own validation measured it (every validation case has a lesion)
     for setup, dice in rows.items():
-        validation = json.loads((nnunet_folders["nnUNet_results"] / DEMO_DATASET / f"nnUNetTrainerSAM_{setup}__"
+        validation = json.loads((planned_vit_t["nnUNet_results"] / DEMO_DATASET / f"nnUNetTrainerSAM_{setup}__"
                                  "autosamPlans__2d_sam" / "fold_0" / "validation" / "summary.json").read_text())
         assert dice == pytest.approx(np.mean([c["metrics"]["1"]["Dice"] for c in validation["metric_per_case"]]),
                                      abs=1e-4)
@@ -224,7 +221,7 @@ def test_ablate_trains_each_setup_on_the_same_folds(nnunet_folders, capsys) -> N
     assert "planner's pick vit_t_encdec_lora" in capsys.readouterr().out
 
     # two trained set-ups: predict asks which, and --setup picks one
-    unseen, predicted = nnunet_folders["nnUNet_raw"].parent / "unseen", nnunet_folders["nnUNet_raw"].parent / "out"
+    unseen, predicted = planned_vit_t["nnUNet_raw"].parent / "unseen", planned_vit_t["nnUNet_raw"].parent / "out"
     unseen.mkdir()
     shutil.copy(DEMO_DATA / "imagesTr" / "busi_mal010_0000.png", unseen / "new_0000.png")
     predict = ["predict", "-d", "901", "-i", str(unseen), "-o", str(predicted), "--device", "cpu", "--disable-tta"]
