@@ -15,7 +15,7 @@ SITE = str(Path(__file__).parent / "site")
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SITE, os.environ.get("PYTHONPATH")) if p)
 sys.path.insert(0, SITE)
 
-import autosam_test_backbones  # noqa: E402
+import autosam_test_backbones  # noqa: E402, F401 (registers the test-size backbones)
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
@@ -26,8 +26,6 @@ from autosam.data.subset import case_ids, copy_subset  # noqa: E402, F401 (the t
 from autosam.experiments.demo import DEMO_DATA  # noqa: E402
 from autosam.paths import Dataset
 from autosam.sam.registry import build_sam  # noqa: E402
-
-autosam_test_backbones.register()
 
 SHARED_DATA = Path(os.environ.get("AUTOSAM_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

@@ -1,5 +1,6 @@
 """Test-size backbones: small configurations of segment-anything's and MobileSAM's own classes (random weights
-only), registered beside the real ones so that every path that builds SAM by backbone name runs in seconds."""
+only), registered beside the real ones when this module is imported, so that every path that builds SAM by
+backbone name runs in seconds."""
 
 from autosam.sam.registry import BACKBONES, Backbone, DecoderConfig, TinyViTConfig, ViTConfig
 
@@ -11,6 +12,4 @@ TEST_BACKBONES = (
              "1-block-per-stage TinyViT (tests only)", None, decoder=DECODER, min_image_size=64),
 )
 
-
-def register() -> None:
-    BACKBONES.update({b.name: b for b in TEST_BACKBONES})
+BACKBONES.update({b.name: b for b in TEST_BACKBONES})

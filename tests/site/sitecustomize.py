@@ -20,9 +20,7 @@ class _AddTestBackbones(importlib.abc.MetaPathFinder):
 
         def exec_module(module):
             run(module)
-            import autosam_test_backbones
-
-            autosam_test_backbones.register()
+            import autosam_test_backbones  # noqa: F401 (registers them; a no-op while it is being imported)
 
         spec.loader.exec_module = exec_module
         return spec
