@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from autosam.errors import AutosamError
@@ -11,7 +9,6 @@ from autosam.planners.choose import choose, evaluate
 from autosam.planners.explain import plan_summary, plan_text
 from autosam.planners.fingerprint import DatasetFacts, modality_of
 from autosam.planners.hardware import Hardware
-from autosam.planners.rules import RULES
 from autosam.planners.sam_planner import SamOptions, sam_sized
 from autosam.planners.step_cost import forward_gflops
 from autosam.plans import SamPlan
@@ -51,20 +48,6 @@ def test_more_memory_never_gives_a_smaller_backbone_or_image() -> None:
             assert current[0] >= previous[0] and current[1] >= previous[1], (gb, choice.setup.name)
         previous = current
     assert choice.setup.name == "vit_h_encdec_lora"  # large data, 80 GB: autosam's R2 and R4
-
-
-def test_rules_tag_autosam_wherever_it_adds_to_the_study() -> None:
-    for rule_id in ("R2", "R4", "R13"):
-        assert RULES[rule_id].source == "autosam", rule_id
-    assert "does not rank LoRA above adapters" in RULES["R2"].study
-    assert "small impact" in RULES["R4"].study and "1,000" in RULES["R4"].autosam
-    assert "1e-3" in RULES["R13"].study and "1e-4" in RULES["R13"].autosam
-    for rule in RULES.values():
-        assert rule.study, rule.id  # what the study found, or that it gives no number
-        if rule.source == "study":
-            assert re.search(r"\(finding [1-4]\)|finetune-SAM|README", rule.study), rule.id
-        elif rule.source == "maintainer":
-            assert "issue #" in rule.study, rule.id
 
 
 def test_plan_text_shows_whose_evidence_each_reason_is() -> None:
