@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from nnunetv2.utilities.crossval_split import generate_crossval_split
 
+from autosam.data.subset import case_ids
 from autosam.errors import AutosamError
 
 FEWSHOT_KEY = "autosam_fewshot"  # top-level block of a few-shot plans file: train_cases, repeat, seed
@@ -50,9 +51,7 @@ def fold_splits(raw: Path, preprocessed: Path) -> list[dict]:
     for folder in (preprocessed, raw):
         if (folder / "splits_final.json").is_file():
             return json.loads((folder / "splits_final.json").read_text())
-    ending = json.loads((raw / "dataset.json").read_text())["file_ending"]
-    cases = sorted(p.name[: -len(ending)] for p in (raw / "labelsTr").glob(f"*{ending}"))
-    return generate_crossval_split(cases, seed=12345, n_splits=5)
+    return generate_crossval_split(case_ids(raw), seed=12345, n_splits=5)
 
 
 def check_train_cases(train_cases: list[int], repeats: int, folds: list[int], splits: list[dict],

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from nnunetv2.utilities.utils import get_identifiers_from_splitted_dataset_folder
 from sklearn.model_selection import GroupKFold
 
+from autosam.data.subset import case_ids
 from autosam.errors import AutosamError
 from autosam.files import atomic_write_json
 from autosam.paths import Dataset, fold_has_started, require_folders
@@ -158,17 +158,12 @@ class SplitResult:
     num_patients: int
 
 
-def _dataset_cases(raw: Path) -> list[str]:
-    ending = json.loads((raw / "dataset.json").read_text())["file_ending"]
-    return sorted(get_identifiers_from_splitted_dataset_folder(str(raw / "imagesTr"), ending))
-
-
 def write_grouped_splits(dataset: Dataset, groups_file: Path | None = None, pattern: str | None = None,
                          n_splits: int = 5) -> SplitResult:
     """Patient-grouped folds and the groups file; a dataset's own folds are kept when they keep patients whole."""
     require_folders("nnUNet_raw", "nnUNet_preprocessed")
     raw, out = dataset.raw, dataset.preprocessed
-    cases = _dataset_cases(raw)
+    cases = case_ids(raw)
     if groups_file is not None:
         source, every = str(groups_file), read_groups(groups_file)
     else:

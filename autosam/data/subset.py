@@ -1,7 +1,5 @@
-"""A smaller nnU-Net raw dataset cut from another: some of its training cases, its dataset.json, under a name.
-
-For quick runs (a smoke test of a pipeline, a benchmark) on a subset of real data; nnU-Net reads the copy like
-any raw dataset."""
+"""A raw dataset's training cases, and a smaller raw dataset cut from them: some cases, its dataset.json, under a
+name (for quick runs on a subset of real data: a smoke test of a pipeline, a benchmark)."""
 
 from __future__ import annotations
 
