@@ -11,7 +11,17 @@ from scipy.stats import wilcoxon
 from autosam.evaluation.comparison import analyse
 from autosam.evaluation.conventions import FOREGROUND_MEAN, worst_distance
 from autosam.evaluation.metrics import case_metrics
-from autosam.evaluation.stats import bootstrap_ci, describe, holm, paired_comparison, smallest_p, unit_values
+from autosam.evaluation.report import headline, secondary, verdict
+from autosam.evaluation.stats import (
+    _signed_rank_lower_critical,
+    bootstrap_ci,
+    describe,
+    hodges_lehmann,
+    holm,
+    paired_comparison,
+    smallest_p,
+    unit_values,
+)
 
 LABELS = {"background": 0, "lesion": 1}
 
@@ -28,10 +38,11 @@ def _case(name: str, reference: np.ndarray, predictions: dict[str, np.ndarray], 
                                                       for m, p in predictions.items()}}
 
 
-def test_identical_inputs_give_zero_difference_and_p_1() -> None:
+def test_identical_inputs_give_zero_difference_and_are_not_tested() -> None:
     values = {f"c{i}": v for i, v in enumerate(np.linspace(0.5, 0.9, 12))}
     result = paired_comparison(values, values)
-    assert result["mean_difference"] == 0 and result["p_value"] == 1.0 and result["ci95"] == [0.0, 0.0]
+    assert result["mean_difference"] == 0 and result["ci95"] == [0.0, 0.0]
+    assert not result["tested"] and math.isnan(result["p_value"]) and math.isnan(result["secondary"]["p_value"])
 
 
 def test_a_consistent_improvement_is_positive_and_significant() -> None:
@@ -40,7 +51,8 @@ def test_a_consistent_improvement_is_positive_and_significant() -> None:
     b = {k: x + 0.05 + 0.01 * i for i, (k, x) in enumerate(a.items())}  # always better
     result = paired_comparison(a, b)
     assert result["mean_difference"] > 0 and result["ci95"][0] > 0 and result["median_difference"] > 0
-    assert math.isclose(result["p_value"], wilcoxon(list(b.values()), list(a.values())).pvalue)
+    assert math.isclose(result["secondary"]["p_value"], wilcoxon(list(b.values()), list(a.values())).pvalue)
+    assert result["p_value"] == 2 / 2**12  # every sign flip has a smaller mean: the exact test's floor
     worse = paired_comparison(b, a)
     assert worse["mean_difference"] < 0 and worse["ci95"][1] < 0
 
@@ -83,9 +95,10 @@ def test_misses_and_false_positives_score_the_worst_distance() -> None:
     diagonal = worst_distance((20, 20), (2.0, 0.5))
     assert math.isclose(diagonal, math.hypot(40, 10))
     missed = case_metrics(reference, nothing, LABELS, (999, 2.0, 0.5))["lesion"]
-    assert missed == {"dice": 0.0, "nsd": 0.0, "hd95": diagonal, "empty": "prediction"}
+    assert missed == {"dice": 0.0, "nsd": 0.0, "hd95": diagonal, "empty": "prediction", "tp": 0, "fp": 0, "fn": 100}
     false_positive = case_metrics(nothing, reference, LABELS, (999, 2.0, 0.5))["lesion"]
-    assert false_positive == {"dice": 0.0, "nsd": 0.0, "hd95": diagonal, "empty": "reference"}
+    assert false_positive == {"dice": 0.0, "nsd": 0.0, "hd95": diagonal, "empty": "reference", "tp": 0, "fp": 100,
+                              "fn": 0}
     both = case_metrics(nothing, nothing, LABELS, (999, 2.0, 0.5))["lesion"]
     assert both["empty"] == "both" and both["dice"] == 1.0 and both["hd95"] == 0.0
 
@@ -102,7 +115,7 @@ def _empty_reference_study(b_false_positives: bool) -> dict:
 def test_false_positives_on_empty_references_reach_the_difference_and_the_test() -> None:
     clean, noisy = _empty_reference_study(False), _empty_reference_study(True)
     assert clean["paired"]["A"]["lesion"]["dice"]["n"] == 16  # the case set follows the references alone
-    assert clean["paired"]["A"]["lesion"]["dice"]["p_value"] == 1.0
+    assert not clean["paired"]["A"]["lesion"]["dice"]["tested"]  # identical: nothing to test
     test = noisy["paired"]["A"]["lesion"]["dice"]
     assert test["n"] == 16 and math.isclose(test["mean_difference"], -6 / 16)
     assert test["ci95"][1] < 0
@@ -129,7 +142,7 @@ def test_tied_scores_never_give_a_p_below_what_the_exact_test_allows() -> None:
     b = {**a, **{f"u{i}": 0.0 for i in range(6)}}  # 10 ties, 6 losses
     result = paired_comparison(a, b)
     assert result["median_difference"] == 0.0
-    assert result["p_value"] >= smallest_p(6)  # the normal approximation with ties gave 0.014 < 2 / 2**6
+    assert result["secondary"]["p_value"] >= smallest_p(6)  # the normal approximation with ties gave 0.014
 
 
 def test_one_unit_is_described_but_not_tested() -> None:
@@ -186,3 +199,82 @@ def test_several_labels_add_a_foreground_mean_over_the_labels_each_case_counts()
         (result["summary"]["Y"]["a"]["dice"]["mean"] + result["summary"]["Y"]["b"]["dice"]["mean"]) / 2)
     assert result["summary"]["Y"]["b"]["dice"]["mean"] == 0.0 and result["counts"]["b"]["missed_object"]["Y"] == 5
     assert analyse(cases, ["a"], ["X"], "Y")["rows"] == ["a"]
+
+
+def _headline(cases: list[dict], groups: dict[str, str] | None = None) -> tuple[dict, list[str]]:
+    comparison = {**analyse(cases, ["lesion"], ["A"], "B", groups), "training": {}}
+    return comparison, headline(comparison)
+
+
+def test_the_headline_words_follow_the_mean_and_its_own_test() -> None:
+    """18 patients a little worse, 2 much better: the mean is positive but not significant, the typical patient
+    is worse. The verdict may not put the signed-rank p beside the mean."""
+    a = {f"p{i}": 0.8 for i in range(20)}
+    b = {**{f"p{i}": 0.78 for i in range(18)}, "p18": 1.0, "p19": 1.0}
+    b["p18"], a["p18"], a["p19"] = 0.9, 0.3, 0.3  # +0.6 and +0.7
+    test = paired_comparison(a, b, (-1, 1))
+    assert test["mean_difference"] == pytest.approx((18 * -0.02 + 0.6 + 0.7) / 20)
+    assert test["p_value"] > 0.05 and test["secondary"]["p_value"] < 0.05 and test["secondary"]["hodges_lehmann"] < 0
+    test["p_holm"] = test["p_value"]
+    line = verdict(test, "SAM", "nnU-Net 2d", "verdict")
+    assert line.startswith("verdict: no detectable difference between SAM and nnU-Net 2d") and "permutation" in line
+    assert "Wilcoxon" not in line
+    second = secondary(test, "patient")
+    assert "Wilcoxon signed-rank p = " in second and "points the other way than the mean" in second
+    worse = paired_comparison({u: v + 0.05 for u, v in b.items()}, b, (-1, 1))
+    worse["p_holm"] = worse["p_value"]
+    assert verdict(worse, "SAM", "nnU-Net 2d", "verdict").startswith("verdict: SAM lower than nnU-Net 2d by 0.050")
+
+
+def test_a_patient_is_its_pooled_voxels_not_the_mean_of_its_slices() -> None:
+    """Each patient: 10 slices, 8 empty in both masks; A finds the lesion exactly, B half of it. Slice means
+    (0.93 vs 1.0) hide what pooling shows (B's pooled Dice is 2/3)."""
+    half = _square(start=5, stop=15)
+    half[0, 5:15, 10:15] = 0
+    cases = []
+    for patient in range(6):
+        for z in range(10):
+            reference = _square() if z < 2 else _square() * 0
+            cases.append(_case(f"p{patient}_z{z}", reference, {"A": reference, "B": half if z < 2 else reference},
+                               group=f"p{patient}"))
+    groups = {c["case"]: c["group"] for c in cases}
+    result = analyse(cases, ["lesion"], ["A"], "B", groups)
+    pooled = result["paired"]["A"]["lesion"]["dice"]
+    assert pooled["mean_difference"] == pytest.approx(2 / 3 - 1)
+    slice_mean = unit_values([c["case"] for c in cases], [c["metrics"]["B"]["lesion"]["dice"] for c in cases], groups)
+    assert np.mean(list(slice_mean.values())) == pytest.approx((8 + 2 * 2 / 3) / 10)  # what the old unit was
+    assert pooled["tested"] and pooled["p_value"] == 2 / 2**6  # the test runs on the pooled values
+    assert result["counts"]["lesion"]["sensitivity"]["B"] == 1.0  # detection apart: B found every object
+    assert result["counts"]["lesion"]["false_positive_rate"]["B"] == 0.0
+
+
+def test_p_floors_count_non_zero_differences_and_the_permutation_limit() -> None:
+    assert smallest_p(6) == 2 / 64 and math.isnan(smallest_p(1))
+    assert smallest_p(20) == pytest.approx(2 / (2**16 + 1))  # beyond exact enumeration: random flips' floor
+    a = {f"u{i}": 0.5 for i in range(30)}
+    b = {**a, **{f"u{i}": 0.9 for i in range(4)}}  # 26 zeros, 4 gains: n = 30 but only 4 can flip
+    result = paired_comparison(a, b)
+    assert result["nonzero"] == 4 and result["smallest_p"] == 2 / 16 and result["p_value"] >= 2 / 16
+
+
+def test_an_all_zero_row_is_not_tested_and_leaves_the_holm_family() -> None:
+    cases = [_case(f"c{i}", _square(), {"A": _square(shift=i % 3), "B": _square(shift=(i + 1) % 3),
+                                        "C": _square(shift=i % 3)}) for i in range(9)]
+    result = analyse(cases, ["lesion"], ["A", "C"], "B")
+    tests = [result["paired"][b]["lesion"]["dice"] for b in ("A", "C")]
+    assert all(t["family"] == "primary" and t["tested"] for t in tests)
+    # C is A: identical scores against B, so each is adjusted over a family of 2
+    assert tests[0]["p_holm"] == pytest.approx(min(1, 2 * tests[0]["p_value"]))
+    same = analyse(cases, ["lesion"], ["A", "C"], "A")  # A against itself and its twin C: nothing to test
+    assert all(not same["paired"][b]["lesion"]["dice"]["tested"] and math.isnan(same["paired"][b]["lesion"]["dice"]
+                                                                                 ["p_holm"]) for b in ("A", "C"))
+
+
+def test_signed_rank_critical_values_and_bounded_intervals() -> None:
+    # two-sided 5% critical values of the signed-rank statistic from the published tables
+    assert [_signed_rank_lower_critical(n) for n in (5, 6, 8, 10, 20, 30)] == [-1, 0, 3, 8, 52, 137]
+    estimate, low, high = hodges_lehmann(np.arange(1, 11, dtype=float))
+    assert estimate == 5.5 and low < estimate < high
+    near_one = [1.0, 1.0, 0.99, 0.2, 1.0, 0.98]
+    low, high, method = bootstrap_ci(near_one, (0.0, 1.0))
+    assert high == 1.0 and method == "t, clipped" and bootstrap_ci(near_one)[1] > 1.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,8 +12,8 @@ import numpy as np
 from autosam.errors import AutosamError
 from autosam.evaluation import conventions
 from autosam.evaluation.collect import check_current_folds, fold_budget, reader_for, validation_metrics
-from autosam.evaluation.conventions import FOREGROUND_MEAN, METRICS, scored_labels
-from autosam.evaluation.stats import describe, holm, paired_comparison, smallest_p, unit_values
+from autosam.evaluation.conventions import BOUNDS, DIFFERENCE_BOUNDS, FOREGROUND_MEAN, METRICS, scored_labels
+from autosam.evaluation.stats import describe, holm, paired_comparison, pooled_dice, unit_values
 
 
 @dataclass
@@ -35,20 +36,31 @@ def case_value(case: dict, method: str, row: str, metric: str, labels: list[str]
 
 def row_units(cases: list[dict], method: str, row: str, metric: str, labels: list[str],
               groups: dict[str, str] | None) -> dict[str, float]:
-    return unit_values([c["case"] for c in cases], [case_value(c, method, row, metric, labels) for c in cases],
-                       groups)
+    """unit -> value of one row: Dice pooled over a patient's voxels (the mean over labels of each label's
+    pooled Dice for the foreground mean); NSD and HD95 the mean of the patient's cases."""
+    names = [c["case"] for c in cases]
+    if metric != "dice":
+        return unit_values(names, [case_value(c, method, row, metric, labels) for c in cases], groups)
+    per_label = [pooled_dice(names, [tuple(c["metrics"][method][label][k] for k in ("tp", "fp", "fn"))
+                                     for c in cases], groups) for label in (labels if row == FOREGROUND_MEAN else [row])]
+    return {unit: float(np.mean([values[unit] for values in per_label])) for unit in per_label[0]}
 
 
 def empty_counts(cases: list[dict], labels: list[str], names: list[str]) -> dict:
-    """How many cases each rule of ``conventions`` touched, per label."""
+    """Detection, reported apart from overlap, per label and case: how many references are empty, each
+    method's false positives on them (and their rate) and its missed objects among the others (and its
+    sensitivity: the share of non-empty references it found at all)."""
     out = {}
     for label in labels:
+        empty = sum(c["metrics"][names[0]][label]["empty"] in ("both", "reference") for c in cases)
+        false_positives = {m: sum(c["metrics"][m][label]["empty"] == "reference" for c in cases) for m in names}
+        missed = {m: sum(c["metrics"][m][label]["empty"] == "prediction" for c in cases) for m in names}
         out[label] = {
-            "cases": len(cases),
-            "empty_reference": sum(c["metrics"][names[0]][label]["empty"] in ("both", "reference") for c in cases),
-            "false_positive_on_empty_reference": {
-                m: sum(c["metrics"][m][label]["empty"] == "reference" for c in cases) for m in names},
-            "missed_object": {m: sum(c["metrics"][m][label]["empty"] == "prediction" for c in cases) for m in names},
+            "cases": len(cases), "empty_reference": empty,
+            "false_positive_on_empty_reference": false_positives, "missed_object": missed,
+            "false_positive_rate": {m: v / empty if empty else math.nan for m, v in false_positives.items()},
+            "sensitivity": {m: 1 - v / (len(cases) - empty) if len(cases) > empty else math.nan
+                            for m, v in missed.items()},
         }
     return out
 
@@ -85,28 +97,34 @@ def analyse(cases: list[dict], labels: list[str], baselines: list[str], challeng
             groups: dict[str, str] | None = None) -> dict:
     """Summaries and paired tests of ``challenger`` against each baseline on identical cases and units.
 
-    ``cases``: {"case", "group", "metrics": {method: {label: case_metrics()'s scores}}}."""
+    ``cases``: {"case", "group", "metrics": {method: {label: case_metrics()'s scores and counts}}}. The primary
+    endpoint is the primary row's pooled per-unit Dice; its tests against the baselines form one Holm family
+    (the headline's), every other row and metric the exploratory family."""
     names = baselines + [challenger]
     rows = label_rows(labels)
     units = {n: {row: {metric: row_units(cases, n, row, metric, labels, groups) for metric in METRICS}
                  for row in rows} for n in names}
-    summary = {n: {row: {metric: describe(list(units[n][row][metric].values())) for metric in METRICS}
+    summary = {n: {row: {metric: describe(list(units[n][row][metric].values()), BOUNDS[metric]) for metric in METRICS}
                    for row in rows} for n in names}
-    paired = {b: {row: {metric: paired_comparison(units[b][row][metric], units[challenger][row][metric])
+    paired = {b: {row: {metric: paired_comparison(units[b][row][metric], units[challenger][row][metric],
+                                                  DIFFERENCE_BOUNDS[metric])
                         for metric in METRICS} for row in rows} for b in baselines}
-    family = [paired[b][row][metric] for b in baselines for row in rows for metric in METRICS]
-    for test, adjusted in zip(family, holm([t["p_value"] for t in family])):
-        test["p_holm"] = adjusted
     primary = rows[-1]  # the foreground mean when there are several labels, else the only label
+    families = {"primary": [paired[b][primary]["dice"] for b in baselines],
+                "exploratory": [paired[b][row][metric] for b in baselines for row in rows for metric in METRICS
+                                if (row, metric) != (primary, "dice")]}
+    for family, tests in families.items():
+        for test, adjusted in zip(tests, holm([t["p_value"] if t["tested"] else math.nan for t in tests])):
+            test["family"], test["p_holm"] = family, adjusted
     strongest = max(baselines, key=lambda n: np.nan_to_num(summary[n][primary]["dice"]["mean"], nan=-1))
-    tested = sum(np.isfinite(t["p_value"]) for t in family)
-    smallest = smallest_p(paired[strongest][primary]["dice"]["n"])
+    test = paired[strongest][primary]["dice"]
     unit, n_units = ("patient" if groups else "case"), len({(groups or {}).get(c["case"], c["case"]) for c in cases})
     return {"labels": labels, "rows": rows, "primary_row": primary, "baselines": baselines, "challenger": challenger,
             "strongest_baseline": strongest, "unit": unit, "n_cases": len(cases), "n_units": n_units,
             "conventions": conventions.describe(unit, n_units, len(cases)),
             "counts": empty_counts(cases, labels, names), "cases": cases, "unit_values": units, "summary": summary,
-            "paired": paired, "smallest_attainable_p": {"raw": smallest, "holm": min(1.0, smallest * max(1, tested))}}
+            "paired": paired, "smallest_attainable_p": {
+                "raw": test["smallest_p"], "holm": min(1.0, test["smallest_p"] * len(baselines))}}
 
 
 def read_splits(preprocessed_dataset: Path) -> list[dict] | None:
@@ -117,7 +135,7 @@ def read_splits(preprocessed_dataset: Path) -> list[dict] | None:
 def cv_dice(model_folder: Path, folds: list[int], gt_folder: Path, groups: dict[str, str] | None,
             splits: list[dict] | None) -> float:
     """Mean cross-validation Dice under the report's conventions (``evaluation.conventions``): every case
-    counts, the foreground mean over labels, averaged per patient when the patients are known."""
+    counts, the foreground mean over labels, pooled per patient when the patients are known."""
     _, dataset_json = reader_for(model_folder)
     if splits is not None:
         check_current_folds(model_folder, folds, splits, dataset_json["file_ending"])

@@ -10,7 +10,7 @@ on what a method predicted, nor on which other methods were trained). Per case a
 - otherwise MONAI's Dice, NSD (tolerance ``NSD_TOLERANCE``) and HD95.
 Pixels of an ``ignore`` label are left out of every label. Every method is summarised and tested on exactly
 the same cases, averaged per patient first when the patients are known (the unit of analysis), so slices of
-one patient count once.
+one patient count once; Dice is pooled over a patient's voxels.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ STATS_SEED = 12345  # the bootstrap's own seed, so that a report is reproducible
 FOREGROUND_MEAN = "foreground mean"  # the per-case mean over labels, added when a dataset has several
 METRICS = ("dice", "nsd", "hd95")
 HIGHER_IS_BETTER = {"dice": True, "nsd": True, "hd95": False}
+BOUNDS = {"dice": (0.0, 1.0), "nsd": (0.0, 1.0), "hd95": (0.0, math.inf)}  # CIs are clipped to a metric's range
+DIFFERENCE_BOUNDS = {"dice": (-1.0, 1.0), "nsd": (-1.0, 1.0), "hd95": (-math.inf, math.inf)}
 
 
 def scored_labels(labels: dict) -> dict[str, int]:
@@ -52,23 +54,32 @@ def empty_scores(reference_empty: bool, prediction_empty: bool, diagonal: float)
 
 def describe(unit: str, n_units: int, n_cases: int) -> list[str]:
     """The conventions in the report's words."""
-    per = (f"per patient (n = {n_units} patients from {n_cases} cases; a patient's cases are averaged first)"
+    per = (f"per patient (n = {n_units} patients from {n_cases} cases; a patient's cases are pooled first)"
            if unit == "patient" else
            f"per case (n = {n_cases}; no patient groups are known, so cases are treated as independent — "
            "record patients with 'autosam split --groups' or '--group-pattern' if several cases share one)")
     return [
         f"Unit of analysis: {per}.",
-        "Every case counts for every label and method, so the case set depends on the references alone: a label "
-        "absent from both reference and prediction scores Dice 1, NSD 1, HD95 0; a false positive on an empty "
-        "reference and a missed object score Dice 0, NSD 0 and HD95 = the image diagonal.",
-        f"Statistics: each mean with a {CONFIDENCE:.0%} CI: Student's t below {T_INTERVAL_MAX_N} units, else "
-        f"bootstrap ({BOOTSTRAP_RESAMPLES:,} resamples, scipy.stats.bootstrap, BCa; percentile where BCa is "
-        f"degenerate or above {BCA_MAX_N:,} units), as comparison.json records per interval; intervals are not "
-        "adjusted for multiple comparisons. The paired difference is the challenger minus the baseline: its mean "
-        "with such a CI, and its median beside the two-sided Wilcoxon signed-rank p (scipy; zero differences "
-        f"split between the signs; exact or {PERMUTATIONS:,} permutations up to {PERMUTATION_MAX_N} units; not "
-        "tested below two non-zero differences); p-values are Holm-adjusted (statsmodels) across every baseline "
-        "× label × metric tested, raw and adjusted both shown.",
-        f"NSD tolerance {NSD_TOLERANCE:g} mm (pixels for PNG images); HD95 in mm (pixels for PNG); Dice and NSD: "
-        "higher is better, HD95: lower is better.",
+        ("Primary endpoint, fixed before any result: the mean over units of the pooled Dice of the primary row (the "
+         "foreground mean over labels when there are several), challenger minus the strongest baseline. A unit's "
+         "pooled Dice is 2·ΣTP / (2·ΣTP + ΣFP + ΣFN) over all its voxels, so slices empty in both masks do not "
+         "inflate it (1 only when neither mask has the label anywhere); detection is reported apart, per case: "
+         "false positives on empty references and objects found. NSD and HD95 are the mean of a unit's cases."),
+        ("Every case counts for every label and method, so the case set depends on the references alone: a label "
+         "absent from both reference and prediction scores Dice 1, NSD 1, HD95 0; a false positive on an empty "
+         "reference and a missed object score Dice 0, NSD 0 and HD95 = the image diagonal."),
+        (f"Primary test: the paired sign-flip permutation test of the mean difference (scipy.stats."
+         f"permutation_test; exact up to {int(math.log2(PERMUTATIONS))} non-zero differences, else {PERMUTATIONS:,} "
+         f"random flips; a t-test "
+         f"above {PERMUTATION_MAX_N}), beside the mean's {CONFIDENCE:.0%} CI: Student's t below {T_INTERVAL_MAX_N} "
+         f"units, else bootstrap ({BOOTSTRAP_RESAMPLES:,} resamples, BCa; percentile where BCa is degenerate or "
+         f"above {BCA_MAX_N:,} units), clipped to the metric's range. The headline states a direction only when "
+         "that test rejects. Secondary: the Hodges–Lehmann estimate of the pseudo-median with the CI from inverting "
+         "the Wilcoxon signed-rank test, and that test's p (zero differences split between the signs) — the "
+         "typical unit, a different question than the mean. Rows with fewer than two non-zero differences are not "
+         "tested. Holm's correction (statsmodels) runs over two families: the primary endpoint against each "
+         "baseline, and every other label × metric × baseline (exploratory); raw and adjusted p both shown; "
+         "intervals are not adjusted."),
+        (f"NSD tolerance {NSD_TOLERANCE:g} mm (pixels for PNG images); HD95 in mm (pixels for PNG); Dice and NSD: "
+         "higher is better, HD95: lower is better."),
     ]

@@ -24,7 +24,8 @@ def case_metrics(reference: np.ndarray, prediction: np.ndarray, labels: dict[str
                  spacing: tuple[float, ...], tolerance: float = NSD_TOLERANCE,
                  ignore: int | None = None) -> dict[str, dict]:
     """``reference``/``prediction``: integer label maps of the same shape; ``spacing`` per axis; ``labels``:
-    the foreground labels to score; pixels labelled ``ignore`` in the reference count for none."""
+    the foreground labels to score; pixels labelled ``ignore`` in the reference count for none. Besides the
+    scores, each label's voxel counts ``tp``, ``fp`` and ``fn``."""
     if reference.shape != prediction.shape:
         raise ValueError(f"reference {reference.shape} and prediction {prediction.shape} differ in shape")
     if ignore is not None:
@@ -42,9 +43,11 @@ def case_metrics(reference: np.ndarray, prediction: np.ndarray, labels: dict[str
         ref, pred = reference == value, prediction == value
         empty = {(False, False): "both", (False, True): "reference", (True, False): "prediction"}.get(
             (bool(ref.any()), bool(pred.any())))  # which side lacks the label: None, "both", "reference", ...
+        counts = {"tp": int(np.count_nonzero(ref & pred)), "fp": int(np.count_nonzero(~ref & pred)),
+                  "fn": int(np.count_nonzero(ref & ~pred))}  # summed over a patient's cases: its pooled Dice
         fixed = empty_scores(not ref.any(), not pred.any(), diagonal)
         if fixed is not None:
-            out[name] = {**fixed, "empty": empty}
+            out[name] = {**fixed, "empty": empty, **counts}
             continue
         y, y_pred = _one_hot(ref), _one_hot(pred)
         with warnings.catch_warnings():  # MONAI's own internal call to a deprecated argument, once per case
@@ -53,6 +56,6 @@ def case_metrics(reference: np.ndarray, prediction: np.ndarray, labels: dict[str
                 "dice": float(compute_dice(y_pred, y, include_background=False)[0, 0]),
                 "nsd": float(compute_surface_dice(y_pred, y, [tolerance], spacing=spacing)[0, 0]),
                 "hd95": float(compute_hausdorff_distance(y_pred, y, percentile=95, spacing=spacing)[0, 0]),
-                "empty": None,
+                "empty": None, **counts,
             }
     return out

@@ -7,6 +7,8 @@ import html
 import math
 from pathlib import Path
 
+import numpy as np
+
 from autosam.evaluation import fewshot_curve, figures, interactive_report
 from autosam.evaluation.collect import reader_for, training_log
 from autosam.evaluation.comparison import Method
@@ -53,30 +55,81 @@ def _ci(d: dict, signed: bool = False) -> str:
     return f"[{format(d['ci95'][0], f)}, {format(d['ci95'][1], f)}]"
 
 
+def _p(value: float) -> str:
+    return "not tested" if not math.isfinite(value) else f"{value:.3g}"
+
+
+def verdict(test: dict, challenger: str, baseline: str, what: str) -> str:
+    """One effect in words, with its interval and its own test: the direction is stated only when the test
+    of that effect rejects at ``ALPHA`` (Holm-adjusted within its family)."""
+    effect, ci = test["mean_difference"], _ci(test, True)
+    tested = f"p = {_p(test['p_value'])}" + (f", Holm p = {_p(test['p_holm'])}" if test["p_holm"] != test["p_value"]
+                                             and math.isfinite(test["p_holm"]) else "")
+    if not test["tested"]:
+        return (f"{what}: not tested (fewer than two {'non-zero ' if test['n'] else ''}differences); mean difference "
+                f"{challenger} − {baseline} {effect:+.3f} {ci}")
+    if test["p_holm"] < ALPHA:
+        direction = "higher" if effect > 0 else "lower"
+        return (f"{what}: {challenger} {direction} than {baseline} by {abs(effect):.3f} {ci} (mean difference; "
+                f"sign-flip permutation test of the mean, {tested}, n = {test['n']})")
+    return (f"{what}: no detectable difference between {challenger} and {baseline}: mean difference "
+            f"{effect:+.3f} {ci} (sign-flip permutation test of the mean, {tested}, n = {test['n']})")
+
+
+def secondary(test: dict, unit: str) -> str:
+    """The pseudo-median's estimate, interval and test: a different question than the mean's, said as such."""
+    second = test["secondary"]
+    low, high = second["ci95"]
+    interval = f"[{low:+.3f}, {high:+.3f}]" if math.isfinite(low) else "[too few units for a 95% interval]"
+    line = (f"secondary (the typical {unit}, not the mean): Hodges–Lehmann estimate {second['hodges_lehmann']:+.3f} "
+            f"{interval}, Wilcoxon signed-rank p = {_p(second['p_value'])}")
+    opposite = (math.isfinite(second["p_value"]) and second["p_value"] < ALPHA
+                and np.sign(second["hodges_lehmann"]) != np.sign(test["mean_difference"]))
+    return line + (f"; it points the other way than the mean: a few {unit}s with large differences carry the mean"
+                   if opposite else "")
+
+
+def detection(comparison: dict, names: list[str]) -> list[str]:
+    """Detection apart from overlap, per label: false positives on empty references, found objects."""
+    lines = []
+    for label, c in comparison["counts"].items():
+        empty, filled = c["empty_reference"], c["cases"] - c["empty_reference"]
+        parts = [f"{n}: " + ", ".join(
+            ([f"false positives on {c['false_positive_on_empty_reference'][n]}/{empty} empty references"] if empty
+             else []) + ([f"found {filled - c['missed_object'][n]}/{filled} objects"] if filled else []))
+            for n in names]
+        lines.append(f"detection of {label} per case: " + "; ".join(parts))
+    return lines
+
+
 def headline(comparison: dict) -> list[str]:
-    """The verdict: what was compared and under which conditions first, then the numbers per label row."""
+    """The verdict: what was compared and under which conditions first, then the primary endpoint in words with
+    its own test, the secondary estimate, the other rows and detection."""
     challenger, baseline = comparison["challenger"], comparison["strongest_baseline"]
     others = [b for b in comparison["baselines"] if b != baseline]
-    unit = comparison["unit"]
-    lines = [f"{challenger} vs {baseline}" + (f" (the strongest baseline by mean Dice; also trained: "
+    unit, primary = comparison["unit"], comparison["primary_row"]
+    lines = [f"{challenger} vs {baseline}" + (f" (the strongest baseline on the primary endpoint; also trained: "
                                               f"{', '.join(others)})" if others else "")
              + f"; unit of analysis: {unit} (n = {comparison['n_units']} {unit}s"
              + (f", {comparison['n_cases']} cases)" if unit != "case" else ")")]
     lines += comparison.get("conditions", []) + budget_lines(comparison["training"], comparison.get("budget_policy"),
                                                              comparison.get("requested_budgets"))
+    test = comparison["paired"][baseline][primary]["dice"]
     smallest = comparison["smallest_attainable_p"]
-    if smallest["holm"] > ALPHA:
-        lines.append(f"with n = {comparison['paired'][baseline][comparison['primary_row']]['dice']['n']} {unit}s "
-                     f"the smallest p the signed-rank test can give is {smallest['raw']:.3g} ({smallest['holm']:.3g} "
-                     f"after Holm): no Holm-adjusted p can reach {ALPHA} here; read the (unadjusted) confidence "
-                     "intervals")
+    if math.isfinite(smallest["holm"]) and smallest["holm"] > ALPHA:
+        lines.append(f"with {test['nonzero']} non-zero differences the smallest p the tests can give is "
+                     f"{smallest['raw']:.3g} ({smallest['holm']:.3g} after Holm over the baselines): no difference "
+                     "can be declared here whatever the data; read the confidence intervals")
+    a, b = comparison["summary"][baseline][primary]["dice"], comparison["summary"][challenger][primary]["dice"]
+    lines.append(f"primary endpoint ({primary}, Dice pooled over each {unit}'s voxels): {baseline} {a['mean']:.3f} "
+                 f"{_ci(a)}, {challenger} {b['mean']:.3f} {_ci(b)}")
+    lines.append(verdict(test, challenger, baseline, "verdict"))
+    lines.append(secondary(test, unit))
     for row in comparison["rows"]:
-        a, b = comparison["summary"][baseline][row]["dice"], comparison["summary"][challenger][row]["dice"]
-        p = comparison["paired"][baseline][row]["dice"]
-        lines.append(f"{row}: Dice {baseline} {a['mean']:.3f} {_ci(a)} vs {challenger} {b['mean']:.3f} {_ci(b)}; "
-                     f"difference {p['mean_difference']:+.3f} {_ci(p, True)} (median {p['median_difference']:+.3f}), "
-                     f"Wilcoxon p = {p['p_value']:.3g}, Holm p = {p['p_holm']:.3g} (n = {p['n']} {unit}s)")
-    return lines
+        if row != primary:
+            lines.append(verdict(comparison["paired"][baseline][row]["dice"], challenger, baseline,
+                                 f"exploratory, {row} Dice"))
+    return lines + detection(comparison, [baseline, challenger])
 
 
 def _per_fold(folds: list[dict], key: str) -> set:
@@ -141,7 +194,8 @@ def _markdown(comparison: dict, plan: dict | None, images: dict[str, str]) -> st
            "## Headline", ""] + [f"- {line}" for line in headline(comparison)]
     out += ["", "## How the numbers are made", ""] + [f"- {line}" for line in comparison["conventions"]]
     out += ["", "## Per label", "", "| label | metric | " + " | ".join(f"{n} mean ± std [95% CI]" for n in names)
-            + " | " + " | ".join(f"{challenger} − {b}: mean [95% CI], median, p, Holm p" for b in comparison["baselines"])
+            + " | " + " | ".join(f"{challenger} − {b}: mean [95% CI], p (mean), Holm p; Hodges–Lehmann, Wilcoxon p"
+                                 for b in comparison["baselines"])
             + " |", "|---|---|" + "---|" * (len(names) + len(comparison["baselines"]))]
     for row in comparison["rows"]:
         for metric in METRICS:
@@ -149,10 +203,10 @@ def _markdown(comparison: dict, plan: dict | None, images: dict[str, str]) -> st
                      f"{_ci(comparison['summary'][n][row][metric])}" for n in names]
             for b in comparison["baselines"]:
                 p = comparison["paired"][b][row][metric]
-                cells.append(f"{p['mean_difference']:+.3f} {_ci(p, True)}, {p['median_difference']:+.3f}, "
-                             f"{p['p_value']:.3g}, {p['p_holm']:.3g}")
+                cells.append(f"{p['mean_difference']:+.3f} {_ci(p, True)}, {_p(p['p_value'])}, {_p(p['p_holm'])}; "
+                             f"{p['secondary']['hodges_lehmann']:+.3f}, {_p(p['secondary']['p_value'])}")
             out.append(f"| {row} | {metric} | " + " | ".join(cells) + " |")
-    out += ["", "## Empty references and misses", "", "| label | cases | empty reference | "
+    out += ["", "## Detection: empty references and misses (per case)", "", "| label | cases | empty reference | "
             + " | ".join(f"{n}: false positives on empty / missed objects" for n in names) + " |",
             "|---|---|---|" + "---|" * len(names)]
     for label, c in comparison["counts"].items():
