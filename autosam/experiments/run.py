@@ -14,6 +14,7 @@ own batch).
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -39,8 +40,10 @@ from autosam.planners.sam_planner import BASELINE_PLANS
 from autosam.plans import PLANS_NAME, SAM_CONFIGURATION, SamPlan, has_sam_plan, read_plans, read_sam_plan
 from autosam.sam.weights.catalogue import catalogue_entry_for
 from autosam.sam.weights.safe_load import load_fold_checkpoint
+from autosam.trainers.cached import LOST_AUGMENTATION
 from autosam.trainers.fold_jobs import FoldJob, Training, fold_jobs
 from autosam.trainers.fold_training import Budget, configuration_budget
+from autosam.trainers.sam_trainer import PROMPTED_SHARE
 from autosam.trainers.variants import trainer_for_setup
 
 log = logging.getLogger(__name__)
@@ -129,8 +132,8 @@ def trained_sam(sam_folder: Path, folds: list[int]) -> set[tuple[str, int, str]]
     return identities
 
 
-def conditions(dataset: Dataset, plan: SamPlan, baselines: list[str], skipped_3d: bool, comparison: dict, best: str,
-               groups: dict[str, str] | None, splits: list[dict] | None,
+def conditions(dataset: Dataset, plan: SamPlan, baselines: list[str], skipped_3d: bool, comparison: dict,
+               best: list[str], groups: dict[str, str] | None, splits: list[dict] | None,
                trained: set[tuple[str, int, str]]) -> list[str]:
     """What a reader must know to judge the headline, said in the headline itself. ``trained``: what the SAM
     folds were trained as (finished folds are kept when the plan changes)."""
@@ -146,9 +149,7 @@ def conditions(dataset: Dataset, plan: SamPlan, baselines: list[str], skipped_3d
                      "to train the current plan")
     lines += ["baselines: " + ", ".join(baselines) + ("; nnU-Net's 3d_fullres was not trained (--no-3d), although "
                                                       "the data are 3D" if skipped_3d else ""),
-              _seeds_text(comparison["training"]),
-              f"best configuration by nnU-Net's find_best_configuration: {best} — selected on the same "
-              "cross-validation folds it is scored on (optimistic)"]
+              _seeds_text(comparison["training"])] + best + sam_caveats(dataset, plan)
     return lines + pretraining_warnings(plan, dataset.name) + grouping_warnings(
         dataset, [c["case"] for c in comparison["cases"]], groups, splits)
 
@@ -255,9 +256,11 @@ def run(dataset: Dataset, sam_options, options: RunOptions, ray_address: str | N
     models = [m.for_find_best() for m in baseline_models + [sam_model]]
     chosen = Choice.chosen_by_nnunet(find_best(dataset, options.folds, models, options.ensembles), "find_best")
     best = ("ensemble of " if len(chosen.models) > 1 else "") + chosen.name
+    methods = {m.folder(dataset): method for m, method in zip(baseline_models + [sam_model], baselines + [sam])}
     comparison["budget_policy"], comparison["requested_budgets"] = policy, requested
     comparison["conditions"] = conditions(dataset, sam_plan, [b.name for b in baselines], skipped_3d, comparison,
-                                          best, groups, splits, trained_sam(sam.model_folder, options.folds)) \
+                                          best_configuration_lines(chosen, dataset, methods, comparison), groups,
+                                          splits, trained_sam(sam.model_folder, options.folds)) \
         + left_out + fewshot_left_out
     if fewshot_models:
         comparison["fewshot"] = fewshot_report(fewshot_models, comparison, options.folds, options.train_cases,
@@ -287,3 +290,39 @@ def without_failed_fewshot(models: list, failed: dict[FoldJob, str]) -> tuple[li
     kept = [m for m in models if m.model_folder not in lost]
     return kept, [f"WARNING: left out of the few-shot curve after failing twice on Ray: {lost[m.model_folder]}"
                   for m in models if m.model_folder in lost]
+
+
+def best_configuration_lines(chosen: Choice, dataset: Dataset, methods: dict[Path, Method], comparison: dict) -> list[str]:
+    """Which configuration nnU-Net's find_best_configuration chose, on which endpoint, and whether this report's
+    primary endpoint ranks the trained methods the same way."""
+    name = ("ensemble of " if len(chosen.models) > 1 else "") + chosen.name
+    lines = [f"best configuration by nnU-Net's find_best_configuration: {name} — ranked on nnU-Net's own endpoint "
+             "(the mean over cases of each label's Dice, cases empty in both masks left out), not on this report's "
+             "primary endpoint, and selected on the same cross-validation folds it is scored on (optimistic)"]
+    primary = comparison["primary_row"]
+    means = {name: comparison["summary"][name][primary]["dice"]["mean"] for name in comparison["summary"]}
+    leader = max(means, key=lambda n: -1 if math.isnan(means[n]) else means[n])
+    if len(chosen.models) > 1:
+        return lines + [f"the ensemble is not scored on the primary endpoint; of the single methods, {leader} leads it"]
+    picked = methods.get(chosen.models[0].folder(dataset))
+    if picked is not None and picked.name != leader:
+        lines.append(f"WARNING: the endpoints disagree: find_best chose {picked.name}, but on the primary endpoint "
+                     f"{leader} leads ({means[leader]:.3f} vs {means[picked.name]:.3f})")
+    return lines
+
+
+def sam_caveats(dataset: Dataset, plan: SamPlan) -> list[str]:
+    """How SAM's training differed from nnU-Net's beyond the budget, as the plan made it."""
+    lines = []
+    sam_spacing = read_plans(dataset, PLANS_NAME, SAM_CONFIGURATION)["configurations"][SAM_CONFIGURATION].get("spacing")
+    nnunet_spacing = read_plans(dataset, BASELINE_PLANS, "2d")["configurations"]["2d"]["spacing"]
+    if sam_spacing and any(s > n * 1.01 for s, n in zip(sam_spacing, nnunet_spacing)):
+        shown = lambda values: " x ".join(f"{v:.3g}" for v in values)
+        lines.append(f"SAM's patches are coarser: it sees the images at spacing {shown(sam_spacing)} (its "
+                     f"{plan.image_size} px input), nnU-Net 2d at {shown(nnunet_spacing)}; fine detail is lost to SAM")
+    if plan.prompts is not None:
+        lines.append(f"the prompted plan trains the promptless path this comparison scores on about "
+                     f"{1 - PROMPTED_SHARE:.0%} of its training images (the rest carry {plan.prompts} prompts)")
+    if plan.embedding_cache and not plan.setup.trains_encoder and plan.prompts is None:
+        lines.append("SAM's decoder trained on cached embeddings: " + LOST_AUGMENTATION + "; nnU-Net trained with them")
+    return lines
