@@ -179,6 +179,10 @@ def choose(facts: DatasetFacts, hardware: Hardware, num_classes: int, channels: 
             if not any(c.fits for c in smallest):  # smallest either, the sizes between are not tried
                 candidates, viable = smallest, []
                 break
+    if not candidates:  # the fixed set-up's backbone needs a larger input than the fixed size
+        needs = get_backbone(pool[0].backbone).min_image_size
+        raise AutosamError(f"--setup {pool[0].name} needs --image-size {needs} or more (its image encoder's "
+                           f"smallest input), not {sizes[-1]}")
     if not viable:
         smallest = min(candidates, key=lambda c: c.predicted_memory_gb)
         raise AutosamError(

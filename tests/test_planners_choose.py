@@ -82,6 +82,11 @@ def test_nothing_fits_names_the_smallest_budget() -> None:
         _choose(_facts(), _gpu(0.5))
 
 
+def test_a_fixed_setup_below_its_encoders_smallest_input_is_refused_in_one_line() -> None:
+    with pytest.raises(AutosamError, match=r"--setup vit_t_encdec_lora needs --image-size 256 or more .* not 128"):
+        _choose(_facts(), Hardware("cpu", 24, "CPU"), setup="vit_t_encdec_lora", image_size=128)
+
+
 def test_small_dataset_never_gets_vanilla_encoder_updates() -> None:
     for gb in (8, 80):
         choice = _choose(_facts(slices=20), _gpu(gb))
