@@ -48,15 +48,26 @@ def bounded_mean(values) -> dict:
     return {**summary, "ci95": clip(summary["ci95"], DICE_RANGE)}
 
 
-def against_reference(reference: dict[str, float], others: dict[str, dict[str, float]]) -> dict[str, dict]:
-    """Each of ``others`` (name -> unit -> Dice) minus ``reference`` over the units both have:
-    ``stats.paired_comparison`` with its CI clipped to [-1, 1] and ``p_holm``, Holm-adjusted over the family of
-    every comparison here (NaN p-values stay out of it)."""
-    tests = {name: paired_comparison(reference, units) for name, units in others.items()}
+def paired_family(pairs: dict) -> dict:
+    """``pairs``: key -> (reference units, other units). Each ``stats.paired_comparison`` (other minus reference
+    over the units both have) with its CI clipped to [-1, 1] and ``p_holm``, Holm-adjusted over this family (NaN
+    p-values stay out of it)."""
+    tests = {key: paired_comparison(reference, other) for key, (reference, other) in pairs.items()}
     for test, adjusted in zip(tests.values(), holm([t["p_value"] for t in tests.values()])):
         test["ci95"] = clip(test["ci95"], DIFFERENCE_RANGE)
         test["p_holm"] = adjusted
     return tests
+
+
+def against_reference(reference: dict[str, float], others: dict[str, dict[str, float]]) -> dict[str, dict]:
+    """Each of ``others`` (name -> unit -> Dice) against ``reference``, one Holm family (``paired_family``)."""
+    return paired_family({name: (reference, units) for name, units in others.items()})
+
+
+def repeat_interval(values: list[float], bounds: tuple[float, float]) -> list[float] | None:
+    """The 95% CI of the mean over repeats (``stats.describe``'s: Student's t for a few), clipped to ``bounds``;
+    None below two repeats."""
+    return clip(describe(values)["ci95"], bounds) if len(values) > 1 else None
 
 
 def mean_over_repeats(per_repeat: list[dict[str, float]]) -> dict[str, float]:

@@ -10,7 +10,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from autosam.cli import main
 from autosam.experiments.demo import DEMO_DATA, DEMO_DATASET
-from autosam.experiments.fewshot import plans_identifier, write_plans
+from autosam.experiments.fewshot import plans_identifier, training_seed, write_plans
 from autosam.paths import Dataset
 from autosam.trainers.fewshot import nnUNetTrainerFewShot, nnUNetTrainerSAMFewShot
 from autosam.trainers.fold_training import make_trainer
@@ -62,7 +62,10 @@ def test_few_shot_run_same_cases_for_every_method_and_a_curve_in_the_report(nnun
                        "nnUNetTrainerSAM__autosamPlans__2d_sam", "nnUNetTrainer__nnUNetPlans__2d"]
     for folder in trained[:2]:  # chosen by the trainer's own split step; nnU-Net's records of the model folder
         log = next((results / folder / "fold_0").glob("training_log_*.txt")).read_text()
-        assert f"few-shot: 2 of 8 training cases (repeat 0, seed 0, one per patient): {', '.join(drawn[0])}" in log
+        assert (f"few-shot: 2 of 8 training cases (repeat 0, seed 0, one per patient, each with foreground; "
+                f"training seed {training_seed(0, 0)}): {', '.join(drawn[0])}") in log
+        assert json.loads((results / folder / "fold_0" / "autosam_training.json").read_text())["seed"] == \
+            training_seed(0, 0)  # the repeat's own seed, not the run's
         assert json.loads((results / folder / "plans.json").read_text())["autosam_fewshot"]["train_cases"] == 2
 
     report = results / "autosam_report"
@@ -80,7 +83,7 @@ def test_few_shot_run_same_cases_for_every_method_and_a_curve_in_the_report(nnun
     assert rows["all", "SAM"]["mean"] == comparison["summary"]["SAM"]["lesion"]["dice"]["mean"]
     assert (report / "fewshot.png").stat().st_size > 0
     markdown = (report / "report.md").read_text()
-    assert "## Few labelled cases: Dice against K" in markdown and "| all (8) | SAM |" in markdown
+    assert "## Few labelled cases: Dice against K" in markdown and "| all (4) | SAM |" in markdown  # 4 training patients, as K counts
     assert "![Dice against the number of labelled training cases](fewshot.png)" in markdown
     chosen = json.loads((results / "inference_information.json").read_text())["best_model_or_ensemble"]
     assert all("cases_r" not in m["plans_identifier"] for m in chosen["selected_model_or_models"])
