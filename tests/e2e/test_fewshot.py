@@ -84,6 +84,6 @@ def test_few_shot_run_same_cases_for_every_method_and_a_curve_in_the_report(nnun
     assert (report / "fewshot.png").stat().st_size > 0
     markdown = (report / "report.md").read_text()
     assert "## Few labelled cases: Dice against K" in markdown and "| all (4) | SAM |" in markdown  # 4 training patients, as K counts
-    assert "![Dice against the number of labelled training cases](fewshot.png)" in markdown
+    assert "![Dice against the number of labelled training patients](fewshot.png)" in markdown
     chosen = json.loads((results / "inference_information.json").read_text())["best_model_or_ensemble"]
     assert all("cases_r" not in m["plans_identifier"] for m in chosen["selected_model_or_models"])
