@@ -13,6 +13,7 @@ import torch
 
 from autosam.cli import main
 from autosam.errors import CheckpointError
+from autosam.evaluation.interactive import PROTOCOL, STARTS
 from autosam.evaluation.interactive_report import curve, interactive_section, markdown_lines
 from autosam.paths import Dataset
 from autosam.sam.network import SamSegmenter
@@ -78,10 +79,9 @@ def test_the_prompted_fold_is_evaluated_interactively(prompted_fold, tmp_path) -
                          / "splits_final.json").read_text())
     assert [c["case"] for c in summary["cases"]] == splits[0]["val"]  # every validation case, per case
     for case in summary["cases"]:
-        assert set(case["starts"]) == {"box", "click"}
-        assert all(len(case["starts"][s]["1"]["dice"]) == 5 for s in ("box", "click"))
-    assert [(r["start"], r["label"], len(r["dice"])) for r in summary["rows"]] == [("box", "lesion", 5),
-                                                                                  ("click", "lesion", 5)]
+        assert set(case["starts"]) == set(STARTS)
+        assert all(len(case["starts"][s]["1"]["dice"]) == 5 for s in STARTS)
+    assert [(r["start"], r["label"], len(r["dice"])) for r in summary["rows"]] == [(s, "lesion", 5) for s in STARTS]
     assert summary["rows"][0]["dice"][2]["mean"] == pytest.approx(
         np.mean([c["starts"]["box"]["1"]["dice"][2] for c in summary["cases"]]))
     text = "\n".join(markdown_lines(summary))
@@ -89,9 +89,14 @@ def test_the_prompted_fold_is_evaluated_interactively(prompted_fold, tmp_path) -
     curve(summary, tmp_path / "curve.png")
     assert (tmp_path / "curve.png").stat().st_size > 0
     written = prompted_fold["fold"] / "interactive.json"
+    record = json.loads(written.read_text())
+    assert record["protocol"] == PROTOCOL and record["decision"] == "logit > 0"
     before = written.stat().st_mtime_ns
     interactive_section(Dataset.resolve("501"), [0], torch.device("cpu"), None)
     assert written.stat().st_mtime_ns == before  # evaluated once per final checkpoint
+    written.write_text(json.dumps({**record, "protocol": "an earlier click rule"}))
+    interactive_section(Dataset.resolve("501"), [0], torch.device("cpu"), None)
+    assert json.loads(written.read_text())["protocol"] == PROTOCOL  # a result of another protocol is redone
 
 def _unseen(prompted_fold, name: str) -> tuple[Path, list[str]]:
     folder = prompted_fold["root"] / name
