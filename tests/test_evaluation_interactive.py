@@ -4,6 +4,8 @@ answers the prompts in the loop test."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import torch
 from scipy import ndimage
@@ -18,6 +20,7 @@ from autosam.evaluation.interactive import (
     simulate,
     start_prompt,
 )
+from autosam.evaluation.interactive_report import summarise
 from autosam.sam.model import build_network
 from autosam.sam.prompts import BOX_JITTER, bounding_box
 from autosam.sam.setups import Setup
@@ -157,3 +160,14 @@ def test_each_click_follows_the_rule_on_a_real_network_and_dice_is_recorded() ->
     assert set(case) == set(STARTS) and set(case["box"]) == {"1", "2"}
     assert all(len(v["dice"]) == INTERACTIONS and v["slices"] == 1 for s in case.values() for v in s.values())
     assert case == evaluate_case(network, image[:, None].numpy(), label[None, None], torch.device("cpu"), case="c1")
+
+
+def test_the_reports_interactive_intervals_stay_within_dice_range(tmp_path) -> None:
+    dices = ([1.0, 1.0], [0.9, 1.0], [1.0, 1.0])  # three cases near the ceiling: a t interval passes 1
+    cases = [{"case": f"c{i}", "starts": {"box": {"1": {"dice": d, "slices": 1}}}} for i, d in enumerate(dices)]
+    (tmp_path / "interactive.json").write_text(
+        json.dumps({"interactions": 2, "starts": ["box"], "prompt_mode": "box", "cases": cases})
+    )
+    summary = summarise({0: tmp_path / "interactive.json"}, {"1": "lesion"}, None)
+    first = summary["rows"][0]["dice"][0]
+    assert first["n"] == 3 and first["ci95"][1] == 1.0 and first["ci95"][0] < first["mean"]

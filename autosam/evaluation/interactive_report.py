@@ -12,7 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from autosam.evaluation.interactive import REPORTED, evaluate_folds
-from autosam.evaluation.stats import describe, unit_values
+from autosam.evaluation.stats import unit_values
+from autosam.evaluation.study_stats import bounded_mean
 from autosam.files import atomic_save_figure
 from autosam.inference.trained_models import Model
 from autosam.paths import Dataset
@@ -29,7 +30,7 @@ CAVEAT = (
 
 def summarise(fold_files: dict[int, Path], labels: dict[str, str], groups: dict[str, str] | None) -> dict:
     """``labels``: class id -> name. Per start and class, each interaction's Dice over units (patients when
-    ``groups`` are known, else cases) with its CI; the per-case values are kept."""
+    ``groups`` are known, else cases) with its CI, clipped to [0, 1]; the per-case values are kept."""
     cases, interactions, starts, mode = [], 0, [], None
     for fold, path in sorted(fold_files.items()):
         result = json.loads(Path(path).read_text())
@@ -42,7 +43,7 @@ def summarise(fold_files: dict[int, Path], labels: dict[str, str], groups: dict[
             if not scored:
                 continue
             curve = [
-                describe(
+                bounded_mean(
                     list(
                         unit_values(
                             [c["case"] for c in scored], [c["starts"][start][k]["dice"][i] for c in scored], groups
