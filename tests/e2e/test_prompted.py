@@ -94,9 +94,6 @@ def test_the_prompted_fold_is_evaluated_interactively(prompted_fold, tmp_path) -
     before = written.stat().st_mtime_ns
     interactive_section(Dataset.resolve("501"), [0], torch.device("cpu"), None)
     assert written.stat().st_mtime_ns == before  # evaluated once per final checkpoint
-    written.write_text(json.dumps({**record, "protocol": "an earlier click rule"}))
-    interactive_section(Dataset.resolve("501"), [0], torch.device("cpu"), None)
-    assert json.loads(written.read_text())["protocol"] == PROTOCOL  # a result of another protocol is redone
 
 def _unseen(prompted_fold, name: str) -> tuple[Path, list[str]]:
     folder = prompted_fold["root"] / name
