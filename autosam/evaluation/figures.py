@@ -8,10 +8,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from autosam.files import atomic_save_figure  # noqa: E402
+from autosam.files import atomic_save_figure
 
 BASELINE_COLOURS = ("#4c72b0", "#55a868", "#8172b3")  # nnU-Net configurations
 CHALLENGER_COLOUR = "#dd8452"
@@ -138,8 +138,9 @@ def ablation_heatmap(table: dict[str, dict[str, float]], chosen: str | None, pat
 
 
 @_own_style
-def fewshot_curve(rows: list[dict], methods: list[str], path: Path) -> None:
-    """``rows``: {k, method, mean, spread, per_repeat} per K and method, K "all" (at ``training_cases``) last:
+def fewshot_curve(rows: list[dict], methods: list[str], path: Path, unit: str = "case") -> None:
+    """``rows``: {k, method, mean, spread, per_repeat} per K and method, K "all" (at ``training_units``, in the
+    same ``unit`` as K) last:
     the mean over repeats with the standard deviation as error bars, each repeat a dot, the full-data run
     joined by a dashed line."""
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -153,14 +154,14 @@ def fewshot_curve(rows: list[dict], methods: list[str], path: Path) -> None:
         for r in few:
             ax.scatter([r["k"]] * len(r["per_repeat"]), r["per_repeat"], color=c, s=10, alpha=0.4)
         if few and full:
-            ax.plot([ks[-1], full[0]["training_cases"]], [few[-1]["mean"], full[0]["mean"]], color=c, ls="--")
+            ax.plot([ks[-1], full[0]["training_units"]], [few[-1]["mean"], full[0]["mean"]], color=c, ls="--")
         if full:
-            ax.scatter([full[0]["training_cases"]], [full[0]["mean"]], color=c, marker="s", s=30, zorder=3)
-    ticks = sorted({r["k"] for r in rows if r["k"] != "all"} | {r["training_cases"] for r in rows if r["k"] == "all"})
+            ax.scatter([full[0]["training_units"]], [full[0]["mean"]], color=c, marker="s", s=30, zorder=3)
+    ticks = sorted({r["k"] for r in rows if r["k"] != "all"} | {r["training_units"] for r in rows if r["k"] == "all"})
     ax.set_xscale("log")
     ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
     ax.minorticks_off()
-    ax.set(xlabel="labelled training cases per fold (square: the full-data run)", ylabel="Dice (cross-validation)",
-           ylim=(-0.02, 1.02), title="Dice against labelled training cases (mean ± SD over repeats)")
+    ax.set(xlabel=f"labelled training {unit}s per fold (square: the full-data run)", ylabel="Dice (cross-validation)",
+           ylim=(-0.02, 1.02), title=f"Dice against labelled training {unit}s (mean ± SD over repeats)")
     ax.legend()
     _save(fig, path)

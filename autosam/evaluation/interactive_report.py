@@ -9,22 +9,28 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 from autosam.evaluation.interactive import REPORTED, evaluate_folds
-from autosam.evaluation.stats import describe, unit_values  # noqa: E402
-from autosam.files import atomic_save_figure  # noqa: E402
+from autosam.evaluation.stats import unit_values
+from autosam.evaluation.study_stats import bounded_mean
+from autosam.files import atomic_save_figure
 from autosam.inference.trained_models import Model
 from autosam.paths import Dataset
 
-CAVEAT = ("interactive Dice places every prompt with the reference (its box, clicks at the centre of the largest "
-          "error), on the whole preprocessed slice and in the preprocessed geometry: it measures how well the model "
-          "follows corrections and is not comparable to the automatic (promptless) numbers above")
+CAVEAT = (
+    "interactive Dice places every prompt with the reference (its tight box, a box jittered outward by up to "
+    "10% per side, or a click at the object's deepest point; then RITM's clicks: the deepest point of the "
+    "deeper error region, misses against false positives, never a pixel already clicked), decides a prompted "
+    "class by its own logit > 0, on the whole preprocessed slice and in the preprocessed geometry: it "
+    "measures how well the model follows corrections and is not comparable to the automatic (promptless) "
+    "numbers above"
+)
 
 
 def summarise(fold_files: dict[int, Path], labels: dict[str, str], groups: dict[str, str] | None) -> dict:
     """``labels``: class id -> name. Per start and class, each interaction's Dice over units (patients when
-    ``groups`` are known, else cases) with its CI; the per-case values are kept."""
+    ``groups`` are known, else cases) with its CI, clipped to [0, 1]; the per-case values are kept."""
     cases, interactions, starts, mode = [], 0, [], None
     for fold, path in sorted(fold_files.items()):
         result = json.loads(Path(path).read_text())
@@ -36,12 +42,25 @@ def summarise(fold_files: dict[int, Path], labels: dict[str, str], groups: dict[
             scored = [c for c in cases if k in c["starts"].get(start, {})]
             if not scored:
                 continue
-            curve = [describe(list(unit_values([c["case"] for c in scored],
-                                               [c["starts"][start][k]["dice"][i] for c in scored], groups).values()))
-                     for i in range(interactions)]
+            curve = [
+                bounded_mean(
+                    list(
+                        unit_values(
+                            [c["case"] for c in scored], [c["starts"][start][k]["dice"][i] for c in scored], groups
+                        ).values()
+                    )
+                )
+                for i in range(interactions)
+            ]
             rows.append({"start": start, "label": name, "class": int(k), "n_cases": len(scored), "dice": curve})
-    return {"prompt_mode": mode, "interactions": interactions, "unit": "patient" if groups else "case",
-            "rows": rows, "cases": cases, "caveat": CAVEAT}
+    return {
+        "prompt_mode": mode,
+        "interactions": interactions,
+        "unit": "patient" if groups else "case",
+        "rows": rows,
+        "cases": cases,
+        "caveat": CAVEAT,
+    }
 
 
 def _cell(d: dict) -> str:
@@ -51,13 +70,21 @@ def _cell(d: dict) -> str:
 
 def markdown_lines(summary: dict) -> list[str]:
     shown = [i for i in REPORTED if i <= summary["interactions"]]
-    lines = [f"SAM trained with prompts ({summary['prompt_mode']}), validated per fold with a start prompt and "
-             f"simulated clicks; mean Dice [95% CI] per {summary['unit']}. Note: {summary['caveat']}.", "",
-             "| start | label | n | " + " | ".join(f"{i} interaction{'s' if i > 1 else ''}" for i in shown) + " |",
-             "|---|---|---|" + "---|" * len(shown)]
+    lines = [
+        (
+            f"SAM trained with prompts ({summary['prompt_mode']}), validated per fold with a start prompt and "
+            f"simulated clicks; mean Dice [95% CI] per {summary['unit']}. Note: {summary['caveat']}."
+        ),
+        "",
+        "| start | label | n | " + " | ".join(f"{i} interaction{'s' if i > 1 else ''}" for i in shown) + " |",
+        "|---|---|---|" + "---|" * len(shown),
+    ]
     for row in summary["rows"]:
-        lines.append(f"| {row['start']} | {row['label']} | {row['dice'][0]['n']} | "
-                     + " | ".join(_cell(row["dice"][i - 1]) for i in shown) + " |")
+        lines.append(
+            f"| {row['start']} | {row['label']} | {row['dice'][0]['n']} | "
+            + " | ".join(_cell(row["dice"][i - 1]) for i in shown)
+            + " |"
+        )
     return lines + ["", "Per-case Dice after every interaction: `comparison.json`, key `interactive.cases`."]
 
 
@@ -72,12 +99,17 @@ def _draw_curve(summary: dict, path: Path) -> None:
     steps = list(range(1, summary["interactions"] + 1))
     for row in summary["rows"]:
         means = [d["mean"] for d in row["dice"]]
-        line, = ax.plot(steps, means, marker="o", label=f"from {row['start']}: {row['label']}")
+        (line,) = ax.plot(steps, means, marker="o", label=f"from {row['start']}: {row['label']}")
         lows, highs = zip(*(d["ci95"] for d in row["dice"]))
         if row["dice"][0]["n"] > 1:
             ax.fill_between(steps, lows, highs, color=line.get_color(), alpha=0.15)
-    ax.set(xlabel="interactions (start prompt + corrective clicks)", ylabel="Dice", xticks=steps, ylim=(-0.02, 1.02),
-           title="Interactive SAM: Dice against interactions (prompts from the reference)")
+    ax.set(
+        xlabel="interactions (start prompt + corrective clicks)",
+        ylabel="Dice",
+        xticks=steps,
+        ylim=(-0.02, 1.02),
+        title="Interactive SAM: Dice against interactions (prompts from the reference)",
+    )
     ax.legend()
     fig.tight_layout()
     atomic_save_figure(fig, path, dpi=120)
@@ -94,7 +126,11 @@ def interactive_section(dataset: Dataset, folds: list[int], device, groups: dict
 def headline_lines(summary: dict) -> list[str]:
     """The console's lines after the automatic headline."""
     shown = [i for i in REPORTED if i <= summary["interactions"]]
-    return [f"interactive SAM from {row['start']} ({row['label']}), Dice after "
-            f"{'/'.join(map(str, shown))} interactions: " + " / ".join(f"{row['dice'][i - 1]['mean']:.3f}" for i in shown)
-            + f" (n = {row['dice'][0]['n']} {summary['unit']}s; prompts placed with the reference, not comparable to "
-            "the automatic Dice)" for row in summary["rows"]]
+    return [
+        f"interactive SAM from {row['start']} ({row['label']}), Dice after "
+        f"{'/'.join(map(str, shown))} interactions: "
+        + " / ".join(f"{row['dice'][i - 1]['mean']:.3f}" for i in shown)
+        + f" (n = {row['dice'][0]['n']} {summary['unit']}s; prompts placed with the reference, not comparable to "
+        "the automatic Dice)"
+        for row in summary["rows"]
+    ]

@@ -22,14 +22,14 @@ from nnunetv2.evaluation.find_best_configuration import find_best_configuration
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-from autosam.data.case_selection import check_train_cases, fold_splits
+from autosam.data.case_selection import check_train_cases, fold_splits, labelled_foreground
 from autosam.data.checks import check_dataset, slices_per_patient
 from autosam.data.splits import load_groups, resolve_folds, straddling_patient
 from autosam.errors import AutosamError
 from autosam.evaluation.comparison import Method, compare, read_splits
 from autosam.evaluation.interactive_report import headline_lines, interactive_section
 from autosam.evaluation.report import headline, write_report
-from autosam.experiments.fewshot import fewshot_report, fewshot_trainings
+from autosam.experiments.fewshot import fewshot_jobs, fewshot_report, fewshot_trainings
 from autosam.experiments.ray_cluster import executor_for
 from autosam.inference.trained_models import Choice, Model
 from autosam.paths import FINAL_CHECKPOINT, Dataset, configure_training_processes, require_folders
@@ -203,7 +203,7 @@ def run(dataset: Dataset, sam_options, options: RunOptions, ray_address: str | N
     if options.train_cases:  # a K the folds cannot give is refused before any work
         options = replace(options, train_cases=check_train_cases(
             options.train_cases, options.repeats, options.folds, fold_splits(dataset.raw, preprocessed),
-            load_groups(preprocessed)))
+            load_groups(preprocessed), labelled_foreground(dataset.raw)))
     if has_sam_plan(dataset) and not options.replan:
         refuse_conflicting_flags(sam_options, dataset, options.gpu_memory)
         log.info("using the existing SAM plan in %s (re-plan with --replan)", preprocessed / f"{PLANS_NAME}.json")
@@ -230,7 +230,7 @@ def run(dataset: Dataset, sam_options, options: RunOptions, ray_address: str | N
         torch_device = executor.device(options.device)
         configure_training_processes(torch_device.type)
         jobs = fold_jobs(dataset, options.folds, trainings, torch_device, seed, options.ensembles)
-        jobs += fold_jobs(dataset, options.folds, fewshot, torch_device, seed)
+        jobs += fewshot_jobs(dataset, options.folds, fewshot, fewshot_models, torch_device, seed)
         failed = executor.run(jobs)  # every fold is in before the comparison starts
     finally:
         executor.close()

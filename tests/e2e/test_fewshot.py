@@ -10,14 +10,31 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from autosam.cli import main
 from autosam.experiments.demo import DEMO_DATA, DEMO_DATASET
-from autosam.experiments.fewshot import plans_identifier, write_plans
+from autosam.experiments.fewshot import plans_identifier, training_seed, write_plans
 from autosam.paths import Dataset
 from autosam.trainers.fewshot import nnUNetTrainerFewShot, nnUNetTrainerSAMFewShot
 from autosam.trainers.fold_training import make_trainer
 from tests.conftest import case_ids, copy_subset
 
-RUN = ["run", "-d", "901", "--folds", "0", "--epochs", "1", "--iterations", "2", "--device", "cpu", "--setup",
-       "test_vit_encdec_lora", "--image-size", "64", "--from-scratch", "--no-ensembles"]
+RUN = [
+    "run",
+    "-d",
+    "901",
+    "--folds",
+    "0",
+    "--epochs",
+    "1",
+    "--iterations",
+    "2",
+    "--device",
+    "cpu",
+    "--setup",
+    "test_vit_encdec_lora",
+    "--image-size",
+    "64",
+    "--from-scratch",
+    "--no-ensembles",
+]
 GROUPS = {f"p{i // 3}_z{i}": f"p{i // 3}" for i in range(30)}  # 10 patients of 3 slices
 
 
@@ -57,12 +74,20 @@ def test_few_shot_run_same_cases_for_every_method_and_a_curve_in_the_report(nnun
     assert stock.do_split()[0] == splits[0]["train"]  # the full-data run kept its training part
 
     trained = sorted(p.parent.parent.name for p in results.glob("*/fold_0/checkpoint_final.pth"))
-    assert trained == ["nnUNetTrainerFewShot__nnUNetPlans_2cases_r0__2d",
-                       "nnUNetTrainerSAMFewShot__autosamPlans_2cases_r0__2d_sam",
-                       "nnUNetTrainerSAM__autosamPlans__2d_sam", "nnUNetTrainer__nnUNetPlans__2d"]
+    assert trained == [
+        "nnUNetTrainerFewShot__nnUNetPlans_2cases_r0__2d",
+        "nnUNetTrainerSAMFewShot__autosamPlans_2cases_r0__2d_sam",
+        "nnUNetTrainerSAM__autosamPlans__2d_sam",
+        "nnUNetTrainer__nnUNetPlans__2d",
+    ]
     for folder in trained[:2]:  # chosen by the trainer's own split step; nnU-Net's records of the model folder
         log = next((results / folder / "fold_0").glob("training_log_*.txt")).read_text()
-        assert f"few-shot: 2 of 8 training cases (repeat 0, seed 0, one per patient): {', '.join(drawn[0])}" in log
+        assert (
+            f"few-shot: 2 of 8 training cases (repeat 0, seed 0, one per patient, each with foreground; "
+            f"training seed {training_seed(0, 0)}): {', '.join(drawn[0])}"
+        ) in log
+        record = json.loads((results / folder / "fold_0" / "autosam_training.json").read_text())
+        assert record["seed"] == training_seed(0, 0)  # the repeat's own seed, not the run's
         assert json.loads((results / folder / "plans.json").read_text())["autosam_fewshot"]["train_cases"] == 2
 
     report = results / "autosam_report"
@@ -70,17 +95,28 @@ def test_few_shot_run_same_cases_for_every_method_and_a_curve_in_the_report(nnun
     assert fewshot["cases"]["0"]["0"]["2"] == drawn[0]
     rows = {(r["k"], r["method"]): r for r in fewshot["rows"]}
     assert set(rows) == {(2, "nnU-Net 2d"), (2, "SAM"), ("all", "nnU-Net 2d"), ("all", "SAM")}
-    for method, trainer, plans, configuration in (("nnU-Net 2d", "nnUNetTrainerFewShot", "nnUNetPlans", "2d"),
-                                                  ("SAM", "nnUNetTrainerSAMFewShot", "autosamPlans", "2d_sam")):
+    for method, trainer, plans, configuration in (
+        ("nnU-Net 2d", "nnUNetTrainerFewShot", "nnUNetPlans", "2d"),
+        ("SAM", "nnUNetTrainerSAMFewShot", "autosamPlans", "2d_sam"),
+    ):
         # every validation case holds a lesion, and every patient two of them: nnU-Net's own mean Dice
-        summary = json.loads((results / f"{trainer}__{plans_identifier(plans, 2, 0)}__{configuration}" / "fold_0"
-                              / "validation" / "summary.json").read_text())
+        summary = json.loads(
+            (
+                results
+                / f"{trainer}__{plans_identifier(plans, 2, 0)}__{configuration}"
+                / "fold_0"
+                / "validation"
+                / "summary.json"
+            ).read_text()
+        )
         assert rows[2, method]["per_repeat"] == pytest.approx([summary["foreground_mean"]["Dice"]], abs=1e-4)
     comparison = json.loads((report / "comparison.json").read_text())
     assert rows["all", "SAM"]["mean"] == comparison["summary"]["SAM"]["lesion"]["dice"]["mean"]
     assert (report / "fewshot.png").stat().st_size > 0
     markdown = (report / "report.md").read_text()
-    assert "## Few labelled cases: Dice against K" in markdown and "| all (8) | SAM |" in markdown
-    assert "![Dice against the number of labelled training cases](fewshot.png)" in markdown
+    assert (
+        "## Few labelled cases: Dice against K" in markdown and "| all (4) | SAM |" in markdown
+    )  # 4 training patients, as K counts
+    assert "![Dice against the number of labelled training patients](fewshot.png)" in markdown
     chosen = json.loads((results / "inference_information.json").read_text())["best_model_or_ensemble"]
     assert all("cases_r" not in m["plans_identifier"] for m in chosen["selected_model_or_models"])
