@@ -25,40 +25,75 @@ def _channel_files(folder: Path, ending: str, out: list[Finding]) -> dict[str, d
         if path.is_dir():
             continue
         if not path.name.endswith(ending):
-            out.append(Finding("error", str(path), f"does not end in {ending}, the model's file ending; convert it "
-                                                   "or move it out of the input folder"))
+            out.append(
+                Finding(
+                    "error",
+                    str(path),
+                    f"does not end in {ending}, the model's file ending; convert it or move it out of the input folder",
+                )
+            )
             continue
         match = CHANNEL_NAME.fullmatch(path.name[: -len(ending)])
         if match is None:
-            out.append(Finding("error", str(path), f"name lacks the channel suffix: name it <case>_0000{ending} (one "
-                                                   "file per channel: _0000, _0001, ...)"))
+            out.append(
+                Finding(
+                    "error",
+                    str(path),
+                    f"name lacks the channel suffix: name it <case>_0000{ending} (one "
+                    "file per channel: _0000, _0001, ...)",
+                )
+            )
             continue
         cases.setdefault(match["case"], {})[int(match["channel"])] = path
     return cases
 
 
-def _channel_findings(case: str, files: dict[int, Path], counts: dict[Path, int], channels: int, folder: Path,
-                      ending: str, out: list[Finding]) -> None:
+def _channel_findings(
+    case: str,
+    files: dict[int, Path],
+    counts: dict[Path, int],
+    channels: int,
+    folder: Path,
+    ending: str,
+    out: list[Finding],
+) -> None:
     """The case's files must be _0000 onwards and hold the model's channels between them (an RGB file holds 3)."""
     held, needed = 0, []
     for index in sorted(files):
         if held >= channels:
-            out.append(Finding("error", str(files[index]), f"stray channel file: the model takes {channels} "
-                                                           "channel(s); remove it or move it out of the input folder"))
+            out.append(
+                Finding(
+                    "error",
+                    str(files[index]),
+                    f"stray channel file: the model takes {channels} "
+                    "channel(s); remove it or move it out of the input folder",
+                )
+            )
             continue
         needed.append(index)
         held += counts[files[index]]
     gaps = [i for i in range(max(needed, default=-1) + 1) if i not in files]
     if gaps or held < channels:
         missing = gaps or [max(needed, default=-1) + 1]
-        out.append(Finding("error", str(folder / f"{case}_{missing[0]:04d}{ending}"), f"missing: the model takes "
-                                                                                      f"{channels} channel(s); add "
-                                                                                      "this file or remove the case"))
+        out.append(
+            Finding(
+                "error",
+                str(folder / f"{case}_{missing[0]:04d}{ending}"),
+                f"missing: the model takes {channels} channel(s); add this file or remove the case",
+            )
+        )
     elif held > channels:
         path = files[needed[-1]]
-        out.append(Finding("error", str(path), f"holds more channels than the model's {channels} (RGB counts 3); "
-                                               "save it as greyscale (PIL: image.convert('L')) or with the model's "
-                                               "channels", f"{counts[path]} channels"))
+        out.append(
+            Finding(
+                "error",
+                str(path),
+                f"holds more channels than the model's {channels} (RGB counts 3); "
+                "save it as greyscale (PIL: image.convert('L')) or with the model's "
+                "channels",
+                f"{counts[path]} channels",
+            )
+        )
 
 
 def check_input_folder(folder: Path, dataset_json: dict) -> list[Finding]:
@@ -82,8 +117,14 @@ def check_input_folder(folder: Path, dataset_json: dict) -> list[Finding]:
             _channel_findings(case, files, counts, channels, folder, ending, out)
             shapes = {stored[p].shape for p in files.values()}
             if len(shapes) > 1:
-                out.append(Finding("error", str(files[min(files)]), "its channel files differ in shape; resample "
-                                                                     "them onto one grid", " vs ".join(map(str, shapes))))
+                out.append(
+                    Finding(
+                        "error",
+                        str(files[min(files)]),
+                        "its channel files differ in shape; resample them onto one grid",
+                        " vs ".join(map(str, shapes)),
+                    )
+                )
     out += mixed_types(passed, stored)
     findings = group(out)
     if any(f.severity == "error" for f in findings):

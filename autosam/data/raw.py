@@ -32,8 +32,10 @@ CHUNK = 1 << 24  # bytes decompressed at a time when a NIfTI file is streamed
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 TIFF_ENDINGS = (".tif", ".tiff")
 PIL_ENDINGS = (".png", ".bmp")
-NON_FINITE = ("holds NaN or infinite values, which nnU-Net's reader turns into 0 (NIfTI) or passes into training; "
-              "replace them in the file (e.g. by the image's minimum) and check the export that made it")
+NON_FINITE = (
+    "holds NaN or infinite values, which nnU-Net's reader turns into 0 (NIfTI) or passes into training; "
+    "replace them in the file (e.g. by the image's minimum) and check the export that made it"
+)
 
 
 class StoredProblem(Exception):
@@ -65,28 +67,36 @@ def memory_limit() -> int:
     return int(MEMORY_SHARE * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
-def _check_declared(shape: tuple[int, ...], channels: int, itemsize: int, file_size: int, exact_offset: int | None
-                    ) -> None:
+def _check_declared(
+    shape: tuple[int, ...], channels: int, itemsize: int, file_size: int, exact_offset: int | None
+) -> None:
     """Refuse a declaration the machine or the file cannot hold. ``exact_offset``: the data's start in an
     uncompressed file (the file must then hold every byte), None when the data may be deflate-compressed."""
     if any(n < 1 for n in shape) or channels < 1:
-        raise StoredProblem("header declares an empty or negative dimension; re-export the image",
-                            f"shape {tuple(shape)}")
+        raise StoredProblem(
+            "header declares an empty or negative dimension; re-export the image", f"shape {tuple(shape)}"
+        )
     voxels = math.prod(shape) * channels
     limit = memory_limit()
     if voxels * 4 > limit:
         source = "--max-image-gb" if os.environ.get(MAX_IMAGE_GB_ENV) else "a quarter of this machine's memory"
-        raise StoredProblem(f"header declares more voxels than the limit of {limit / 1e9:.3g} GB as float32 ({source}"
-                            "); if the image is genuine, raise it with --max-image-gb GB, else re-export the file",
-                            f"{' x '.join(map(str, shape))} x {channels} channel(s), {voxels * 4 / 1e9:.3g} GB")
+        raise StoredProblem(
+            f"header declares more voxels than the limit of {limit / 1e9:.3g} GB as float32 ({source}"
+            "); if the image is genuine, raise it with --max-image-gb GB, else re-export the file",
+            f"{' x '.join(map(str, shape))} x {channels} channel(s), {voxels * 4 / 1e9:.3g} GB",
+        )
     stored = voxels * itemsize
     if exact_offset is not None and exact_offset + stored > file_size:
-        raise StoredProblem("holds fewer bytes than its header declares: cut short (an interrupted copy?); copy or "
-                            "export it again", f"{file_size} of {exact_offset + stored} bytes")
+        raise StoredProblem(
+            "holds fewer bytes than its header declares: cut short (an interrupted copy?); copy or export it again",
+            f"{file_size} of {exact_offset + stored} bytes",
+        )
     if exact_offset is None and stored > DEFLATE_MAX_RATIO * file_size:
-        raise StoredProblem("header declares more data than the file can hold even compressed: the header is "
-                            "wrong or the file cut short; export it again",
-                            f"{stored} bytes declared in {file_size} bytes")
+        raise StoredProblem(
+            "header declares more data than the file can hold even compressed: the header is "
+            "wrong or the file cut short; export it again",
+            f"{stored} bytes declared in {file_size} bytes",
+        )
 
 
 def _non_finite(counts: tuple[int, int]) -> None:
@@ -109,8 +119,7 @@ def _nifti_header(path: Path) -> Nifti1Header:
     swapped = int.from_bytes(head, "big") if len(head) == 4 else 0
     klass = Nifti2Header if 540 in (size, swapped) else Nifti1Header
     if klass.sizeof_hdr not in (size, swapped):
-        raise StoredProblem("is not a NIfTI file (no NIfTI header); re-export it", "header size "
-                            f"{size}")
+        raise StoredProblem("is not a NIfTI file (no NIfTI header); re-export it", f"header size {size}")
     with Opener(str(path)) as f:
         return klass.from_fileobj(f, check=False)
 
@@ -133,16 +142,18 @@ def _read_nifti(path: Path) -> StoredImage:
     ndim = int(header["dim"][0])
     if not 1 <= ndim <= 7:
         raise StoredProblem("header's dim[0] is not 1 to 7: not a valid NIfTI header; re-export it", f"dim {ndim}")
-    shape = tuple(int(n) for n in header["dim"][1: ndim + 1])
+    shape = tuple(int(n) for n in header["dim"][1 : ndim + 1])
     dtype = header.get_data_dtype()
     offset = int(header.get_data_offset())
     compressed = path.name.endswith(".gz")
     _check_declared(shape, 1, dtype.itemsize, path.stat().st_size, None if compressed else offset)
-    spacing = [float(v) for v in header["pixdim"][1: min(ndim, 3) + 1]]
+    spacing = [float(v) for v in header["pixdim"][1 : min(ndim, 3) + 1]]
     if any(not v > 0 for v in spacing):  # also NaN
-        raise StoredProblem("spacing (pixdim) of 0 or below, which SimpleITK silently reads as 1 or its absolute "
-                            "value; write the voxel size in mm into the header (nibabel: header.set_zooms)",
-                            f"pixdim {spacing}")
+        raise StoredProblem(
+            "spacing (pixdim) of 0 or below, which SimpleITK silently reads as 1 or its absolute "
+            "value; write the voxel size in mm into the header (nibabel: header.set_zooms)",
+            f"pixdim {spacing}",
+        )
     length = math.prod(shape) * dtype.itemsize
     got, nan, inf = 0, 0, 0
     remainder = b""
@@ -156,16 +167,24 @@ def _read_nifti(path: Path) -> StoredImage:
             nan, inf = nan + counts[0], inf + counts[1]
             remainder = data[usable:]
     except (EOFError, zlib.error, OSError) as e:  # gzip: cut short or CRC mismatch
-        raise StoredProblem("is cut short or corrupt (an interrupted copy?): SimpleITK would pad it with zeros; "
-                            "copy or export it again", type(e).__name__) from None
+        raise StoredProblem(
+            "is cut short or corrupt (an interrupted copy?): SimpleITK would pad it with zeros; "
+            "copy or export it again",
+            type(e).__name__,
+        ) from None
     if got < length:
-        raise StoredProblem("is cut short or corrupt (an interrupted copy?): SimpleITK would pad it with zeros; "
-                            "copy or export it again", f"{got} of {length} data bytes")
+        raise StoredProblem(
+            "is cut short or corrupt (an interrupted copy?): SimpleITK would pad it with zeros; "
+            "copy or export it again",
+            f"{got} of {length} data bytes",
+        )
     _non_finite((nan, inf))
     slope, inter = float(header["scl_slope"]), float(header["scl_inter"])
     if math.isinf(slope) or (slope and math.isfinite(slope) and not math.isfinite(inter)):  # 0 or NaN: unscaled
-        raise StoredProblem("header scales the values by an infinite scl_slope or scl_inter; re-export it",
-                            f"scl_slope {slope}, scl_inter {inter}")
+        raise StoredProblem(
+            "header scales the values by an infinite scl_slope or scl_inter; re-export it",
+            f"scl_slope {slope}, scl_inter {inter}",
+        )
     affine = header.get_best_affine()[:3, :3]
     return StoredImage(shape, 1, str(dtype), oblique=_oblique(affine))
 
@@ -192,8 +211,9 @@ def _read_pil(path: Path) -> StoredImage:
     except StoredProblem:
         raise
     except Exception as e:  # noqa: BLE001 - PIL raises anything from OSError to SyntaxError on a bad file
-        raise StoredProblem("cannot be read: it is corrupt, cut short or not an image; re-export it",
-                            type(e).__name__) from None
+        raise StoredProblem(
+            "cannot be read: it is corrupt, cut short or not an image; re-export it", type(e).__name__
+        ) from None
     finally:
         Image.MAX_IMAGE_PIXELS = bomb
     if array is not None:
@@ -213,14 +233,16 @@ def _read_tiff(path: Path) -> StoredImage:
             uncompressed = int(page.compression) == 1 and len(series.pages) == 1
             offset = int(page.dataoffsets[0]) if uncompressed and len(page.dataoffsets) == 1 else None
             # a compressed TIFF may use codecs beyond deflate's ratio: only the memory limit holds it
-            _check_declared(spatial, samples, series.dtype.itemsize, path.stat().st_size if offset is not None
-                            else 1 << 62, offset)
+            _check_declared(
+                spatial, samples, series.dtype.itemsize, path.stat().st_size if offset is not None else 1 << 62, offset
+            )
             array = tif.asarray()
     except StoredProblem:
         raise
     except Exception as e:  # noqa: BLE001 - tifffile raises many types on a bad file
-        raise StoredProblem("cannot be read: it is corrupt, cut short or not an image; re-export it",
-                            type(e).__name__) from None
+        raise StoredProblem(
+            "cannot be read: it is corrupt, cut short or not an image; re-export it", type(e).__name__
+        ) from None
     _non_finite(_count_non_finite(array))
     return StoredImage(spatial, samples, str(array.dtype))
 
@@ -238,8 +260,9 @@ def _read_sitk(path: Path) -> StoredImage:
     _check_declared(shape, channels, itemsize, path.stat().st_size, None)
     spacing = [float(v) for v in reader.GetSpacing()]
     if any(not v > 0 for v in spacing):
-        raise StoredProblem("spacing of 0 or below in the header; write the voxel size in mm into it",
-                            f"spacing {spacing}")
+        raise StoredProblem(
+            "spacing of 0 or below in the header; write the voxel size in mm into it", f"spacing {spacing}"
+        )
     try:
         array = sitk.GetArrayViewFromImage(reader.Execute())
     except RuntimeError:
