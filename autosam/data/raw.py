@@ -32,6 +32,7 @@ CHUNK = 1 << 24  # bytes decompressed at a time when a NIfTI file is streamed
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 TIFF_ENDINGS = (".tif", ".tiff")
 PIL_ENDINGS = (".png", ".bmp")
+UNREADABLE = "cannot be read: it is corrupt or not an image (or cut short); re-export it"
 NON_FINITE = (
     "holds NaN or infinite values, which nnU-Net's reader turns into 0 (NIfTI) or passes into training; "
     "replace them in the file (e.g. by the image's minimum) and check the export that made it"
@@ -212,7 +213,7 @@ def _read_pil(path: Path) -> StoredImage:
         raise
     except Exception as e:  # noqa: BLE001 - PIL raises anything from OSError to SyntaxError on a bad file
         raise StoredProblem(
-            "cannot be read: it is corrupt, cut short or not an image; re-export it", type(e).__name__
+            UNREADABLE, type(e).__name__
         ) from None
     finally:
         Image.MAX_IMAGE_PIXELS = bomb
@@ -241,7 +242,7 @@ def _read_tiff(path: Path) -> StoredImage:
         raise
     except Exception as e:  # noqa: BLE001 - tifffile raises many types on a bad file
         raise StoredProblem(
-            "cannot be read: it is corrupt, cut short or not an image; re-export it", type(e).__name__
+            UNREADABLE, type(e).__name__
         ) from None
     _non_finite(_count_non_finite(array))
     return StoredImage(spatial, samples, str(array.dtype))
@@ -253,7 +254,7 @@ def _read_sitk(path: Path) -> StoredImage:
     try:
         reader.ReadImageInformation()
     except RuntimeError:
-        raise StoredProblem("cannot be read: it is corrupt or not an image; re-export it", "header") from None
+        raise StoredProblem(UNREADABLE, "header") from None
     shape = tuple(reversed(reader.GetSize()))
     channels = reader.GetNumberOfComponents()
     itemsize = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID()).GetSizeOfPixelComponent()
