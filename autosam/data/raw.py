@@ -148,7 +148,7 @@ def _read_nifti(path: Path) -> StoredImage:
     offset = int(header.get_data_offset())
     compressed = path.name.endswith(".gz")
     _check_declared(shape, 1, dtype.itemsize, path.stat().st_size, None if compressed else offset)
-    spacing = [float(v) for v in header["pixdim"][1 : min(ndim, 3) + 1]]
+    spacing = [float(f"{v:.6g}") for v in header["pixdim"][1 : min(ndim, 3) + 1]]
     if any(not v > 0 for v in spacing):  # also NaN
         raise StoredProblem(
             "spacing (pixdim) of 0 or below, which SimpleITK silently reads as 1 or its absolute "
@@ -265,9 +265,10 @@ def _read_sitk(path: Path) -> StoredImage:
             "spacing of 0 or below in the header; write the voxel size in mm into it", f"spacing {spacing}"
         )
     try:
-        array = sitk.GetArrayViewFromImage(reader.Execute())
+        image = reader.Execute()  # kept in a name: the array below is a view of its memory
     except RuntimeError:
         raise StoredProblem("cannot be read: it is corrupt or cut short; copy or export it again", "data") from None
+    array = sitk.GetArrayViewFromImage(image)
     _non_finite(_count_non_finite(array))
     dimension = reader.GetDimension()
     direction = np.array(reader.GetDirection()).reshape(dimension, dimension)
