@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from autosam.cli import main
-from autosam.experiments.demo import DEMO_DATA
 from autosam.errors import CheckpointError
+from autosam.experiments.demo import DEMO_DATA
 from autosam.planners.sam_planner import base_checkpoint_for
 from autosam.sam.network import SamSegmenter
 from autosam.sam.registry import build_sam
@@ -215,8 +215,8 @@ def test_verify_fix_of_a_changed_pretrained_file_works(tmp_path: Path, capsys) -
     images.mkdir()
     for path in sorted((DEMO_DATA / "imagesTr").glob("*.png"))[:2]:
         shutil.copy(path, images / path.name)
-    options = ["--images", str(images), "--backbone", "vit_t", "--image-size", "64", "--epochs", "1",
-               "--iterations", "1", "--batch-size", "1"]
+    options = ["--images", str(images), "--backbone", "vit_t", "--image-size", "256", "--epochs", "1",
+               "--iterations", "1", "--batch-size", "1", "--modality", "US"]
     output = tmp_path / "weights" / "mine.pth"
     assert main(["pretrain", "-o", str(output), *options]) == 0
     body = output.read_bytes()

@@ -4,8 +4,8 @@ untouched, nothing written."""
 
 from __future__ import annotations
 
-import hashlib
 import gzip
+import hashlib
 import json
 import re
 import shutil
@@ -310,8 +310,9 @@ def _input_folder(root: Path, name: str) -> Path:
     return folder
 
 
-def test_predict_refuses_a_broken_input_folder_in_one_line(trained_fold, tmp_path: Path, capsys) -> None:
-    """Every case in one test: the trained fold is the expensive part. Nothing is written to -o, exit 2."""
+def test_predict_checks_its_input_folder(trained_fold, tmp_path: Path, capsys) -> None:
+    """Every broken folder is refused in one line, nothing written to -o, exit 2; a 16-bit PNG is predicted. One
+    test: the trained fold is the expensive part."""
     capsys.readouterr()
     for case, (breaker, phrase) in PREDICT_CASES.items():
         folder = _input_folder(tmp_path, case)
@@ -326,8 +327,6 @@ def test_predict_refuses_a_broken_input_folder_in_one_line(trained_fold, tmp_pat
             assert len(errors) == 1 and phrase in errors[0] and _names(errors[0], named), (case, phrase, err)
             assert "Traceback" not in err and not out.exists() and _digest(folder) == before
 
-
-def test_predict_takes_a_sixteen_bit_png(trained_fold, tmp_path: Path) -> None:
     folder = _input_folder(tmp_path, "sixteen")
     path = folder / "new_0000.png"
     Image.fromarray(np.array(Image.open(path)).astype(np.uint16) * 257).save(path)

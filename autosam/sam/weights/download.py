@@ -98,7 +98,7 @@ def failure_line(checked: Status, folder: Path) -> str:
     elif entry.official:
         fix = f"{away}{how_to_get(entry, folder)}"
     else:
-        fix = (f"the file is not the one `autosam pretrain` wrote: {away}run `autosam pretrain -o {path}` again "
+        fix = (f"the file is not the one autosam pretrain wrote: {away}run `autosam pretrain -o {path}` again "
                f"with the options it was made with ({entry.source}), or drop it: delete the entry '{entry.name}' "
                f"from {shlex.quote(str(folder / USER_CATALOGUE))}")
     return f"{entry.name}: {checked.path}: {checked.state}; {fix}"
