@@ -88,6 +88,11 @@ def test_truncated_files_are_refused_not_padded(tmp_path: Path) -> None:
         problem = _problem(path)
         assert "cut short" in problem.message, (name, problem.message)
     assert sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "cut.nii.gz"))).shape == (4, 5, 6)  # padded
+    short = _bomb(tmp_path / "short.nii.gz", (200, 200))  # a whole gzip stream, shorter than its header says
+    assert (_problem(short).detail, _problem(short).message.startswith("is cut short")) == (
+        "4096 of 40000 data bytes",
+        True,
+    )
 
 
 def test_declared_sizes_beyond_the_file_or_the_memory_limit_are_refused(tmp_path: Path, monkeypatch) -> None:
