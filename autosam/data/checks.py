@@ -343,7 +343,7 @@ def mixed_types(paths: list[Path], stored: dict[Path, StoredImage]) -> list[Find
     """A warning at each image stored in another type than most (e.g. uint16 among uint8 PNGs): fine when the
     values mean the same, a sign of two exports when they do not (CT needs Hounsfield units in every case)."""
     types = [stored[p].dtype for p in paths]
-    common = max(set(types), key=types.count) if types else None
+    common = max(types, key=types.count) if types else None  # ties: the first found
     return [Finding("warning", str(p), f"stores intensities as another type than most images ({common}); fine if "
                     "the values mean the same, else re-export them alike", t) for p, t in zip(paths, types)
             if t != common]
