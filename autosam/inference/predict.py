@@ -91,8 +91,8 @@ def predict(dataset: Dataset, input_dir: Path, output_dir: Path, folds: list[str
         raise AutosamError(f"{choice.postprocessing}: not found; run 'autosam run -d {dataset.id}' again to choose the "
                            "configuration, or pick a model with --setup")
     folders = [trained_model_folder(dataset, model) for model in choice.models]
-    _check_inputs(input_dir, output_dir, folders[0])
     checked = [_check_folds(folder, model, folds, checkpoint) for folder, model in zip(folders, choice.models)]
+    _check_inputs(input_dir, output_dir, folders[0])
     torch_device = resolve_device(device)
     if choice.postprocessing is None and len(choice.models) == 1:
         _predict_model(folders[0], checked[0], input_dir, output_dir, torch_device, checkpoint, mirroring, False)
@@ -119,8 +119,8 @@ def predict_with_prompts(dataset: Dataset, input_dir: Path, output_dir: Path, pr
         raise AutosamError(f"{input_dir}: no such input folder")
     model = Model.for_setup(setup)
     folder = trained_model_folder(dataset, model)
-    _check_inputs(input_dir, output_dir, folder)
     use_folds = _check_folds(folder, model, folds, checkpoint)
+    _check_inputs(input_dir, output_dir, folder)
     dataset_json = json.loads((folder / "dataset.json").read_text())
     plans = PlansManager(str(folder / "plans.json"))
     configuration = plans.get_configuration(model.configuration)
