@@ -212,9 +212,7 @@ def _read_pil(path: Path) -> StoredImage:
     except StoredProblem:
         raise
     except Exception as e:  # noqa: BLE001 - PIL raises anything from OSError to SyntaxError on a bad file
-        raise StoredProblem(
-            UNREADABLE, type(e).__name__
-        ) from None
+        raise StoredProblem(UNREADABLE, type(e).__name__) from None
     finally:
         Image.MAX_IMAGE_PIXELS = bomb
     if array is not None:
@@ -241,9 +239,7 @@ def _read_tiff(path: Path) -> StoredImage:
     except StoredProblem:
         raise
     except Exception as e:  # noqa: BLE001 - tifffile raises many types on a bad file
-        raise StoredProblem(
-            UNREADABLE, type(e).__name__
-        ) from None
+        raise StoredProblem(UNREADABLE, type(e).__name__) from None
     _non_finite(_count_non_finite(array))
     return StoredImage(spatial, samples, str(array.dtype))
 
