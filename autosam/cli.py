@@ -10,6 +10,7 @@ import contextlib
 import errno
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
@@ -201,7 +202,7 @@ def _prompted_pretrain(args: argparse.Namespace) -> None:
 
 
 def cmd_weights(args: argparse.Namespace) -> None:
-    from autosam.sam.weights.download import download, entries, status
+    from autosam.sam.weights.download import download, entries, failure_line, status
 
     folder = checkpoint_folder(args.checkpoint_dir, required=True)
     if args.action == "download":
@@ -226,9 +227,7 @@ def cmd_weights(args: argparse.Namespace) -> None:
         print(f"{s.entry.name}: {s.path}: {s.state}")
     failed = [s for s in checked if not s.ok and not s.state.startswith("present")]
     if failed:
-        raise AutosamError(f"{len(failed)} of {len(checked)} checkpoint(s) failed verification ("
-                           f"{', '.join(s.entry.name for s in failed)}); run `autosam weights download NAME` for "
-                           "each (move a file that failed away first)")
+        raise AutosamError("\n".join(failure_line(s, folder) for s in failed))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -251,6 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     def dataset_flag(p: argparse.ArgumentParser) -> None:
         p.add_argument("-d", "--dataset", required=True, help="dataset id or name, e.g. 501 or Dataset501_BUSI")
+
+    def memory_flag(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--max-image-gb", type=float, metavar="GB",
+                       help="largest image, as float32, that the input checks accept (default: a quarter of this "
+                       "machine's memory); raise it for genuinely large volumes")
 
     def ray_flag(p: argparse.ArgumentParser) -> None:
         p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
@@ -287,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "promptless); 'run' then adds an interactive evaluation with simulated clicks")
         seed_flag(p, "default: the plan's, 0 when planning")
         budget_flags(p)
+        memory_flag(p)
 
     for verb, preprocesses in (("plan", False), ("plan-and-preprocess", True)):
         p = verbs.add_parser(verb, help="choose the SAM set-up for a dataset and machine, with reasons"
@@ -362,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--disable-tta", action="store_true", help="no mirroring test-time augmentation (faster)")
     p.add_argument("--prompts", type=Path, metavar="JSON",
                    help="boxes/points per image and class (see README) for a SAM model trained with --prompts")
+    memory_flag(p)
     p.set_defaults(func=cmd_predict)
 
     p = verbs.add_parser("export", help="a trained SAM fold as a stock segment-anything checkpoint (LoRA merged), "
@@ -377,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("validate", help="check a raw dataset: every problem at once, with the fix")
     dataset_flag(p)
     p.add_argument("--all", action="store_true", help="name every file of each problem, not two examples")
+    memory_flag(p)
     p.set_defaults(func=cmd_validate)
 
     p = verbs.add_parser("split", help="patient-grouped folds (splits_final.json) and each case's patient")
@@ -416,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "channel names. The planner prefers the checkpoint for datasets of this modality")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    memory_flag(p)
     p.set_defaults(func=cmd_pretrain)
 
     p = verbs.add_parser("weights", help="list, download (official addresses, resumable) and verify the SAM "
@@ -454,6 +462,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler.setFormatter(logging.Formatter("autosam: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
+    if getattr(args, "max_image_gb", None) is not None:  # read by the input checks, here and in child processes
+        from autosam.data.raw import MAX_IMAGE_GB_ENV
+
+        os.environ[MAX_IMAGE_GB_ENV] = str(args.max_image_gb)
     try:
         if getattr(args, "dataset", None):  # resolved once, here; every stage below takes the Dataset
             args.dataset = ([Dataset.resolve(d) for d in args.dataset] if isinstance(args.dataset, list)

@@ -16,6 +16,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SITE, os.environ.get("PYT
 sys.path.insert(0, SITE)
 
 import autosam_test_backbones  # noqa: E402, F401 (registers the test-size backbones)
+import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
@@ -49,24 +50,30 @@ def busi_or_demo() -> Path:
     return DEMO_DATA
 
 
-def make_volumes(raw: Path, name: str = "Dataset991_Volumes") -> Path:
-    """3D volumes in MetaImage (.mha): SimpleITK's NIfTI writer turns NaN into 0, MetaImage keeps it."""
+def make_volumes(raw: Path, name: str = "Dataset991_Volumes", ending: str = ".mha") -> Path:
+    """3D volumes in MetaImage (.mha), or NIfTI (``ending=".nii.gz"``) written by nibabel: SimpleITK's NIfTI writer
+    turns NaN into 0, MetaImage and nibabel keep it."""
     folder = raw / name
     for sub in ("imagesTr", "labelsTr"):
         (folder / sub).mkdir(parents=True)
     rng = np.random.default_rng(0)
     for i in range(6):
-        image = sitk.GetImageFromArray(rng.normal(size=(8, 16, 16)).astype(np.float32))
+        image_array = rng.normal(size=(8, 16, 16)).astype(np.float32)
         label_array = np.zeros((8, 16, 16), np.uint8)
         label_array[2:6, 4:12, 4:12] = 1
-        label = sitk.GetImageFromArray(label_array)
-        for item in (image, label):
-            item.SetSpacing((0.8, 0.8, 3.0))
-            item.SetOrigin((10.0, -5.0, 2.0))
-        sitk.WriteImage(image, str(folder / "imagesTr" / f"vol{i}_0000.mha"))
-        sitk.WriteImage(label, str(folder / "labelsTr" / f"vol{i}.mha"))
+        for array, path in ((image_array, folder / "imagesTr" / f"vol{i}_0000{ending}"),
+                            (label_array, folder / "labelsTr" / f"vol{i}{ending}")):
+            if ending == ".mha":
+                item = sitk.GetImageFromArray(array)
+                item.SetSpacing((0.8, 0.8, 3.0))
+                item.SetOrigin((10.0, -5.0, 2.0))
+                sitk.WriteImage(item, str(path))
+            else:  # the same geometry: nibabel's axes are SimpleITK's reversed
+                affine = np.diag([0.8, 0.8, 3.0, 1.0])
+                affine[:3, 3] = (10.0, -5.0, 2.0)
+                nib.save(nib.Nifti1Image(array.transpose(2, 1, 0), affine), str(path))
     meta = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "organ": 1}, "numTraining": 6,
-            "file_ending": ".mha"}
+            "file_ending": ending}
     (folder / "dataset.json").write_text(json.dumps(meta))
     return folder
 

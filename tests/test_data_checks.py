@@ -3,17 +3,21 @@ mistake; `autosam validate --all` names every file."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
+import struct
 from collections.abc import Callable
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
 
 from autosam.cli import main
-from autosam.data.checks import Finding, group
+from autosam.data.checks import PALETTE_IMAGE, PALETTE_LABEL, Finding, group
+from autosam.data.raw import NON_FINITE
 from autosam.experiments.demo import DEMO_DATA
 from tests.conftest import case_ids, copy_subset, make_volumes
 
@@ -92,6 +96,49 @@ def _jpeg_named_png(raw: Path) -> list[Path]:
     return labels
 
 
+def _nifti(raw: Path) -> Path:
+    return make_volumes(raw, NAME, ".nii.gz")
+
+
+def _edit_images(folder: Path, change: Callable[[np.ndarray], np.ndarray]) -> list[Path]:
+    """Each NIfTI image rewritten by nibabel (SimpleITK's writer would zero NaN), its geometry kept."""
+    images = _files(folder / "imagesTr")
+    for path in images:
+        image = nib.load(path)
+        nib.save(nib.Nifti1Image(change(np.asarray(image.dataobj)), image.affine), path)
+    return images
+
+
+def _nan_nifti(raw: Path) -> list[Path]:
+    return _edit_images(_nifti(raw), lambda a: np.where(a > 1.5, np.nan, a).astype(np.float32))
+
+
+def _cut_short_nifti(raw: Path) -> list[Path]:
+    images = _files(_nifti(raw) / "imagesTr")
+    for path in images:
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return images
+
+
+def _spacing_zero(raw: Path) -> list[Path]:
+    images = _files(_nifti(raw) / "imagesTr")
+    for path in images:  # pixdim[1] = 0 in the stored header, as an export can leave it (nibabel refuses to)
+        data = bytearray(gzip.decompress(path.read_bytes()))
+        data[80:84] = struct.pack("<f", 0.0)
+        path.write_bytes(gzip.compress(bytes(data)))
+    return images
+
+
+def _palette(folder: str) -> Callable[[Path], list[Path]]:
+    def build(raw: Path) -> list[Path]:
+        files = _files(_demo(raw) / folder)
+        for path in files:
+            Image.open(path).convert("P").save(path)
+        return files
+
+    return build
+
+
 # cause: (break a dataset and return the files it touches, the count the line gives, the fix's key phrase)
 CAUSES: dict[str, tuple[Callable[[Path], list[Path]], str, str]] = {
     "masks_0_255": (_masks_0_255, f"{CASES} files", "mask saved as 0/255; save it as 0/1 (divide by 255)"),
@@ -105,6 +152,11 @@ CAUSES: dict[str, tuple[Callable[[Path], list[Path]], str, str]] = {
                              "imagesTr and labelsTr look swapped; swap the two folders"),
     "jpeg_labels": (_jpeg_labels, f"{CASES} files", "lossy compression"),
     "jpeg_named_png": (_jpeg_named_png, f"{CASES} files", "lossy compression"),
+    "nan_nifti": (_nan_nifti, "6 files", NON_FINITE),
+    "cut_short_nifti": (_cut_short_nifti, "6 files", "cut short or corrupt (an interrupted copy?)"),
+    "spacing_zero": (_spacing_zero, "6 files", "spacing (pixdim) of 0 or below"),
+    "palette_images": (_palette("imagesTr"), f"{CASES} files", PALETTE_IMAGE),
+    "palette_labels": (_palette("labelsTr"), f"{CASES} files", PALETTE_LABEL),
 }
 
 
@@ -159,3 +211,53 @@ def test_empty_labels_are_one_warning_naming_every_file_with_all(nnunet_folders,
         warnings = [line for line in capsys.readouterr().out.splitlines() if "empty label map" in line]
         assert len(warnings) == 1 and "4 files" in warnings[0], warnings
         assert sum(_names(warnings[0], p) for p in labels[:4]) == named
+
+
+def _oblique(raw: Path) -> None:
+    folder = _nifti(raw)
+    angle = np.deg2rad(25)
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    for path in [*_files(folder / "imagesTr"), *_files(folder / "labelsTr")]:  # image and label rotated alike
+        image = nib.load(path)
+        affine = image.affine.copy()
+        affine[:3, :3] = rotation @ affine[:3, :3]
+        nib.save(nib.Nifti1Image(np.asarray(image.dataobj), affine), path)
+
+
+def _sixteen_bit(raw: Path) -> None:
+    for path in _files(_demo(raw) / "imagesTr"):
+        Image.fromarray(np.array(Image.open(path)).astype(np.uint16) * 257).save(path)
+
+
+def _float_labels(raw: Path) -> None:
+    for path in _files(_nifti(raw) / "labelsTr"):
+        image = nib.load(path)
+        nib.save(nib.Nifti1Image(np.asarray(image.dataobj).astype(np.float32), image.affine), path)
+
+
+def _mixed_types(raw: Path) -> None:
+    for path in _files(_demo(raw) / "imagesTr")[:3]:
+        Image.fromarray(np.array(Image.open(path)).astype(np.uint16) * 257).save(path)
+
+
+# what legitimate exports hold: accepted, with the warning (if any) each gets
+LEGITIMATE: dict[str, tuple[Callable[[Path], None], str | None]] = {
+    "oblique_direction": (_oblique, None),
+    "sixteen_bit_png": (_sixteen_bit, None),
+    "float_labels_with_integer_values": (_float_labels, None),
+    "mixed_types": (_mixed_types, "3 files, e.g."),
+}
+
+
+@pytest.mark.parametrize("case", LEGITIMATE)
+def test_legitimate_exports_pass(case: str, nnunet_folders, capsys) -> None:
+    build, warned = LEGITIMATE[case]
+    build(nnunet_folders["nnUNet_raw"])
+    assert main(["validate", "-d", "992"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    typed = [line for line in out.splitlines() if "stores intensities as another type" in line]
+    if warned is None:
+        assert typed == [], out
+    else:
+        assert len(typed) == 1 and warned in typed[0], out
+

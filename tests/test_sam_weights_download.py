@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shlex
+import shutil
 import threading
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,6 +16,7 @@ import torch
 
 from autosam.cli import main
 from autosam.errors import CheckpointError
+from autosam.experiments.demo import DEMO_DATA
 from autosam.planners.sam_planner import base_checkpoint_for
 from autosam.sam.network import SamSegmenter
 from autosam.sam.registry import build_sam
@@ -178,3 +181,50 @@ def test_verify_covers_the_folders_own_pretrained_checkpoints(base_checkpoint, t
     path.write_bytes(body[:-1] + bytes([body[-1] ^ 1]))  # same size, one bit changed
     code, out, errors = _weights(capsys, "verify", "--checkpoint-dir", str(folder))
     assert code == 2 and "mine" in errors[0] and "FAILED: sha256" in out
+
+
+def _run_fix(line: str, capsys, extra: dict[str, list[str]] | None = None) -> None:
+    """Run every command quoted in an error line (`mv A B`, `autosam ...`), each expected to succeed; ``extra``:
+    options added to a command by its verb (the options a pretrained file was made with)."""
+    commands = re.findall(r"`([^`]+)`", line)
+    assert commands, line
+    for command in commands:
+        argv = shlex.split(command)
+        if argv[0] == "mv":
+            shutil.move(argv[1], argv[2])
+            continue
+        assert argv[0] == "autosam", command
+        code = main(argv[1:] + (extra or {}).get(argv[1], []))
+        assert code == 0, (command, capsys.readouterr().err)
+
+
+def test_verify_fix_of_a_changed_official_file_works(served, capsys) -> None:
+    server, _, folder = served
+    folder.mkdir()
+    (folder / f"{NAME}.pth").write_bytes(server.body[:-1] + bytes([server.body[-1] ^ 1]))
+    code, _, errors = _weights(capsys, "verify", "--checkpoint-dir", str(folder))
+    assert code == 2 and len(errors) == 1 and "autosam weights download" in errors[0]
+    _run_fix(errors[0], capsys)
+    code, out, errors = _weights(capsys, "verify", "--checkpoint-dir", str(folder))
+    assert (code, errors) == (0, []) and "verified" in out
+
+
+def test_verify_fix_of_a_changed_pretrained_file_works(tmp_path: Path, capsys) -> None:
+    """A file `autosam pretrain` wrote, changed afterwards: the fix is to make it again, not to download it."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for path in sorted((DEMO_DATA / "imagesTr").glob("*.png"))[:2]:
+        shutil.copy(path, images / path.name)
+    options = ["--images", str(images), "--backbone", "vit_t", "--image-size", "256", "--epochs", "1",
+               "--iterations", "1", "--batch-size", "1", "--modality", "US"]
+    output = tmp_path / "weights" / "mine.pth"
+    assert main(["pretrain", "-o", str(output), *options]) == 0
+    body = output.read_bytes()
+    output.write_bytes(body[:-1] + bytes([body[-1] ^ 1]))
+    code, _, errors = _weights(capsys, "verify", "--checkpoint-dir", str(output.parent))
+    assert code == 2 and len(errors) == 1 and "autosam pretrain" in errors[0] and "download" not in errors[0]
+    assert main(["pretrain", "-o", str(output), *options]) == 2  # the file must be moved away first, as it says
+    capsys.readouterr()
+    _run_fix(errors[0], capsys, {"pretrain": options})
+    code, out, errors = _weights(capsys, "verify", "--checkpoint-dir", str(output.parent))
+    assert (code, errors) == (0, []) and f"mine: {output}: verified" in out

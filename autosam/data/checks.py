@@ -18,6 +18,7 @@ import numpy as np
 from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
 from PIL import Image
 
+from autosam.data.raw import StoredImage, StoredProblem, read_stored
 from autosam.data.splits import GROUPS_FILE
 from autosam.errors import AutosamError
 from autosam.paths import Dataset
@@ -206,13 +207,42 @@ def _cases(folder: Path, meta: dict, out: list[Finding]) -> tuple[dict[str, list
     return images, labels
 
 
-def _natural_image(path: Path) -> tuple[str | None, str | None]:
-    """The format PIL finds in the file (whatever its name says) and the image mode."""
+def _natural_image(path: Path) -> str | None:
+    """The format PIL finds in the file, whatever its name says."""
     try:
         with Image.open(path) as image:
-            return image.format, image.mode
+            return image.format
     except Exception:  # noqa: BLE001 - reported as unreadable by the reader below
-        return None, None
+        return None
+
+
+PALETTE_IMAGE = ("palette (indexed-colour) PNG, which nnU-Net reads as 3 colour channels; save it as greyscale "
+                 "(PIL: image.convert('L'))")
+PALETTE_LABEL = ("label map saved as a palette PNG: nnU-Net reads its colours, not its indices; save the indices as "
+                 "greyscale (PIL: Image.fromarray(np.array(Image.open(f))).save(f))")
+
+
+def stored_findings(paths: list[Path], out: list[Finding]) -> dict[Path, StoredImage]:
+    """Each file checked as stored (``autosam.data.raw``), before any reader allocates or alters it; the files
+    that pass, with what they hold."""
+    stored = {}
+    for path in paths:
+        try:
+            stored[path] = read_stored(path)
+        except StoredProblem as e:
+            out.append(Finding("error", str(path), e.message, e.detail))
+    return stored
+
+
+def image_mode_findings(path: Path, image: StoredImage, channels: int, out: list[Finding]) -> bool:
+    """Colour modes nnU-Net's 2D reader gets wrong for an image of ``channels`` channels; whether it passed."""
+    if image.mode in ("RGBA", "LA", "PA"):
+        out.append(Finding("error", str(path), "has an alpha channel; save it without transparency"))
+    elif image.mode == "P" and channels != 3:
+        out.append(Finding("error", str(path), PALETTE_IMAGE))
+    else:
+        return True
+    return False
 
 
 def _few_valued(data: np.ndarray, most: int) -> bool:
@@ -221,24 +251,28 @@ def _few_valued(data: np.ndarray, most: int) -> bool:
     return len(values) <= most and bool(np.all(values == np.round(values)))
 
 
-def _check_case(case: str, images: list[Path], label: Path, meta: dict, reader, out: list[Finding]) -> dict | None:
+def _check_case(images: list[Path], label: Path, meta: dict, reader, stored: dict[Path, StoredImage],
+                out: list[Finding]) -> dict | None:
     ending = meta["file_ending"]
-    if ending in NATURAL_ENDINGS:
-        for path in [*images, label]:
-            kind, mode = _natural_image(path)
-            if mode == "RGBA" or mode == "LA":
-                out.append(Finding("error", str(path), "has an alpha channel; save it without transparency"))
-                return None
-            if path == label and kind == "JPEG":
-                out.append(Finding("error", str(path), _jpeg_label(ending)))
-                return None
-            if path == label and mode in ("RGB", "P"):
-                out.append(Finding("error", str(path), "label map saved as colour; save one channel of integer ids"))
-                return None
+    channels = len(meta.get("channel_names", meta.get("modality", {})))
+    if not all(image_mode_findings(p, stored[p], channels, out) for p in images):
+        return None
+    if stored[label].mode in ("RGBA", "LA", "PA"):
+        out.append(Finding("error", str(label), "has an alpha channel; save it without transparency"))
+        return None
+    if ending in NATURAL_ENDINGS and _natural_image(label) == "JPEG":
+        out.append(Finding("error", str(label), _jpeg_label(ending)))
+        return None
+    if stored[label].mode == "P":
+        out.append(Finding("error", str(label), PALETTE_LABEL))
+        return None
+    if stored[label].channels > 1:
+        out.append(Finding("error", str(label), "label map saved as colour; save one channel of integer ids"))
+        return None
     try:
         data, image_props = reader.read_images([str(p) for p in sorted(images)])
     except Exception as e:  # noqa: BLE001 - any reader failure means the file is unreadable
-        out.append(Finding("error", str(sorted(images)[0]), "cannot be read: it is corrupt or not an image; "
+        out.append(Finding("error", str(min(images)), "cannot be read: it is corrupt or not an image; "
                                                             "re-export it", type(e).__name__))
         return None
     try:
@@ -246,7 +280,6 @@ def _check_case(case: str, images: list[Path], label: Path, meta: dict, reader, 
     except Exception as e:  # noqa: BLE001
         out.append(Finding("error", str(label), "cannot be read; re-export the label map", type(e).__name__))
         return None
-    channels = len(meta.get("channel_names", meta.get("modality", {})))
     if data.shape[0] != channels:
         out.append(Finding("error", str(images[0]), f"has other than the {channels} channel(s) dataset.json "
                                                     "declares; fix channel_names or the image (RGB counts 3)",
@@ -260,10 +293,6 @@ def _check_case(case: str, images: list[Path], label: Path, meta: dict, reader, 
     if geometry:
         out.append(Finding("error", str(label), "geometry differs from its image beyond tolerance; copy the image's "
                                                 "geometry into the label (same grid, same world position)", geometry))
-        return None
-    if not np.isfinite(data).all():
-        out.append(Finding("error", str(images[0]), "contains NaN or infinite intensities; replace them (e.g. by "
-                                                    "the minimum) before training"))
         return None
     declared = {v for v in meta["labels"].values() if isinstance(v, int)}
     if meta["labels"].get("ignore") is not None:
@@ -310,6 +339,16 @@ def _geometry_mismatch(a: dict, b: dict) -> str | None:
     return None
 
 
+def mixed_types(paths: list[Path], stored: dict[Path, StoredImage]) -> list[Finding]:
+    """A warning at each image stored in another type than most (e.g. uint16 among uint8 PNGs): fine when the
+    values mean the same, a sign of two exports when they do not (CT needs Hounsfield units in every case)."""
+    types = [stored[p].dtype for p in paths]
+    common = max(types, key=types.count) if types else None  # ties: the first found
+    return [Finding("warning", str(p), f"stores intensities as another type than most images ({common}); fine if "
+                    "the values mean the same, else re-export them alike", t) for p, t in zip(paths, types)
+            if t != common]
+
+
 def validate_dataset(folder: Path, num_folds: int | None = None) -> list[Finding]:
     """Every finding for the raw dataset ``folder`` (nnU-Net format); ``num_folds``: the cross-validation
     about to run, which needs at least that many cases."""
@@ -328,7 +367,12 @@ def validate_dataset(folder: Path, num_folds: int | None = None) -> list[Finding
     elif len(labels) < 5:
         out.append(Finding("warning", str(folder / "labelsTr"), f"only {len(labels)} cases: too few for 5-fold "
                                                                "cross-validation; train with -f all"))
-    examples = [paths[0] for paths in list(images.values())[:3]]  # one corrupt file must not hide the reader
+    paired = sorted(c for c in labels if c in images)
+    stored = stored_findings([p for c in paired for p in (*sorted(images[c]), labels[c])], out)
+    readable = [c for c in paired if all(p in stored for p in (*images[c], labels[c]))]
+    if not readable:
+        return out
+    examples = [images[c][0] for c in readable[:3]]  # one corrupt file must not hide the reader
     for example in examples:
         try:  # nnU-Net prints the traceback of every reader that fails on the example file; keep stderr for us
             with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
@@ -339,11 +383,11 @@ def validate_dataset(folder: Path, num_folds: int | None = None) -> list[Finding
     else:
         return out + [Finding("error", str(examples[0]), "no nnU-Net reader opens it; convert it", failure)]
     stats = {}
-    for case in sorted(labels):
-        if case in images:
-            result = _check_case(case, images[case], labels[case], meta, reader, out)
-            if result is not None:
-                stats[case] = result
+    for case in readable:
+        result = _check_case(images[case], labels[case], meta, reader, stored, out)
+        if result is not None:
+            stats[case] = result
+    out += mixed_types([p for c in readable for p in images[c]], stored)
     empty = [c for c, s in stats.items() if not s["foreground"]]
     if stats and len(empty) == len(stats):
         out.append(Finding("error", str(folder / "labelsTr"), "every label map is empty; check the export"))

@@ -7,6 +7,7 @@ input's spacing, origin and direction. Input files follow nnU-Net's naming (``<c
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from pathlib import Path
 
@@ -18,12 +19,23 @@ from nnunetv2.postprocessing.remove_connected_components import apply_postproces
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from tqdm import tqdm
 
+from autosam.data.inputs import check_input_folder
 from autosam.errors import AutosamError
 from autosam.inference.prompt_file import read_prompt_file, to_preprocessed
 from autosam.inference.trained_models import Choice, Model, SamFold, trained_model_folder
 from autosam.paths import FINAL_CHECKPOINT, Dataset
 from autosam.sam.weights.safe_load import load_fold_checkpoint, load_postprocessing
 from autosam.trainers.fold_training import resolve_device
+
+log = logging.getLogger("autosam")
+
+
+def _check_inputs(input_dir: Path, output_dir: Path, model_folder: Path) -> None:
+    """The input folder against the model (one line per cause, nothing written on refusal), warnings logged."""
+    if output_dir.resolve() == input_dir.resolve():
+        raise AutosamError(f"{output_dir}: output folder must differ from the input folder (inputs are never overwritten)")
+    for warning in check_input_folder(input_dir, json.loads((model_folder / "dataset.json").read_text())):
+        log.warning("%s", warning)
 
 
 def _check_folds(folder: Path, model: Model, folds: list[str] | None, checkpoint: str) -> list[int | str]:
@@ -74,14 +86,13 @@ def predict(dataset: Dataset, input_dir: Path, output_dir: Path, folds: list[str
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
         raise AutosamError(f"{input_dir}: no such input folder")
-    if output_dir.resolve() == input_dir.resolve():
-        raise AutosamError(f"{output_dir}: output folder must differ from the input folder (inputs are never overwritten)")
     choice = choice or Choice((Model.for_setup(None),), "the planned set-up")
     if choice.postprocessing is not None and not choice.postprocessing.is_file():
         raise AutosamError(f"{choice.postprocessing}: not found; run 'autosam run -d {dataset.id}' again to choose the "
                            "configuration, or pick a model with --setup")
     folders = [trained_model_folder(dataset, model) for model in choice.models]
     checked = [_check_folds(folder, model, folds, checkpoint) for folder, model in zip(folders, choice.models)]
+    _check_inputs(input_dir, output_dir, folders[0])
     torch_device = resolve_device(device)
     if choice.postprocessing is None and len(choice.models) == 1:
         _predict_model(folders[0], checked[0], input_dir, output_dir, torch_device, checkpoint, mirroring, False)
@@ -106,11 +117,10 @@ def predict_with_prompts(dataset: Dataset, input_dir: Path, output_dir: Path, pr
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
         raise AutosamError(f"{input_dir}: no such input folder")
-    if output_dir.resolve() == input_dir.resolve():
-        raise AutosamError(f"{output_dir}: output folder must differ from the input folder (inputs are never overwritten)")
     model = Model.for_setup(setup)
     folder = trained_model_folder(dataset, model)
     use_folds = _check_folds(folder, model, folds, checkpoint)
+    _check_inputs(input_dir, output_dir, folder)
     dataset_json = json.loads((folder / "dataset.json").read_text())
     plans = PlansManager(str(folder / "plans.json"))
     configuration = plans.get_configuration(model.configuration)

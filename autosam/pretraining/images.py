@@ -2,7 +2,8 @@
 
 Sources are nnU-Net raw datasets (``-d``: every case of ``imagesTr`` and ``imagesTs``, labels ignored; or,
 for prompted pretraining, ``imagesTr`` with its ``labelsTr`` label maps, ``labelled=True``) or a folder of images (``--images``: every file with an ending one of nnU-Net's readers supports, each file one
-image). Each image goes through the normalisation nnU-Net's preprocessing gives its channel name
+image). Every file is first checked as stored (``autosam.data.raw``: readable, declared size, finite values).
+Each image goes through the normalisation nnU-Net's preprocessing gives its channel name
 (``get_normalization_scheme``: z-score per image for most names, CT windowing with the dataset's foreground
 statistics from nnU-Net's fingerprint for ``CT``); the SAM network receives exactly such data
 (``SamSegmenter``). Not reproduced: the nonzero-region cropping and ``use_mask_for_norm`` that nnU-Net's plans
@@ -41,6 +42,7 @@ from nnunetv2.preprocessing.normalization.map_channel_name_to_normalization impo
 from nnunetv2.utilities.utils import create_paths_fn, get_identifiers_from_splitted_dataset_folder, subfiles
 from tqdm import tqdm
 
+from autosam.data.checks import DatasetInvalid, stored_findings
 from autosam.errors import AutosamError
 from autosam.paths import Dataset
 from autosam.planners.fingerprint import modality_of
@@ -74,6 +76,15 @@ def _reader_for(ending: str, example: str) -> type:
                            "TIFF") from None
 
 
+def _check_stored(cases: list[list[str]]) -> None:
+    """Every file as stored (``autosam.data.raw``: readable, declared size, finite values), one line per cause,
+    before nnU-Net's reader allocates or alters anything."""
+    findings = []
+    stored_findings([Path(f) for files in cases for f in files], findings)
+    if findings:
+        raise DatasetInvalid(findings)
+
+
 def dataset_images(dataset: Dataset, labelled: bool = False) -> ImageSet:
     """Every case of a raw nnU-Net dataset's imagesTr and imagesTs (labels are not read), or with ``labelled``
     the cases of imagesTr with their labelsTr label maps."""
@@ -91,6 +102,7 @@ def dataset_images(dataset: Dataset, labelled: bool = False) -> ImageSet:
                   for case in get_identifiers_from_splitted_dataset_folder(folder, ending)]
     if not cases:
         raise AutosamError(f"{raw}/imagesTr: no <case>_0000{ending} images; check the dataset's file_ending")
+    _check_stored(cases)
     reader = determine_reader_writer_from_dataset_json(meta, cases[0][0], verbose=False)
     channels = meta.get("channel_names", meta.get("modality", {}))
     names = [str(channels[k]) for k in sorted(channels, key=int)]
@@ -101,6 +113,7 @@ def dataset_images(dataset: Dataset, labelled: bool = False) -> ImageSet:
         if missing:
             raise AutosamError(f"{missing[0]}: not found; prompted pretraining needs a label map in labelsTr for "
                                "every case of imagesTr")
+        _check_stored([[f] for f in images.labels])
         images.ignore_label = meta["labels"].get("ignore")
     ct = [c for c, n in enumerate(names) if n.casefold() == "ct"]
     if ct:
@@ -135,6 +148,7 @@ def folder_images(folder: str | os.PathLike) -> ImageSet:
     if others:
         raise AutosamError(f"--images {folder}: mixes {ending} with other file types (e.g. {Path(others[0]).name}); "
                            "keep one type per folder")
+    _check_stored([[f] for f in files])
     return ImageSet(folder.name, [[f] for f in files], [], _reader_for(ending, files[0]))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from tqdm import tqdm
 from autosam.errors import AutosamError
 from autosam.sam.weights.catalogue import (
     CATALOGUE,
+    USER_CATALOGUE,
     CatalogueEntry,
     download_command,
     how_to_get,
@@ -84,6 +86,22 @@ def status(entry: CatalogueEntry, folder: Path) -> Status:
         return Status(entry, path, "present (no published size or sha256 to check)")
     reason = problem(path, entry)
     return Status(entry, path, f"FAILED: {reason}" if reason else "verified")
+
+
+def failure_line(checked: Status, folder: Path) -> str:
+    """One line for a file that failed ``autosam weights verify``: what is wrong and a command that repairs it
+    for this kind of file (an official file is fetched again, one of ``autosam pretrain`` made again)."""
+    entry, path = checked.entry, shlex.quote(str(checked.path))
+    away = "" if checked.state == "missing" else f"move it away (`mv {path} {path}.changed`) and "
+    if entry.official and entry.url:
+        fix = f"{away}run `{download_command(entry.name, folder)}`"
+    elif entry.official:
+        fix = f"{away}{how_to_get(entry, folder)}"
+    else:
+        fix = (f"the file is not the one autosam pretrain wrote: {away}run `autosam pretrain -o {path}` again "
+               f"with the options it was made with ({entry.source}), or drop it: delete the entry '{entry.name}' "
+               f"from {shlex.quote(str(folder / USER_CATALOGUE))}")
+    return f"{entry.name}: {checked.path}: {checked.state}; {fix}"
 
 
 class _ResumingDownloader:
