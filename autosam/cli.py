@@ -125,7 +125,7 @@ def cmd_validate(args: argparse.Namespace) -> None:
 def cmd_split(args: argparse.Namespace) -> None:
     from autosam.data.splits import write_grouped_splits
 
-    result = write_grouped_splits(args.dataset, args.groups, args.group_pattern, args.num_folds)
+    result = write_grouped_splits(args.dataset, args.groups, args.group_pattern, args.num_folds, args.group_column)
     if result.shipped:
         print(f"the dataset's own {result.num_folds} folds ({result.shipped}) are used; they keep each of the "
               f"{result.num_patients} patients on one side of every fold")
@@ -382,10 +382,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("split", help="patient-grouped folds (splits_final.json) and each case's patient")
     dataset_flag(p)
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--groups", type=Path, help="CSV case,group or JSON {case: group}")
+    source.add_argument("--groups", type=Path, help="CSV case,group or JSON {case: group}; a CSV of more columns "
+                        "needs --group-column")
+    p.add_argument("--group-column", metavar="NAME",
+                   help="with --groups CSV: the header's column holding the patient (case: the first column)")
     source.add_argument("--group-pattern", metavar="REGEX",
                         help=r"the patient is group 1 of REGEX matched against the whole case id, e.g. '(.*)_z\d+'")
-    p.add_argument("--num-folds", type=int, default=5)
+    p.add_argument("--num-folds", type=int, metavar="K",
+                   help="folds to write (default 5); refused when the dataset ships its own splits_final.json")
     p.set_defaults(func=cmd_split)
 
     p = verbs.add_parser("pretrain", help="self-supervised (masked-autoencoder) pretraining of SAM's image encoder "
