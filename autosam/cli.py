@@ -66,7 +66,7 @@ def cmd_plan(args: argparse.Namespace) -> None:
 
     hardware = detect_hardware(args.gpu_memory, args.device)
     with contextlib.redirect_stdout(sys.stderr):  # nnU-Net's planning chatter; stdout carries the plan
-        planner = plan(args.dataset, _sam_options(args), hardware, args.num_processes)
+        planner = plan(args.dataset, _sam_options(args), hardware, args.num_processes, write=args.preprocess)
         if args.preprocess:
             preprocess(args.dataset, args.num_processes, baseline_configurations(args.dataset, not args.no_3d))
     configuration = planner.plans["configurations"][SAM_CONFIGURATION]
@@ -76,7 +76,11 @@ def cmd_plan(args: argparse.Namespace) -> None:
         print(json.dumps(summary, indent=2))
     else:
         print(plan_text(summary, args.explain))
-        print(f"\nwritten to {planner.plans['plans_name']}.json, configuration {SAM_CONFIGURATION}")
+        if args.preprocess:
+            print(f"\nwritten to {planner.plans['plans_name']}.json, configuration {SAM_CONFIGURATION}")
+        else:
+            print(f"\na preview: nothing written. `autosam plan-and-preprocess -d {args.dataset.id}` with the same "
+                  "flags writes this plan; `autosam run` plans by itself")
 
 
 def cmd_train(args: argparse.Namespace) -> None:

@@ -31,12 +31,12 @@ from autosam.evaluation.report import headline, write_report
 from autosam.experiments.fewshot import fewshot_report, fewshot_trainings
 from autosam.experiments.ray_cluster import executor_for
 from autosam.inference.trained_models import Choice, Model
-from autosam.paths import FINAL_CHECKPOINT, Dataset, configure_training_processes, require_folders
+from autosam.paths import FINAL_CHECKPOINT, Dataset, configure_training_processes, fold_has_started, require_folders
 from autosam.planners.explain import plan_summary
 from autosam.planners.hardware import detect_hardware
 from autosam.planners.preprocess import baseline_configurations, plan, preprocess
 from autosam.planners.sam_planner import BASELINE_PLANS
-from autosam.plans import PLANS_NAME, SAM_CONFIGURATION, SamPlan, has_sam_plan, read_plans, read_sam_plan
+from autosam.plans import PLANS_NAME, SAM_CONFIGURATION, PlannedSam, SamPlan, has_sam_plan, read_plans, read_sam_plan
 from autosam.sam.weights.catalogue import catalogue_entry_for
 from autosam.sam.weights.safe_load import load_fold_checkpoint
 from autosam.trainers.fold_jobs import FoldJob, Training, fold_jobs
@@ -88,6 +88,68 @@ def refuse_conflicting_flags(sam_options, dataset: Dataset, gpu_memory: float | 
             shown = "" if isinstance(wanted, bool) else f" {wanted}"
             raise AutosamError(f"{plans_file}: {flag}{shown} contradicts the existing plan ({flag.lstrip('-')}: "
                                f"{planned}); pass --replan to plan again, or drop the flag")
+
+
+def plan_device(device: str | None) -> str | None:
+    """The planner's device for a ``--device`` value (``auto``: this machine)."""
+    return None if device in (None, "auto") else device
+
+
+def kept_options(sam_options, planned: PlannedSam):
+    """``sam_options`` with the fields the stored plan had set by flags, where the user gives none now: planning
+    again for another machine keeps what the user fixed."""
+    plan, fixed, kept = planned.plan, set(planned.plan.overridden), {}
+    if "setup" in fixed and sam_options.setup is None:
+        kept.update(setup=plan.setup.name, lora_rank=sam_options.lora_rank or plan.setup.lora_rank)
+    if "image_size" in fixed and sam_options.image_size is None:
+        kept["image_size"] = plan.image_size
+    if "batch_size" in fixed and sam_options.batch_size is None:
+        kept["batch_size"] = planned.batch_size
+    if "base_checkpoint" in fixed and sam_options.checkpoint is None and not sam_options.from_scratch:
+        base = plan.base_checkpoint
+        if base is None:
+            kept["from_scratch"] = True
+        else:
+            kept["checkpoint"] = base.path or base.name
+    if "num_epochs" in fixed and sam_options.num_epochs is None:
+        kept["num_epochs"] = plan.num_epochs
+    if "iterations_per_epoch" in fixed and sam_options.iterations_per_epoch is None:
+        kept["iterations_per_epoch"] = plan.iterations_per_epoch
+    if "embedding_cache" in fixed:
+        kept["embedding_cache"] = False
+    if "prompts" in fixed and sam_options.prompts is None:
+        kept["prompts"] = plan.prompts
+    if "patch_size" in fixed:
+        kept["native_patches"] = True
+    return replace(sam_options, **kept)
+
+
+def plan_for_run(dataset: Dataset, sam_options, options: RunOptions) -> str:
+    """The SAM plan ``run`` trains: the stored one, else a new one. A stored plan made for other hardware than
+    this machine (detected, not given by --gpu-memory) is made again for this machine, keeping the fields set
+    by flags, unless a SAM fold has started on it. Returns the one line said about it."""
+    hardware = detect_hardware(options.gpu_memory, plan_device(options.device))
+    plans_file = dataset.preprocessed / f"{PLANS_NAME}.json"
+    if not has_sam_plan(dataset) or options.replan:
+        plan(dataset, sam_options, hardware, validated=True)
+        return _said(f"planned SAM for {hardware.description} in {plans_file}")
+    refuse_conflicting_flags(sam_options, dataset, options.gpu_memory)
+    planned = read_sam_plan(dataset)
+    stored = planned.plan.hardware
+    if stored == hardware.description or stored.endswith("(--gpu-memory)") or options.gpu_memory is not None:
+        return _said(f"using the existing SAM plan in {plans_file} (re-plan with --replan)")
+    sam_folder = Model.for_setup(None).folder(dataset)
+    if any(fold_has_started(f) for f in sam_folder.glob("fold_*")):
+        return _said(f"the SAM plan in {plans_file} was made for {stored}, not this machine ({hardware.description}); "
+                     f"kept because SAM folds in {sam_folder} started on it (--replan after moving them away)")
+    plan(dataset, kept_options(sam_options, planned), hardware, validated=True)
+    return _said(f"the SAM plan was made for {stored}; planned again for this machine ({hardware.description}), "
+                 "keeping the fields set by flags")
+
+
+def _said(line: str) -> str:
+    log.info("%s", line)
+    return line
 
 
 def without_failed(configurations: list[str], failed: dict) -> tuple[list[str], list[str]]:
@@ -203,12 +265,7 @@ def run(dataset: Dataset, sam_options, options: RunOptions, ray_address: str | N
         options = replace(options, train_cases=check_train_cases(
             options.train_cases, options.repeats, options.folds, fold_splits(dataset.raw, preprocessed),
             load_groups(preprocessed)))
-    if has_sam_plan(dataset) and not options.replan:
-        refuse_conflicting_flags(sam_options, dataset, options.gpu_memory)
-        log.info("using the existing SAM plan in %s (re-plan with --replan)", preprocessed / f"{PLANS_NAME}.json")
-    else:
-        device = options.device if options.device in ("cpu", "cuda") else None
-        plan(dataset, sam_options, detect_hardware(options.gpu_memory, device), validated=True)
+    plan_for_run(dataset, sam_options, options)
     configurations = baseline_configurations(dataset, not options.no_3d)
     skipped_3d = options.no_3d and len(baseline_configurations(dataset)) > 1
     preprocess(dataset, 1, configurations)
