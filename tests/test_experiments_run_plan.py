@@ -33,7 +33,11 @@ def test_a_plan_for_other_hardware_is_made_again_keeping_the_flags(planned_demo)
     assert planned.plan.hardware == here
     # the fixture planned --setup test_vit_encdec_lora --image-size 64 --from-scratch --batch-size 2
     assert (planned.plan.setup.name, planned.plan.image_size, planned.plan.from_scratch, planned.batch_size) == (
-        "test_vit_encdec_lora", 64, True, 2)
+        "test_vit_encdec_lora",
+        64,
+        True,
+        2,
+    )
     assert "using the existing SAM plan" in plan_for_run(dataset, SamOptions(), RunOptions(device="cpu"))
 
 

@@ -185,3 +185,12 @@ def test_planner_starts_from_the_checkpoint_pretrained_on_the_dataset_modality()
     scratch = {"us_t": {"backbone": "vit_t", "modality": "US", "started_from": RANDOM_START}}
     scratch_start = choose(_facts(300, modality="US", pretrained=scratch), cpu, 2, 1, (512, 512), SamOptions())
     assert scratch_start.base_checkpoint == "mobile_sam"
+
+
+def test_a_checkpoint_given_decides_the_backbone() -> None:
+    cpu = Hardware("cpu", 24, "CPU")
+    assert _choose(_facts(), cpu).setup.backbone == "vit_t"
+    choice = _choose(_facts(), cpu, checkpoint="medsam_vit_b")
+    assert choice.setup.backbone == "vit_b"
+    assert "the backbone of --checkpoint medsam_vit_b" in choice.reasons["setup"]
+    assert {c.setup.backbone for c in choice.candidates} == {"vit_b"}
