@@ -150,12 +150,22 @@ def _cases(folder: Path, meta: dict, out: list[Finding]) -> tuple[dict[str, list
         out.extend(Finding("error", str(p), "is named as a label and labelsTr holds its <case>_0000 image: imagesTr "
                                             "and labelsTr look swapped; swap the two folders") for p in swapped)
         return {}, {}
+    label_stems = {p.name[: -len(ending)] for p in label_files if p.name.endswith(ending)}
+    image_names, misnamed = {p.name for p in image_files}, set()
     for path in image_files:
         if not path.name.endswith(ending):
             out.append(Finding("error", str(path), f"does not end in {ending} (dataset.json file_ending); convert it "
                                                    "or move it out: every file must have the same ending"))
             continue
         stem = path.name[: -len(ending)]
+        if stem in label_stems and f"{stem}_0000{ending}" not in image_names:
+            # hc18_1014.png next to labelsTr/hc18_1014.png: the image of case hc18_1014 without its channel suffix,
+            # not channel 1014 of a case hc18
+            out.append(Finding("error", str(path), f"is named as its label in labelsTr, without the channel suffix: "
+                                                   f"name each image <case>_0000{ending}",
+                               f"rename it {stem}_0000{ending}"))
+            misnamed.add(stem)
+            continue
         if len(stem) < 6 or stem[-5] != "_" or not stem[-4:].isdigit():
             out.append(Finding("error", str(path), f"name must be <case>_<channel 0000>{ending}"))
             continue
@@ -197,7 +207,8 @@ def _cases(folder: Path, meta: dict, out: list[Finding]) -> tuple[dict[str, list
     unpaired = False
     for case, path in labels.items():
         if case not in images:
-            out.append(Finding("error", str(path), "has no image in imagesTr; add it or remove the label"))
+            if case not in misnamed:  # its image is there, misnamed: reported once, above
+                out.append(Finding("error", str(path), "has no image in imagesTr; add it or remove the label"))
             unpaired = True
     unpaired = unpaired or any(case not in labels for case in images)
     if not unpaired and len(labels) != meta["numTraining"]:  # an unpaired file already explains a mismatch
@@ -310,16 +321,25 @@ def _geometry_mismatch(a: dict, b: dict) -> str | None:
     return None
 
 
+def _well_formed(images: dict[str, list[Path]], labels: dict[str, Path], meta: dict, out: list[Finding]) -> list[str]:
+    """The cases, sorted, with a label and every declared channel, none of whose files has a finding yet."""
+    ending, channels = meta["file_ending"], len(meta.get("channel_names", meta.get("modality", {})))
+    flagged = {f.file for f in out}
+    return [case for case in sorted(labels) if case in images and str(labels[case]) not in flagged
+            and not flagged & {str(p) for p in images[case]}
+            and {f"{case}_{i:04d}{ending}" for i in range(channels)} <= {p.name for p in images[case]}]
+
+
 def validate_dataset(folder: Path, num_folds: int | None = None) -> list[Finding]:
     """Every finding for the raw dataset ``folder`` (nnU-Net format); ``num_folds``: the cross-validation
     about to run, which needs at least that many cases."""
     out: list[Finding] = []
     meta = _load_dataset_json(folder, out)
     if meta is None:
-        return out
+        return out  # without the file ending and channels no file can be named or read
     images, labels = _cases(folder, meta, out)
-    if not labels or any(f.severity == "error" for f in out):
-        if not labels and not out:
+    if not labels:
+        if not out:
             out.append(Finding("error", str(folder / "labelsTr"), "holds no label files"))
         return out
     if num_folds and len(labels) < num_folds:
@@ -328,7 +348,12 @@ def validate_dataset(folder: Path, num_folds: int | None = None) -> list[Finding
     elif len(labels) < 5:
         out.append(Finding("warning", str(folder / "labelsTr"), f"only {len(labels)} cases: too few for 5-fold "
                                                                "cross-validation; train with -f all"))
-    examples = [paths[0] for paths in list(images.values())[:3]]  # one corrupt file must not hide the reader
+    # Every independent problem in one pass: a case whose files are misnamed, unpaired or incomplete was reported
+    # above and is left out of the content checks, which still read every other case.
+    cases = _well_formed(images, labels, meta, out)
+    if not cases:
+        return out
+    examples = [images[case][0] for case in cases[:3]]  # one corrupt file must not hide the reader
     for example in examples:
         try:  # nnU-Net prints the traceback of every reader that fails on the example file; keep stderr for us
             with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
@@ -339,11 +364,10 @@ def validate_dataset(folder: Path, num_folds: int | None = None) -> list[Finding
     else:
         return out + [Finding("error", str(examples[0]), "no nnU-Net reader opens it; convert it", failure)]
     stats = {}
-    for case in sorted(labels):
-        if case in images:
-            result = _check_case(case, images[case], labels[case], meta, reader, out)
-            if result is not None:
-                stats[case] = result
+    for case in cases:
+        result = _check_case(case, images[case], labels[case], meta, reader, out)
+        if result is not None:
+            stats[case] = result
     empty = [c for c, s in stats.items() if not s["foreground"]]
     if stats and len(empty) == len(stats):
         out.append(Finding("error", str(folder / "labelsTr"), "every label map is empty; check the export"))
