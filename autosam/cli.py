@@ -61,13 +61,17 @@ def _sam_options(args: argparse.Namespace):
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
+    from autosam.experiments.job_table import run_job_table
     from autosam.planners.explain import plan_summary, plan_text
     from autosam.planners.hardware import detect_hardware
     from autosam.planners.preprocess import baseline_configurations, plan, preprocess
     from autosam.plans import SAM_CONFIGURATION, sam_plan_of
 
-    hardware = detect_hardware(args.gpu_memory, args.device)
-    with contextlib.redirect_stdout(sys.stderr):  # nnU-Net's planning chatter; stdout carries the plan
+    hardware = detect_hardware(args.gpu_memory, None if args.device == "auto" else args.device)
+    chatter = args.dataset.preprocessed / "autosam_plan.log"  # nnU-Net's planning output, printed as dicts
+    chatter.parent.mkdir(parents=True, exist_ok=True)
+    print(f"planning {args.dataset.name} (nnU-Net's output: {chatter})", file=sys.stderr)
+    with chatter.open("a") as stream, contextlib.redirect_stdout(stream):  # stdout carries the plan alone
         planner = plan(args.dataset, _sam_options(args), hardware, args.num_processes, write=args.preprocess)
         if args.preprocess:
             preprocess(args.dataset, args.num_processes, baseline_configurations(args.dataset, not args.no_3d))
@@ -78,6 +82,10 @@ def cmd_plan(args: argparse.Namespace) -> None:
         print(json.dumps(summary, indent=2))
     else:
         print(plan_text(summary, args.explain))
+        print("\n`autosam run` with nnU-Net's own budget would train (--equal-budget: every method SAM's steps):")
+        for line in run_job_table(args.dataset, sam_plan_of(configuration), configuration["batch_size"],
+                                  hardware.device, not args.no_3d):
+            print(line)
         if args.preprocess:
             print(f"\nwritten to {planner.plans['plans_name']}.json, configuration {SAM_CONFIGURATION}")
         else:

@@ -194,3 +194,18 @@ def test_a_checkpoint_given_decides_the_backbone() -> None:
     assert choice.setup.backbone == "vit_b"
     assert "the backbone of --checkpoint medsam_vit_b" in choice.reasons["setup"]
     assert {c.setup.backbone for c in choice.candidates} == {"vit_b"}
+
+
+def test_reasons_are_one_line_with_their_rule_tags_and_memory_at_the_chosen_batch() -> None:
+    facts = _facts()
+    choice = _choose(facts, _gpu(80))
+    plan = SamPlan(choice.setup, choice.image_size, "imagenet", None, choice.learning_rate,
+                   num_epochs=choice.num_epochs, predicted_memory_gb=choice.predicted_memory_gb,
+                   reasons=choice.reasons, candidates=[c.to_dict() for c in choice.candidates])
+    summary = plan_summary(plan, choice.batch_size, facts.to_dict())
+    short, full = plan_text(summary, explain=False), plan_text(summary, explain=True)
+    why = short.split("why:\n")[1].splitlines()
+    assert all(len(line) <= 140 for line in why if line.startswith("  ")), why
+    assert "[R11 autosam]" in short and "R11 (autosam): finetune-SAM" in full
+    chosen = next(line for line in full.splitlines() if line.rstrip().endswith("chosen"))
+    assert f"{choice.predicted_memory_gb:.2f} GB" in chosen and f"its batch {choice.batch_size}" in full

@@ -14,6 +14,7 @@ own batch).
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from autosam.evaluation.comparison import Method, compare, read_splits
 from autosam.evaluation.interactive_report import headline_lines, interactive_section
 from autosam.evaluation.report import headline, write_report
 from autosam.experiments.fewshot import fewshot_report, fewshot_trainings
+from autosam.experiments.job_table import job_table, jobs
 from autosam.experiments.ray_cluster import executor_for
 from autosam.inference.trained_models import Choice, Model
 from autosam.paths import FINAL_CHECKPOINT, Dataset, configure_training_processes, fold_has_started, require_folders
@@ -253,10 +255,36 @@ def _seeds_text(training: dict) -> str:
     return f"seed {seeds.pop()} for every fold" if len(seeds) == 1 else f"seeds differ between folds: {sorted(seeds)}"
 
 
+RUN_LOG = "autosam_run.log"  # beside the report: autosam's lines and nnU-Net's planning output, every run appended
+
+
+@contextmanager
+def run_log(path: Path):
+    """autosam's log lines also go to ``path``; yields the open file, for output to keep off the terminal."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as stream:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger = logging.getLogger("autosam")
+        logger.addHandler(handler)
+        try:
+            yield stream
+        finally:
+            logger.removeHandler(handler)
+
+
 def run(dataset: Dataset, sam_options, options: RunOptions, ray_address: str | None = None) -> Path:
     """``ray_address``: train every fold job as a Ray task ("" starts a local instance); the comparison waits
-    for all of them."""
+    for all of them. The run's log: ``RUN_LOG`` beside the report."""
     require_folders("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+    path = dataset.results / REPORT_FOLDER / RUN_LOG
+    with run_log(path) as stream:
+        log.info("log: %s", path)
+        return _run(dataset, sam_options, options, ray_address, stream)
+
+
+def _run(dataset: Dataset, sam_options, options: RunOptions, ray_address: str | None, chatter) -> Path:
+    """``chatter``: where nnU-Net's planning and preprocessing output goes (the run's log)."""
     for warning in check_dataset(dataset, max(5, len(options.folds or []))):
         log.warning("%s", warning)  # checked once, before any work
     preprocessed = dataset.preprocessed
@@ -265,10 +293,11 @@ def run(dataset: Dataset, sam_options, options: RunOptions, ray_address: str | N
         options = replace(options, train_cases=check_train_cases(
             options.train_cases, options.repeats, options.folds, fold_splits(dataset.raw, preprocessed),
             load_groups(preprocessed)))
-    plan_for_run(dataset, sam_options, options)
-    configurations = baseline_configurations(dataset, not options.no_3d)
-    skipped_3d = options.no_3d and len(baseline_configurations(dataset)) > 1
-    preprocess(dataset, 1, configurations)
+    with redirect_stdout(chatter):  # nnU-Net's plans and progress, printed as dicts: into the log
+        plan_for_run(dataset, sam_options, options)
+        configurations = baseline_configurations(dataset, not options.no_3d)
+        skipped_3d = options.no_3d and len(baseline_configurations(dataset)) > 1
+        preprocess(dataset, 1, configurations)
 
     planned = read_sam_plan(dataset)
     sam_plan = planned.plan
@@ -284,6 +313,9 @@ def run(dataset: Dataset, sam_options, options: RunOptions, ray_address: str | N
     executor = executor_for(ray_address, options.gpu_memory)  # serial, or each fold job a Ray task
     try:
         torch_device = executor.device(options.device)
+        for line in job_table(jobs(dataset, len(options.folds), configurations, baseline_budget, sam_budget, sam_plan,
+                                   planned.batch_size), torch_device.type, baseline_budget.epochs is not None):
+            print(line)
         configure_training_processes(torch_device.type)
         jobs = fold_jobs(dataset, options.folds, trainings, torch_device, seed, options.ensembles)
         jobs += fold_jobs(dataset, options.folds, fewshot, torch_device, seed)
