@@ -30,7 +30,8 @@ from autosam.evaluation.comparison import Method, compare, read_splits
 from autosam.evaluation.interactive_report import headline_lines, interactive_section
 from autosam.evaluation.report import headline, write_report
 from autosam.experiments.fewshot import fewshot_report, fewshot_trainings
-from autosam.experiments.job_table import job_table, jobs
+from autosam.experiments.job_table import job_table
+from autosam.experiments.job_table import jobs as planned_jobs
 from autosam.experiments.ray_cluster import executor_for
 from autosam.inference.trained_models import Choice, Model
 from autosam.paths import FINAL_CHECKPOINT, Dataset, configure_training_processes, fold_has_started, require_folders
@@ -313,7 +314,7 @@ def _run(dataset: Dataset, sam_options, options: RunOptions, ray_address: str | 
     executor = executor_for(ray_address, options.gpu_memory)  # serial, or each fold job a Ray task
     try:
         torch_device = executor.device(options.device)
-        for line in job_table(jobs(dataset, len(options.folds), configurations, baseline_budget, sam_budget, sam_plan,
+        for line in job_table(planned_jobs(dataset, len(options.folds), configurations, baseline_budget, sam_budget, sam_plan,
                                    planned.batch_size), torch_device.type, baseline_budget.epochs is not None):
             print(line)
         configure_training_processes(torch_device.type)
