@@ -140,6 +140,13 @@ def cmd_validate(args: argparse.Namespace) -> None:
     print(f"dataset {args.dataset.name}: no errors" + (f", {len(warnings)} warning(s)" if warnings else ""))
 
 
+def cmd_status(args: argparse.Namespace) -> None:
+    from autosam.experiments.status import status_lines
+
+    for line in status_lines(args.dataset):
+        print(line)
+
+
 def cmd_split(args: argparse.Namespace) -> None:
     from autosam.data.splits import write_grouped_splits
 
@@ -422,6 +429,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = _verb(verbs, "validate", "check a raw dataset: every problem at once, with the fix", ("dataset",))
     p.add_argument("--all", action="store_true", help="name every file of each problem, not two examples")
     p.set_defaults(func=cmd_validate)
+
+    p = _verb(verbs, "status", "what is planned, which folds of which models are trained, and the report's path",
+              ("dataset",))
+    p.set_defaults(func=cmd_status)
 
     p = _verb(verbs, "split", "patient-grouped folds (splits_final.json) and each case's patient", ("dataset",))
     source = p.add_mutually_exclusive_group(required=True)

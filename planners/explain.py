@@ -50,7 +50,8 @@ def plan_text(summary: dict, explain: bool) -> str:
         "",
         "why:",
     ]
-    lines += [f"  {field}: {reason if explain else short_reason(reason)}" for field, reason in summary["reasons"].items()]
+    lines += [f"  {field}: {reason if explain else short_reason(reason)}"
+              for field, reason in summary["reasons"].items()]
     if summary["overridden"]:
         lines.append(f"set by you: {', '.join(summary['overridden'])}")
     lines += [f"warning: {w}" for w in summary["warnings"]]

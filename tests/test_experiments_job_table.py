@@ -30,3 +30,19 @@ def test_job_table_counts_every_training_with_the_step_cost_model(planned_demo) 
     assert {j.steps for j in equal} == {6}
     assert equal[0].gflops_per_step < baseline.gflops_per_step * 2  # the batch changed, the network did not
     assert not any("--equal-budget" in line for line in job_table(equal, "cpu", equal_budget=True))
+
+
+def test_status_says_what_is_planned_trained_and_reported(planned_demo, capsys) -> None:
+    from autosam.cli import main
+
+    fold = planned_demo["nnUNet_results"] / "Dataset901_BUSIDemo" / "nnUNetTrainerSAM__autosamPlans__2d_sam"
+    for name, checkpoint in (("fold_0", "checkpoint_final.pth"), ("fold_1", "checkpoint_latest.pth")):
+        (fold / name).mkdir(parents=True)
+        (fold / name / checkpoint).write_bytes(b"")
+    assert main(["status", "-d", "901"]) == 0
+    plan, model, report = capsys.readouterr().out.splitlines()
+    assert plan.startswith("plan: test_vit_encdec_lora at 64 px, batch 2") and "autosamPlans.json" in plan
+    assert model == (
+        "nnUNetTrainerSAM__autosamPlans__2d_sam: trained folds 0; started, not finished: 1 (run again to continue)"
+    )
+    assert report == "report: none yet (autosam run -d 901)"

@@ -33,6 +33,7 @@ from autosam.experiments.fewshot import fewshot_report, fewshot_trainings
 from autosam.experiments.job_table import job_table
 from autosam.experiments.job_table import jobs as planned_jobs
 from autosam.experiments.ray_cluster import executor_for
+from autosam.experiments.status import REPORT_FOLDER, RUN_LOG
 from autosam.inference.trained_models import Choice, Model
 from autosam.paths import FINAL_CHECKPOINT, Dataset, configure_training_processes, fold_has_started, require_folders
 from autosam.planners.explain import plan_summary
@@ -48,7 +49,6 @@ from autosam.trainers.variants import trainer_for_setup
 
 log = logging.getLogger(__name__)
 NNUNET_EPOCHS, NNUNET_ITERATIONS = 1000, 250  # nnU-Net's trainer defaults
-REPORT_FOLDER = "autosam_report"
 
 
 @dataclass
@@ -256,9 +256,6 @@ def _seeds_text(training: dict) -> str:
     return f"seed {seeds.pop()} for every fold" if len(seeds) == 1 else f"seeds differ between folds: {sorted(seeds)}"
 
 
-RUN_LOG = "autosam_run.log"  # beside the report: autosam's lines and nnU-Net's planning output, every run appended
-
-
 @contextmanager
 def run_log(path: Path):
     """autosam's log lines also go to ``path``; yields the open file, for output to keep off the terminal."""
@@ -314,8 +311,9 @@ def _run(dataset: Dataset, sam_options, options: RunOptions, ray_address: str | 
     executor = executor_for(ray_address, options.gpu_memory)  # serial, or each fold job a Ray task
     try:
         torch_device = executor.device(options.device)
-        for line in job_table(planned_jobs(dataset, len(options.folds), configurations, baseline_budget, sam_budget, sam_plan,
-                                   planned.batch_size), torch_device.type, baseline_budget.epochs is not None):
+        rows = planned_jobs(dataset, len(options.folds), configurations, baseline_budget, sam_budget, sam_plan,
+                            planned.batch_size)
+        for line in job_table(rows, torch_device.type, baseline_budget.epochs is not None):
             print(line)
         configure_training_processes(torch_device.type)
         jobs = fold_jobs(dataset, options.folds, trainings, torch_device, seed, options.ensembles)

@@ -51,7 +51,9 @@ def test_run_compares_both_methods_on_the_same_cases_per_patient(nnunet_folders,
     assert "look like slices of 10 patients" in capsys.readouterr().out
     assert main(["split", "-d", "901", "--group-pattern", r"(.*)_z\d+"]) == 0
     assert main(RUN) == 0
+    assert "total about" in capsys.readouterr().out  # the job table, before training
     results = nnunet_folders["nnUNet_results"] / DEMO_DATASET
+    assert "planned SAM for" in (results / "autosam_report" / "autosam_run.log").read_text()
     for folder in ("nnUNetTrainer__nnUNetPlans__2d", "nnUNetTrainerSAM__autosamPlans__2d_sam"):
         for fold in (0, 1):
             assert (results / folder / f"fold_{fold}" / "validation" / "summary.json").is_file()
