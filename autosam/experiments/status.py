@@ -17,12 +17,13 @@ def status_lines(dataset: Dataset) -> list[str]:
     if os.environ.get("nnUNet_preprocessed") and has_sam_plan(dataset):
         planned = read_sam_plan(dataset)
         plan = planned.plan
-        lines = [
+        base = plan.base_checkpoint.name if plan.base_checkpoint else "random weights"
+        line = (
             f"plan: {plan.setup.name} at {plan.image_size} px, batch {planned.batch_size}, {plan.num_epochs} "
-            f"epochs x {plan.iterations_per_epoch} iterations, from "
-            f"{plan.base_checkpoint.name if plan.base_checkpoint else 'random weights'}, planned for "
-            f"{plan.hardware} ({plan_file})"
-        ]
+            f"epochs x {plan.iterations_per_epoch} iterations, from {base}, planned for {plan.hardware} "
+            f"({plan_file})"
+        )
+        lines = [line]
     else:
         lines = [
             f"plan: none yet (autosam plan-and-preprocess -d {dataset.id} writes one; autosam run plans by itself)"
