@@ -354,12 +354,12 @@ def _verb(verbs, name: str, text: str, shared: Sequence[str] = ()) -> argparse.A
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from autosam import __version__
+    from importlib.metadata import version  # not autosam.__version__: the package's API sits above the CLI
 
     parser = argparse.ArgumentParser(
         prog="autosam", description="Auto-configured SAM fine-tuning inside nnU-Net, compared with nnU-Net.",
         parents=[shared_flags()["debug"]])
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('autosam')}",
                         help="print the version and exit")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
 
