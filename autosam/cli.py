@@ -239,6 +239,15 @@ def _prompted_pretrain(args: argparse.Namespace) -> None:
 def cmd_weights(args: argparse.Namespace) -> None:
     from autosam.sam.weights.download import download, entries, status
 
+    if args.action == "list" and checkpoint_folder(args.checkpoint_dir) is None:  # the catalogue itself
+        from autosam.sam.weights.catalogue import CATALOGUE
+
+        print("no checkpoint folder (--checkpoint-dir DIR or $AUTOSAM_CHECKPOINT_DIR): the catalogue, nothing checked")
+        _print_table([{"name": e.name, "file": e.filename, "backbone": e.backbone,
+                       "size": f"{e.size / 2**20:.0f} MB" if e.size else "?", "from": e.source}
+                      for e in CATALOGUE.values() if not args.names or e.name in args.names],
+                     [("name", "name"), ("file", "file"), ("backbone", "backbone"), ("size", "size"), ("from", "from")])
+        return
     folder = checkpoint_folder(args.checkpoint_dir, required=True)
     if args.action == "download":
         for entry in entries(args.names, folder):
@@ -516,7 +525,7 @@ DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 def check_values(args: argparse.Namespace) -> None:
     """Names and values checked as soon as the line is parsed, before any work, with the closest name when
-    mistyped (the set-up, backbone and checkpoint lists live in autosam.sam, imported only when such a flag is given)."""
+    mistyped (the set-up, backbone and checkpoint lists live in autosam.sam, imported only for such a flag)."""
     if args.verb in ("run", "ablate") and args.folds:
         _fold_numbers(args.folds)
     device = getattr(args, "device", None)

@@ -110,3 +110,10 @@ def test_names_are_checked_before_any_work_in_one_line(
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and said in err, err
     assert "Traceback" not in err
+
+
+def test_weights_list_without_a_folder_shows_the_catalogue(monkeypatch, capsys) -> None:
+    monkeypatch.delenv("AUTOSAM_CHECKPOINT_DIR", raising=False)
+    assert main(["weights", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "no checkpoint folder" in out and "mobile_sam" in out and "medsam_vit_b" in out
