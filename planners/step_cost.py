@@ -8,7 +8,7 @@ set-up costs no encoder at all per iteration, only once per slice when the cache
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -71,7 +71,7 @@ def nnunet_forward_gflops(configuration: dict, input_channels: int, num_classes:
     return counter.get_total_flops() / 1e9
 
 
-@lru_cache(maxsize=None)
+@cache
 def measured_gflops_per_second(device: str = "cpu", seconds: float = 0.3) -> float:
     """This machine's float32 matrix-multiply rate on ``device``, timed for about ``seconds`` (the clock of the
     step-cost model: a training step reaches a share of it, ``STEP_EFFICIENCY``)."""
