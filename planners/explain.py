@@ -76,6 +76,8 @@ def short_reason(reason: str) -> str:
     ('[R11 autosam]'); --explain shows the whole text."""
     tags = " ".join(f"[{rule} {source}]" for rule, source in dict.fromkeys(RULE_TAG.findall(reason)))
     head = RULE_TAG.split(reason, maxsplit=1)[0].rstrip(" (;:,") if tags else reason
+    if not head:  # the reason is the rule's evidence itself: its first words
+        head = RULE_TAG.split(reason.split("): ", 1)[-1], maxsplit=1)[0].rstrip(" (;:,")
     if len(head) > SHORT_REASON:
         head = head[: SHORT_REASON - 1].rstrip() + "…"
     return f"{head} {tags}".strip() if head else tags
