@@ -13,9 +13,9 @@ from autosam.planners.hardware import Hardware
 from autosam.planners.rules import RULES, cite
 from autosam.planners.step_cost import embedding_cache_reason, iteration_gflops
 from autosam.sam.memory import GIB, estimate_training_memory
-from autosam.sam.registry import IMAGE_SIZE_STEP, get_backbone
+from autosam.sam.registry import IMAGE_SIZE_STEP, STUDY_BACKBONES, get_backbone
 from autosam.sam.setups import DEFAULT_LORA_RANK, Setup, all_setups
-from autosam.sam.weights.catalogue import RANDOM_START
+from autosam.sam.weights.catalogue import RANDOM_START, checkpoint_backbone
 
 MEMORY_HEADROOM = 0.9  # R17
 CPU_MEMORY_SHARE = 0.5  # a CPU run shares RAM with data loading and the system
@@ -148,8 +148,12 @@ def choose(facts: DatasetFacts, hardware: Hardware, num_classes: int, channels: 
                       order.index(c.setup.backbone) if c.setup.backbone in order else len(order))
     rank_option = {} if options.lora_rank is None else {"lora_rank": options.lora_rank,
                                                          "lora_alpha": float(options.lora_rank)}
+    # a checkpoint given without a set-up decides the backbone: its weights fit no other
+    fixed_backbone = (checkpoint_backbone(options.checkpoint, options.checkpoint_dir)
+                      if options.checkpoint and not options.setup else None)
     pool = [Setup.parse(options.setup, **rank_option)] if options.setup else [
-        Setup(s.backbone, s.scope, s.method, **rank_option) for s in all_setups()]
+        Setup(s.backbone, s.scope, s.method, **rank_option)
+        for s in all_setups((fixed_backbone,) if fixed_backbone else STUDY_BACKBONES)]
     if options.setup:
         overridden.append("setup")
     scratch_only = options.from_scratch and not options.setup  # R18
@@ -196,7 +200,8 @@ def choose(facts: DatasetFacts, hardware: Hardware, num_classes: int, channels: 
     if size != sizes[0]:
         reasons["image_size"] += f"; reduced to {size} px so that an encoder update fits"
     setup = best.setup
-    reasons["setup"] = _setup_reason(setup, facts, hardware, ssl, bool(options.setup))
+    reasons["setup"] = _setup_reason(setup, facts, hardware, ssl, bool(options.setup),
+                                     fixed_backbone and options.checkpoint)
     if not setup.trains_encoder:
         warnings.append(f"{setup.name}: only the mask decoder trains because no encoder update fits "
                         f"{hardware.description}; expect lower Dice ({RULES['R6'].evidence})")
@@ -294,15 +299,19 @@ def _batch_size(best: Candidate, size: int, shape: dict, hardware: Hardware, fac
     return batch, checkpointing, memory
 
 
-def _setup_reason(setup: Setup, facts: DatasetFacts, hardware: Hardware, ssl: bool, user: bool) -> str:
-    """Why this set-up; ``_why_not`` says why each other candidate lost."""
+def _setup_reason(setup: Setup, facts: DatasetFacts, hardware: Hardware, ssl: bool, user: bool,
+                  checkpoint: str | None = None) -> str:
+    """Why this set-up; ``_why_not`` says why each other candidate lost. ``checkpoint``: the user's
+    --checkpoint, which decided the backbone."""
     if user:
         return "set by the user (--setup)"
     if setup.trains_whole_encoder:
         parts = [cite("R18")]
     else:
         parts = [cite("R1") if setup.trains_encoder else cite("R6"), f"{RULES['R2'].choice}: {cite('R2')}"]
-    if hardware.device == "cpu":
+    if checkpoint:
+        parts.append(f"{setup.backbone}: the backbone of --checkpoint {checkpoint}, whose weights fit no other")
+    elif hardware.device == "cpu":
         parts.append(f"ViT-T: planning for a CPU ({cite('R5')})")
     elif setup.backbone == "vit_h":
         parts.append(f"ViT-H: {facts.num_foreground_slices} labelled slices ({cite('R4')})")

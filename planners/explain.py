@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 from autosam.plans import SamPlan
+
+RULE_TAG = re.compile(r"\b(R\d+) \((study|autosam|maintainer)\)")
+SHORT_REASON = 110  # characters of a reason shown without --explain
 
 
 def plan_summary(plan: SamPlan, batch_size: int, facts: dict) -> dict:
@@ -45,18 +50,34 @@ def plan_text(summary: dict, explain: bool) -> str:
         "",
         "why:",
     ]
-    lines += [f"  {field}: {reason}" for field, reason in summary["reasons"].items()]
+    lines += [f"  {field}: {reason if explain else short_reason(reason)}"
+              for field, reason in summary["reasons"].items()]
     if summary["overridden"]:
         lines.append(f"set by you: {', '.join(summary['overridden'])}")
     lines += [f"warning: {w}" for w in summary["warnings"]]
     if explain:
-        lines += ["", f"all {len(summary['candidates'])} candidates (memory at batch 2; training GFLOPs per image and "
+        lines += ["", f"all {len(summary['candidates'])} candidates (memory at batch 2, the chosen one at its batch "
+                      f"{summary['batch_size']}; +gc: with gradient checkpointing; training GFLOPs per image and "
                       "iteration, decoder-only on cached embeddings unless --no-embedding-cache):"]
         width = max(len(c["name"]) for c in summary["candidates"])
         for c in sorted(summary["candidates"], key=lambda c: c["why_not"] != "chosen"):
             fits = "fits" if c["fits"] else "too big"
-            ckpt = " +ckpt" if c["gradient_checkpointing"] else ""
+            chosen = c["why_not"] == "chosen"
+            ckpt = " +gc" if (summary["gradient_checkpointing"] if chosen else c["gradient_checkpointing"]) else ""
+            memory = summary["predicted_memory_gb"] if chosen else c["predicted_memory_gb"]
             step = f"{c['step_gflops']:>9.2f} GFLOPs" if c.get("step_gflops") is not None else ""  # older plans: none
-            lines.append(f"  {c['name']:<{width}}  {c['predicted_memory_gb']:>7.2f} GB{ckpt:<6} {fits:<8} {step} "
+            lines.append(f"  {c['name']:<{width}}  {memory:>7.2f} GB{ckpt:<4} {fits:<8} {step} "
                          f"{c['why_not']}")
     return "\n".join(lines)
+
+
+def short_reason(reason: str) -> str:
+    """A reason on one line: its own words up to the first rule's evidence, the rules it cites as tags
+    ('[R11 autosam]'); --explain shows the whole text."""
+    tags = " ".join(f"[{rule} {source}]" for rule, source in dict.fromkeys(RULE_TAG.findall(reason)))
+    head = RULE_TAG.split(reason, maxsplit=1)[0].rstrip(" (;:,") if tags else reason
+    if not head:  # the reason is the rule's evidence itself: its first words
+        head = RULE_TAG.split(reason.split("): ", 1)[-1], maxsplit=1)[0].rstrip(" (;:,")
+    if len(head) > SHORT_REASON:
+        head = head[: SHORT_REASON - 1].rstrip() + "…"
+    return f"{head} {tags}".strip() if head else tags

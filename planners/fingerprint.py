@@ -32,11 +32,17 @@ MODALITY_WORDS = {
 TINY_TARGET_FRACTION = 0.01
 
 
+def _words(text: str) -> str:
+    """Lower case, any run of separators one space, padded: ``' x ray '`` for 'X-ray' and 'x_ray'."""
+    return " " + " ".join(text.lower().replace("-", " ").replace("_", " ").split()) + " "
+
+
 def modality_of(channel_name: str) -> str:
-    name = channel_name.strip().lower().replace("-", " ").replace("_", " ")
-    words = set(name.split()) | {name}
+    """The modality a channel name says, matched word by word (keywords are normalised like the name, so a
+    keyword with a separator, 'x-ray', matches 'X-ray', 'X_RAY' and 'chest x-ray')."""
+    name = _words(channel_name)
     for modality, keys in MODALITY_WORDS.items():
-        if words & set(keys):
+        if any(_words(key) in name for key in keys):
             return modality
     return "unknown"
 

@@ -48,10 +48,12 @@ def _preprocessed_cases(folder: Path) -> int:
     return len(list(folder.glob("*.pkl"))) if folder.is_dir() else 0
 
 
-def plan(dataset: Dataset, sam_options, hardware, num_processes: int = 1, validated: bool = False) -> SAMPlanner:
+def plan(dataset: Dataset, sam_options, hardware, num_processes: int = 1, validated: bool = False,
+         write: bool = True) -> SAMPlanner:
     """nnU-Net's fingerprint and plans (``nnUNetPlans``), then autosam's (``autosamPlans``); returns the
     planner, which holds the plans and the choice with its candidates. ``validated``: the caller has already
-    checked the dataset."""
+    checked the dataset. ``write=False`` previews: autosam's plan is not written (nnU-Net's fingerprint and
+    plans, caches that depend on the data alone, are written when missing)."""
     require_folders("nnUNet_raw", "nnUNet_preprocessed")
     for warning in [] if validated else check_dataset(dataset):
         log.warning("%s", warning)
@@ -64,7 +66,7 @@ def plan(dataset: Dataset, sam_options, hardware, num_processes: int = 1, valida
     with _planning_processes():
         if not (out / f"{BASELINE_PLANS}.json").is_file():
             ExperimentPlanner(dataset.id).plan_experiment()
-        planner = SAMPlanner(dataset.id, sam_options=sam_options, hardware=hardware)
+        planner = SAMPlanner(dataset.id, sam_options=sam_options, hardware=hardware, write=write)
         planner.plan_experiment()
     return planner
 

@@ -106,12 +106,13 @@ class SAMPlanner(ExperimentPlanner):
     def __init__(self, dataset_name_or_id: str | int, gpu_memory_target_in_gb: float = 8,
                  preprocessor_name: str = "DefaultPreprocessor", plans_name: str = PLANS_NAME,
                  overwrite_target_spacing=None, suppress_transpose: bool = False,
-                 sam_options: SamOptions | None = None, hardware: Hardware | None = None) -> None:
+                 sam_options: SamOptions | None = None, hardware: Hardware | None = None, write: bool = True) -> None:
         super().__init__(dataset_name_or_id, gpu_memory_target_in_gb, preprocessor_name, plans_name,
                          overwrite_target_spacing, suppress_transpose)
         self.sam_options = sam_options or SamOptions()
         self.hardware = hardware or detect_hardware()
         self.choice = None
+        self.write = write  # False: a preview, nothing saved
 
     def generate_data_identifier(self, configuration_name: str) -> str:
         return f"{BASELINE_PLANS}_{configuration_name}"
@@ -164,6 +165,8 @@ class SAMPlanner(ExperimentPlanner):
     def save_plans(self, plans: dict) -> None:
         """Written atomically, so a full disk or a crash keeps the previous plans; configurations the file
         holds beyond these plans' (a user's own) are kept, as nnU-Net's planner keeps them."""
+        if not self.write:
+            return
         recursive_fix_for_json_export(plans)
         path = Dataset.resolve(self.dataset_name).preprocessed / f"{self.plans_identifier}.json"
         if path.is_file():

@@ -8,7 +8,7 @@ set-up costs no encoder at all per iteration, only once per slice when the cache
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -53,3 +53,43 @@ def embedding_cache_reason(setup: Setup, image_size: int, num_classes: int, enab
             "(the frozen encoder's output never changes), at the price of nnU-Net's augmentation of the training "
             f"patches; validation and prediction run the whole network ({saving}; --no-embedding-cache keeps "
             "the normal path)")
+
+
+def nnunet_forward_gflops(configuration: dict, input_channels: int, num_classes: int) -> float:
+    """Forward GFLOPs of nnU-Net's planned network (a configuration of its plans, resolved) for one patch, counted
+    on the meta device like SAM's: the same model of cost for the baselines."""
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+
+    with torch.device("meta"):
+        network = get_network_from_plans(configuration["architecture"]["network_class_name"],
+                                         configuration["architecture"]["arch_kwargs"],
+                                         configuration["architecture"]["_kw_requires_import"], input_channels,
+                                         num_classes, allow_init=False, deep_supervision=True)
+        x = torch.empty(1, input_channels, *configuration["patch_size"])
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        network(x)
+    return counter.get_total_flops() / 1e9
+
+
+@cache
+def measured_gflops_per_second(device: str = "cpu", seconds: float = 0.3) -> float:
+    """This machine's float32 matrix-multiply rate on ``device``, timed for about ``seconds`` (the clock of the
+    step-cost model: a training step reaches a share of it, ``STEP_EFFICIENCY``)."""
+    import time
+
+    n = 512
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    torch.mm(a, b)  # warm-up
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        torch.mm(a, b)
+        done += 1
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+    return 2 * n**3 * done / (time.perf_counter() - started) / 1e9
+
+
+# The share of the measured matrix-multiply rate a whole training step reaches (data loading, augmentation, small
+# kernels and the optimiser included). Not yet calibrated: 1.0 until a timed run (the demo's job table against its
+# real time) gives the factor.
+STEP_EFFICIENCY = 1.0

@@ -261,3 +261,21 @@ def test_legitimate_exports_pass(case: str, nnunet_folders, capsys) -> None:
     else:
         assert len(typed) == 1 and warned in typed[0], out
 
+
+def test_independent_mistakes_are_reported_in_one_pass(nnunet_folders, capsys) -> None:
+    folder = _demo(nnunet_folders["nnUNet_raw"])
+    first, second, third = case_ids(folder)[:3]
+    misnamed = folder / "imagesTr" / "hc18_1014.png"  # the image named as its label, no _0000: not channel 1014
+    (folder / "imagesTr" / f"{first}_0000.png").rename(misnamed)
+    (folder / "labelsTr" / f"{first}.png").rename(folder / "labelsTr" / "hc18_1014.png")
+    label = folder / "labelsTr" / f"{second}.png"
+    Image.fromarray(np.array(Image.open(label)) * 255).save(label)
+    image = folder / "imagesTr" / f"{third}_0000.png"
+    Image.open(image).convert("RGBA").save(image)
+    assert main(["validate", "-d", "992"]) == 2
+    errors = _errors(capsys)
+    assert len(errors) == 3, errors
+    assert _names(errors[0], misnamed) and "rename it hc18_1014_0000.png" in errors[0]
+    assert not any("has no image" in e for e in errors)
+    assert any(_names(e, label) and "0/255" in e for e in errors)
+    assert any(_names(e, image) and "alpha channel" in e for e in errors)

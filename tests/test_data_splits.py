@@ -192,3 +192,34 @@ def test_validate_warns_about_slices_without_groups(nnunet_folders, capsys) -> N
         assert not [w for w in check_dataset(Dataset.resolve(other)) if "slices" in w.message]
     assert main(["split", "-d", "990", "--group-pattern", PATTERN]) == 0
     assert not [w for w in check_dataset(Dataset.resolve("990")) if "slices" in w.message]  # groups recorded
+
+
+def test_csv_of_more_columns_needs_the_group_column_named(tmp_path: Path) -> None:
+    csv_file = tmp_path / "cases.csv"
+    csv_file.write_text("case,source_image,patientid\na_1,img7.png,a\na_2,img8.png,a\nb_1,img9.png,b\n")
+    with pytest.raises(AutosamError, match=r"has 3 columns \(case, source_image, patientid\).*--group-column"):
+        read_groups(csv_file)
+    assert read_groups(csv_file, "patientid") == {"a_1": "a", "a_2": "a", "b_1": "b"}
+    with pytest.raises(AutosamError, match="--group-column patient: .* no such column"):
+        read_groups(csv_file, "patient")
+
+
+def test_split_command_takes_the_named_group_column(nnunet_folders, tmp_path: Path) -> None:
+    cases = _slice_cases()
+    _png_dataset(nnunet_folders["nnUNet_raw"], cases)
+    csv_file = tmp_path / "cases.csv"
+    csv_file.write_text("case,scan,patientid\n" + "".join(f"{c},{c}.png,{_patient(c)}\n" for c in cases))
+    assert main(["split", "-d", "990", "--groups", str(csv_file)]) == 2
+    assert main(["split", "-d", "990", "--groups", str(csv_file), "--group-column", "patientid"]) == 0
+    assert load_groups(nnunet_folders["nnUNet_preprocessed"] / SLICES) == {c: _patient(c) for c in cases}
+
+
+def test_num_folds_against_the_datasets_own_folds_is_refused(nnunet_folders, capsys) -> None:
+    cases = _slice_cases()
+    own = [{"train": [c for c in cases if not c.startswith(p)], "val": [c for c in cases if c.startswith(p)]}
+           for p in ("pat00", "pat01")]
+    _png_dataset(nnunet_folders["nnUNet_raw"], cases, splits=own)
+    assert main(["split", "-d", "990", "--group-pattern", PATTERN, "--num-folds", "3"]) == 2
+    line = _one_error_line(capsys)
+    assert "--num-folds 3" in line and "splits_final.json" in line and "2 folds" in line
+    assert main(["split", "-d", "990", "--group-pattern", PATTERN, "--num-folds", "2"]) == 0

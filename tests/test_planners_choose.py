@@ -64,6 +64,14 @@ def test_plan_text_shows_whose_evidence_each_reason_is() -> None:
     assert "R1 (study): parameter-efficient tuning" in text
     assert "R2 (autosam): lora is preferred to adapter" in text  # --explain's candidate table
     assert not any("R3" in c.why_not for c in choice.candidates)  # ViT-H won by R4, not by R3's ViT-B default
+    # without --explain: each reason on one line, its own words and its rules' tags
+    why = plan_text(plan_summary(plan, choice.batch_size, facts.to_dict()), explain=False).split("why:\n")[1]
+    reasons = [line for line in why.splitlines() if line.startswith("  ")]
+    assert all(len(line) <= 200 for line in reasons) and any(len(line) > 300 for line in text.splitlines())
+    assert not any(line.split(": ", 1)[1].startswith("[") for line in reasons), reasons
+    assert "[R11 autosam]" in why
+    chosen = next(line for line in text.splitlines() if line.rstrip().endswith("chosen"))
+    assert f"{choice.predicted_memory_gb:.2f} GB" in chosen and f"its batch {choice.batch_size}" in text
 
 
 def test_decoder_only_when_no_encoder_update_fits() -> None:
@@ -190,3 +198,11 @@ def test_planner_starts_from_the_checkpoint_pretrained_on_the_dataset_modality()
     scratch = {"us_t": {"backbone": "vit_t", "modality": "US", "started_from": RANDOM_START}}
     scratch_start = choose(_facts(300, modality="US", pretrained=scratch), cpu, 2, 1, (512, 512), SamOptions())
     assert scratch_start.base_checkpoint == "mobile_sam"
+
+
+def test_a_checkpoint_given_decides_the_backbone() -> None:
+    cpu = Hardware("cpu", 24, "CPU")  # where the planner picks vit_t (test_mr_with_ssl_weights_..._cpu_picks_vit_t)
+    choice = _choose(_facts(), cpu, checkpoint="medsam_vit_b")
+    assert choice.setup.backbone == "vit_b"
+    assert "the backbone of --checkpoint medsam_vit_b" in choice.reasons["setup"]
+    assert {c.setup.backbone for c in choice.candidates} == {"vit_b"}

@@ -62,12 +62,19 @@ def configuration_budget(configuration: str, baseline_budget: Budget) -> Budget:
 
 
 def resolve_device(device: str | None) -> torch.device:
+    """``--device``: auto (None), cpu, cuda or cuda:N, checked against the GPUs torch sees."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise AutosamError("--device cuda: no CUDA GPU is visible to torch; use --device cpu")
-    if device not in ("cpu", "cuda"):
-        raise AutosamError(f"--device {device}: choose cpu or cuda")
+    kind, _, index = device.partition(":")
+    if device == "cpu":
+        return torch.device("cpu")
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise AutosamError(f"--device {device}: choose auto, cpu, cuda or cuda:N")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if not count:
+        raise AutosamError(f"--device {device}: no CUDA GPU is visible to torch; use --device cpu")
+    if index and int(index) >= count:
+        raise AutosamError(f"--device {device}: torch sees {count} GPU(s), cuda:0 to cuda:{count - 1}; choose one")
     return torch.device(device)
 
 

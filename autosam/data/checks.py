@@ -151,12 +151,22 @@ def _cases(folder: Path, meta: dict, out: list[Finding]) -> tuple[dict[str, list
         out.extend(Finding("error", str(p), "is named as a label and labelsTr holds its <case>_0000 image: imagesTr "
                                             "and labelsTr look swapped; swap the two folders") for p in swapped)
         return {}, {}
+    label_stems = {p.name[: -len(ending)] for p in label_files if p.name.endswith(ending)}
+    image_names, misnamed = {p.name for p in image_files}, set()
     for path in image_files:
         if not path.name.endswith(ending):
             out.append(Finding("error", str(path), f"does not end in {ending} (dataset.json file_ending); convert it "
                                                    "or move it out: every file must have the same ending"))
             continue
         stem = path.name[: -len(ending)]
+        if stem in label_stems and f"{stem}_0000{ending}" not in image_names:
+            # hc18_1014.png next to labelsTr/hc18_1014.png: the image of case hc18_1014 without its channel suffix,
+            # not channel 1014 of a case hc18
+            out.append(Finding("error", str(path), f"is named as its label in labelsTr, without the channel suffix: "
+                                                   f"name each image <case>_0000{ending}",
+                               f"rename it {stem}_0000{ending}"))
+            misnamed.add(stem)
+            continue
         if len(stem) < 6 or stem[-5] != "_" or not stem[-4:].isdigit():
             out.append(Finding("error", str(path), f"name must be <case>_<channel 0000>{ending}"))
             continue
@@ -198,7 +208,8 @@ def _cases(folder: Path, meta: dict, out: list[Finding]) -> tuple[dict[str, list
     unpaired = False
     for case, path in labels.items():
         if case not in images:
-            out.append(Finding("error", str(path), "has no image in imagesTr; add it or remove the label"))
+            if case not in misnamed:  # its image is there, misnamed: reported once, above
+                out.append(Finding("error", str(path), "has no image in imagesTr; add it or remove the label"))
             unpaired = True
     unpaired = unpaired or any(case not in labels for case in images)
     if not unpaired and len(labels) != meta["numTraining"]:  # an unpaired file already explains a mismatch
@@ -349,16 +360,25 @@ def mixed_types(paths: list[Path], stored: dict[Path, StoredImage]) -> list[Find
             if t != common]
 
 
+def _well_formed(images: dict[str, list[Path]], labels: dict[str, Path], meta: dict, out: list[Finding]) -> list[str]:
+    """The cases, sorted, with a label and every declared channel, none of whose files has a finding yet."""
+    ending, channels = meta["file_ending"], len(meta.get("channel_names", meta.get("modality", {})))
+    flagged = {f.file for f in out}
+    return [case for case in sorted(labels) if case in images and str(labels[case]) not in flagged
+            and not flagged & {str(p) for p in images[case]}
+            and {f"{case}_{i:04d}{ending}" for i in range(channels)} <= {p.name for p in images[case]}]
+
+
 def validate_dataset(folder: Path, num_folds: int | None = None) -> list[Finding]:
     """Every finding for the raw dataset ``folder`` (nnU-Net format); ``num_folds``: the cross-validation
     about to run, which needs at least that many cases."""
     out: list[Finding] = []
     meta = _load_dataset_json(folder, out)
     if meta is None:
-        return out
+        return out  # without the file ending and channels no file can be named or read
     images, labels = _cases(folder, meta, out)
-    if not labels or any(f.severity == "error" for f in out):
-        if not labels and not out:
+    if not labels:
+        if not out:
             out.append(Finding("error", str(folder / "labelsTr"), "holds no label files"))
         return out
     if num_folds and len(labels) < num_folds:
@@ -367,9 +387,11 @@ def validate_dataset(folder: Path, num_folds: int | None = None) -> list[Finding
     elif len(labels) < 5:
         out.append(Finding("warning", str(folder / "labelsTr"), f"only {len(labels)} cases: too few for 5-fold "
                                                                "cross-validation; train with -f all"))
-    paired = sorted(c for c in labels if c in images)
-    stored = stored_findings([p for c in paired for p in (*sorted(images[c]), labels[c])], out)
-    readable = [c for c in paired if all(p in stored for p in (*images[c], labels[c]))]
+    # Every independent problem in one pass: a case whose files are misnamed, unpaired or incomplete was reported
+    # above and is left out of the content checks, which still read every other case.
+    cases = _well_formed(images, labels, meta, out)
+    stored = stored_findings([p for c in cases for p in (*sorted(images[c]), labels[c])], out)
+    readable = [c for c in cases if all(p in stored for p in (*images[c], labels[c]))]
     if not readable:
         return out
     examples = [images[c][0] for c in readable[:3]]  # one corrupt file must not hide the reader

@@ -23,23 +23,43 @@ GROUPS_FILE = "autosam_groups.json"  # in nnUNet_preprocessed/DatasetXXX/: case 
 SPLITS_FILE = "splits_final.json"
 
 
-def read_groups(path: Path) -> dict[str, str]:
-    """case id -> group from a JSON object or a CSV whose first two columns are case and group."""
+CASE_COLUMNS = ("case", "case_id", "identifier")
+
+
+def read_groups(path: Path, column: str | None = None) -> dict[str, str]:
+    """case id -> group from a JSON object or a CSV: case in the first column, group in the second, or in the
+    column named ``column`` (required when the CSV has more than two columns: guessing one silently mis-groups)."""
     if not path.is_file():
         raise AutosamError(f"{path}: no such groups file; give a CSV (case,group) or a JSON object case -> group")
     try:
         if path.suffix.lower() == ".json":
+            if column is not None:
+                raise AutosamError(f"--group-column {column}: {path} is a JSON object case -> group; drop the flag")
             groups = json.loads(path.read_text())
             if not isinstance(groups, dict):
                 raise ValueError("not an object")
         else:
-            rows = list(csv.reader(path.read_text().splitlines()))
-            if rows and rows[0][:1] and rows[0][0].strip().lower() in ("case", "case_id", "identifier"):
-                rows = rows[1:]
-            groups = {r[0].strip(): r[1].strip() for r in rows if len(r) >= 2 and r[0].strip()}
+            groups = _csv_groups(path, list(csv.reader(path.read_text().splitlines())), column)
     except (ValueError, UnicodeDecodeError) as e:
         raise AutosamError(f"{path}: cannot be read as a groups file ({e}); use CSV case,group or a JSON object") from None
     return {str(k): str(v) for k, v in groups.items()}
+
+
+def _csv_groups(path: Path, rows: list[list[str]], column: str | None) -> dict[str, str]:
+    header = [c.strip() for c in rows[0]] if rows and rows[0][:1] and rows[0][0].strip().lower() in CASE_COLUMNS else None
+    width = max((len(r) for r in rows), default=0)
+    if column is None and width > 2:
+        named = f" ({', '.join(header)})" if header else ""
+        raise AutosamError(f"{path}: has {width} columns{named}; name the patient column with --group-column NAME "
+                           "(the case is the first column)")
+    index = 1
+    if column is not None:
+        if header is None or column not in header:
+            raise AutosamError(f"--group-column {column}: {path} has no such column in a header row starting with "
+                               f"'case' ({', '.join(header) if header else 'no header row'}); name one of its columns")
+        index = header.index(column)
+    body = rows[1:] if header else rows
+    return {r[0].strip(): r[index].strip() for r in body if len(r) > index and r[0].strip()}
 
 
 def groups_from_pattern(cases: list[str], pattern: str) -> dict[str, str]:
@@ -159,13 +179,14 @@ class SplitResult:
 
 
 def write_grouped_splits(dataset: Dataset, groups_file: Path | None = None, pattern: str | None = None,
-                         n_splits: int = 5) -> SplitResult:
-    """Patient-grouped folds and the groups file; a dataset's own folds are kept when they keep patients whole."""
+                         n_splits: int | None = None, group_column: str | None = None) -> SplitResult:
+    """Patient-grouped folds (``n_splits``, default 5) and the groups file; a dataset's own folds are kept when
+    they keep patients whole, and another fold count is then refused."""
     require_folders("nnUNet_raw", "nnUNet_preprocessed")
     raw, out = dataset.raw, dataset.preprocessed
     cases = case_ids(raw)
     if groups_file is not None:
-        source, every = str(groups_file), read_groups(groups_file)
+        source, every = str(groups_file), read_groups(groups_file, group_column)
     else:
         source, every = f"--group-pattern '{pattern}'", groups_from_pattern(cases, pattern)
     missing = [c for c in cases if c not in every]
@@ -175,6 +196,9 @@ def write_grouped_splits(dataset: Dataset, groups_file: Path | None = None, patt
     shipped = raw / SPLITS_FILE
     if shipped.is_file():  # nnU-Net copies and enforces these folds; only check them
         splits = json.loads(shipped.read_text())
+        if n_splits is not None and n_splits != len(splits):
+            raise AutosamError(f"--num-folds {n_splits}: {shipped} defines the dataset's own {len(splits)} folds, "
+                               "which nnU-Net enforces; drop --num-folds, or move that file away to split anew")
         bad = straddling_patient(splits, groups)
         if bad:
             raise AutosamError(
@@ -182,6 +206,7 @@ def write_grouped_splits(dataset: Dataset, groups_file: Path | None = None, patt
                 "file so each patient sits in one fold, or move it away to let autosam split write grouped folds")
         atomic_write_json(groups, out / GROUPS_FILE)
         return SplitResult(out / GROUPS_FILE, None, shipped, len(splits), len(set(groups.values())))
+    n_splits = n_splits or 5
     splits = grouped_splits(cases, groups, n_splits, source)
     _refuse_stale_folds(splits, out / SPLITS_FILE, dataset.results if os.environ.get("nnUNet_results") else None)
     atomic_write_json(splits, out / SPLITS_FILE)

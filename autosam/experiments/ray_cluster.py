@@ -156,9 +156,10 @@ class RayExecutor:
 
     def device(self, requested: str | None) -> torch.device:
         gpus = self.ray.cluster_resources().get("GPU", 0)
-        if requested == "cuda" and not gpus:
-            raise AutosamError("--device cuda: the Ray cluster has no GPU; use --device cpu or add GPU nodes")
-        return torch.device("cuda" if (requested in (None, "auto", "cuda") and gpus) else "cpu")
+        if requested and requested.startswith("cuda") and not gpus:
+            raise AutosamError(f"--device {requested}: the Ray cluster has no GPU; use --device cpu or add GPU nodes")
+        # Ray gives each task its GPU: cuda:N names no device on the cluster's nodes
+        return torch.device("cuda" if (requested in (None, "auto") or requested.startswith("cuda")) and gpus else "cpu")
 
     def run(self, jobs: list[FoldJob]) -> dict[FoldJob, str]:
         ray = self.ray

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -30,14 +31,17 @@ from autosam.evaluation.comparison import Method, compare, read_splits
 from autosam.evaluation.interactive_report import headline_lines, interactive_section
 from autosam.evaluation.report import headline, write_report
 from autosam.experiments.fewshot import fewshot_jobs, fewshot_report, fewshot_trainings
+from autosam.experiments.job_table import job_table
+from autosam.experiments.job_table import jobs as planned_jobs
 from autosam.experiments.ray_cluster import executor_for
+from autosam.experiments.status import REPORT_FOLDER, RUN_LOG
 from autosam.inference.trained_models import Choice, Model
-from autosam.paths import FINAL_CHECKPOINT, Dataset, configure_training_processes, require_folders
+from autosam.paths import FINAL_CHECKPOINT, Dataset, configure_training_processes, fold_has_started, require_folders
 from autosam.planners.explain import plan_summary
 from autosam.planners.hardware import detect_hardware
 from autosam.planners.preprocess import baseline_configurations, plan, preprocess
 from autosam.planners.sam_planner import BASELINE_PLANS
-from autosam.plans import PLANS_NAME, SAM_CONFIGURATION, SamPlan, has_sam_plan, read_plans, read_sam_plan
+from autosam.plans import PLANS_NAME, SAM_CONFIGURATION, PlannedSam, SamPlan, has_sam_plan, read_plans, read_sam_plan
 from autosam.sam.weights.catalogue import catalogue_entry_for
 from autosam.sam.weights.safe_load import load_fold_checkpoint
 from autosam.trainers.cached import LOST_AUGMENTATION
@@ -48,7 +52,6 @@ from autosam.trainers.variants import trainer_for_setup
 
 log = logging.getLogger(__name__)
 NNUNET_EPOCHS, NNUNET_ITERATIONS = 1000, 250  # nnU-Net's trainer defaults
-REPORT_FOLDER = "autosam_report"
 
 
 @dataclass
@@ -91,6 +94,68 @@ def refuse_conflicting_flags(sam_options, dataset: Dataset, gpu_memory: float | 
             shown = "" if isinstance(wanted, bool) else f" {wanted}"
             raise AutosamError(f"{plans_file}: {flag}{shown} contradicts the existing plan ({flag.lstrip('-')}: "
                                f"{planned}); pass --replan to plan again, or drop the flag")
+
+
+def plan_device(device: str | None) -> str | None:
+    """The planner's device for a ``--device`` value (``auto``: this machine)."""
+    return None if device in (None, "auto") else device
+
+
+def kept_options(sam_options, planned: PlannedSam):
+    """``sam_options`` with the fields the stored plan had set by flags, where the user gives none now: planning
+    again for another machine keeps what the user fixed."""
+    plan, fixed, kept = planned.plan, set(planned.plan.overridden), {}
+    if "setup" in fixed and sam_options.setup is None:
+        kept.update(setup=plan.setup.name, lora_rank=sam_options.lora_rank or plan.setup.lora_rank)
+    if "image_size" in fixed and sam_options.image_size is None:
+        kept["image_size"] = plan.image_size
+    if "batch_size" in fixed and sam_options.batch_size is None:
+        kept["batch_size"] = planned.batch_size
+    if "base_checkpoint" in fixed and sam_options.checkpoint is None and not sam_options.from_scratch:
+        base = plan.base_checkpoint
+        if base is None:
+            kept["from_scratch"] = True
+        else:
+            kept["checkpoint"] = base.path or base.name
+    if "num_epochs" in fixed and sam_options.num_epochs is None:
+        kept["num_epochs"] = plan.num_epochs
+    if "iterations_per_epoch" in fixed and sam_options.iterations_per_epoch is None:
+        kept["iterations_per_epoch"] = plan.iterations_per_epoch
+    if "embedding_cache" in fixed:
+        kept["embedding_cache"] = False
+    if "prompts" in fixed and sam_options.prompts is None:
+        kept["prompts"] = plan.prompts
+    if "patch_size" in fixed:
+        kept["native_patches"] = True
+    return replace(sam_options, **kept)
+
+
+def plan_for_run(dataset: Dataset, sam_options, options: RunOptions) -> str:
+    """The SAM plan ``run`` trains: the stored one, else a new one. A stored plan made for other hardware than
+    this machine (detected, not given by --gpu-memory) is made again for this machine, keeping the fields set
+    by flags, unless a SAM fold has started on it. Returns the one line said about it."""
+    hardware = detect_hardware(options.gpu_memory, plan_device(options.device))
+    plans_file = dataset.preprocessed / f"{PLANS_NAME}.json"
+    if not has_sam_plan(dataset) or options.replan:
+        plan(dataset, sam_options, hardware, validated=True)
+        return _said(f"planned SAM for {hardware.description} in {plans_file}")
+    refuse_conflicting_flags(sam_options, dataset, options.gpu_memory)
+    planned = read_sam_plan(dataset)
+    stored = planned.plan.hardware
+    if stored == hardware.description or stored.endswith("(--gpu-memory)") or options.gpu_memory is not None:
+        return _said(f"using the existing SAM plan in {plans_file} (re-plan with --replan)")
+    sam_folder = Model.for_setup(None).folder(dataset)
+    if any(fold_has_started(f) for f in sam_folder.glob("fold_*")):
+        return _said(f"the SAM plan in {plans_file} was made for {stored}, not this machine ({hardware.description}); "
+                     f"kept because SAM folds in {sam_folder} started on it (--replan after moving them away)")
+    plan(dataset, kept_options(sam_options, planned), hardware, validated=True)
+    return _said(f"the SAM plan was made for {stored}; planned again for this machine ({hardware.description}), "
+                 "keeping the fields set by flags")
+
+
+def _said(line: str) -> str:
+    log.info("%s", line)
+    return line
 
 
 def without_failed(configurations: list[str], failed: dict) -> tuple[list[str], list[str]]:
@@ -192,10 +257,33 @@ def _seeds_text(training: dict) -> str:
     return f"seed {seeds.pop()} for every fold" if len(seeds) == 1 else f"seeds differ between folds: {sorted(seeds)}"
 
 
+@contextmanager
+def run_log(path: Path):
+    """autosam's log lines also go to ``path``; yields the open file, for output to keep off the terminal."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as stream:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger = logging.getLogger("autosam")
+        logger.addHandler(handler)
+        try:
+            yield stream
+        finally:
+            logger.removeHandler(handler)
+
+
 def run(dataset: Dataset, sam_options, options: RunOptions, ray_address: str | None = None) -> Path:
     """``ray_address``: train every fold job as a Ray task ("" starts a local instance); the comparison waits
-    for all of them."""
+    for all of them. The run's log: ``RUN_LOG`` beside the report."""
     require_folders("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+    path = dataset.results / REPORT_FOLDER / RUN_LOG
+    with run_log(path) as stream:
+        log.info("log: %s", path)
+        return _run(dataset, sam_options, options, ray_address, stream)
+
+
+def _run(dataset: Dataset, sam_options, options: RunOptions, ray_address: str | None, chatter) -> Path:
+    """``chatter``: where nnU-Net's planning and preprocessing output goes (the run's log)."""
     for warning in check_dataset(dataset, max(5, len(options.folds or []))):
         log.warning("%s", warning)  # checked once, before any work
     preprocessed = dataset.preprocessed
@@ -204,15 +292,11 @@ def run(dataset: Dataset, sam_options, options: RunOptions, ray_address: str | N
         options = replace(options, train_cases=check_train_cases(
             options.train_cases, options.repeats, options.folds, fold_splits(dataset.raw, preprocessed),
             load_groups(preprocessed), labelled_foreground(dataset.raw)))
-    if has_sam_plan(dataset) and not options.replan:
-        refuse_conflicting_flags(sam_options, dataset, options.gpu_memory)
-        log.info("using the existing SAM plan in %s (re-plan with --replan)", preprocessed / f"{PLANS_NAME}.json")
-    else:
-        device = options.device if options.device in ("cpu", "cuda") else None
-        plan(dataset, sam_options, detect_hardware(options.gpu_memory, device), validated=True)
-    configurations = baseline_configurations(dataset, not options.no_3d)
-    skipped_3d = options.no_3d and len(baseline_configurations(dataset)) > 1
-    preprocess(dataset, 1, configurations)
+    with redirect_stdout(chatter):  # nnU-Net's plans and progress, printed as dicts: into the log
+        plan_for_run(dataset, sam_options, options)
+        configurations = baseline_configurations(dataset, not options.no_3d)
+        skipped_3d = options.no_3d and len(baseline_configurations(dataset)) > 1
+        preprocess(dataset, 1, configurations)
 
     planned = read_sam_plan(dataset)
     sam_plan = planned.plan
@@ -228,6 +312,10 @@ def run(dataset: Dataset, sam_options, options: RunOptions, ray_address: str | N
     executor = executor_for(ray_address, options.gpu_memory)  # serial, or each fold job a Ray task
     try:
         torch_device = executor.device(options.device)
+        rows = planned_jobs(dataset, len(options.folds), configurations, baseline_budget, sam_budget, sam_plan,
+                            planned.batch_size)
+        for line in job_table(rows, torch_device.type, baseline_budget.epochs is not None):
+            print(line)
         configure_training_processes(torch_device.type)
         jobs = fold_jobs(dataset, options.folds, trainings, torch_device, seed, options.ensembles)
         jobs += fewshot_jobs(dataset, options.folds, fewshot, fewshot_models, torch_device, seed)

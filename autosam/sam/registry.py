@@ -17,7 +17,7 @@ import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 from torch import nn
 
-from autosam.errors import AutosamError
+from autosam.errors import AutosamError, did_you_mean
 from autosam.sam.tiny_vit import TinyViTAnySize
 
 PATCH_SIZE = 16  # SAM's patch size; the image embedding is image_size / 16 per side.
@@ -97,7 +97,8 @@ def get_backbone(name: str) -> Backbone:
     try:
         return BACKBONES[name]
     except KeyError:
-        raise AutosamError(f"unknown backbone '{name}': choose one of {', '.join(BACKBONES)}") from None
+        raise AutosamError(f"unknown backbone '{name}'{did_you_mean(name, BACKBONES)}; choose one of "
+                           f"{', '.join(BACKBONES)}") from None
 
 
 def check_image_size(backbone: Backbone, image_size: int) -> None:

@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass
 
 from torch import nn
 
-from autosam.errors import AutosamError
+from autosam.errors import AutosamError, did_you_mean
 from autosam.sam.adapter import add_decoder_adapters, add_encoder_adapters
 from autosam.sam.lora import add_lora
-from autosam.sam.registry import STUDY_BACKBONES, get_backbone
+from autosam.sam.registry import BACKBONES, STUDY_BACKBONES, get_backbone
 
 SCOPES = ("dec", "encdec")
 METHODS = ("vanilla", "adapter", "lora")
@@ -77,6 +77,16 @@ class Setup:
 
 def all_setups(backbones: tuple[str, ...] = STUDY_BACKBONES) -> list[Setup]:
     return [Setup(b, s, m) for b in backbones for s in SCOPES for m in METHODS]
+
+
+def check_setup_name(name: str, flag: str = "--setup") -> None:
+    """A set-up name given on the command line, checked before any work, with the closest name when mistyped."""
+    try:
+        Setup.parse(name)
+    except AutosamError:
+        known = [s.name for s in all_setups(tuple(BACKBONES))]
+        raise AutosamError(f"{flag} {name}: no such set-up{did_you_mean(name, known)} (autosam setups lists the "
+                           "study's 18)") from None
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ spacing and data unless --native-patches."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -30,7 +31,7 @@ def test_plans_give_2d_sam_its_own_spacing_and_data_unless_native_patches(nnunet
     copy_subset(source, nnunet_folders["nnUNet_raw"], case_ids(source)[:8], BUSI)
     plans_file = nnunet_folders["nnUNet_preprocessed"] / BUSI / "autosamPlans.json"
     for extra, own in (([], True), (["--native-patches"], False)):
-        assert main(["plan", "-d", "501", "--setup", "test_vit_encdec_lora", "--image-size", "64", "--from-scratch",
+        assert main(["plan-and-preprocess", "-d", "501", "--setup", "test_vit_encdec_lora", "--image-size", "64", "--from-scratch",
                      *extra]) == 0
         configurations = json.loads(plans_file.read_text())["configurations"]
         two_d, sam = configurations["2d"], configurations["2d_sam"]
@@ -40,7 +41,9 @@ def test_plans_give_2d_sam_its_own_spacing_and_data_unless_native_patches(nnunet
             assert [p * s for p, s in zip(sam["patch_size"], sam["spacing"])] == pytest.approx(
                 [p * s for p, s in zip(two_d["patch_size"], two_d["spacing"])])
         assert "patch" in sam["sam"]["reasons"]["patch_size"]
-    # planned (not preprocessed) at SAM-sized patches: train preprocesses 2d_sam's own data itself
-    assert main(["plan", "-d", "501", "--setup", "test_vit_encdec_lora", "--image-size", "64", "--from-scratch"]) == 0
+    # planned, and 2d_sam's own data gone: train preprocesses them itself
+    assert main(["plan-and-preprocess", "-d", "501", "--setup", "test_vit_encdec_lora", "--image-size", "64",
+                 "--from-scratch"]) == 0
+    shutil.rmtree(nnunet_folders["nnUNet_preprocessed"] / BUSI / "autosamPlans_2d_sam_64px")
     assert main(["train", "-d", "501", "-f", "0", "--epochs", "1", "--iterations", "1", "--device", "cpu"]) == 0
     assert len(list((nnunet_folders["nnUNet_preprocessed"] / BUSI / "autosamPlans_2d_sam_64px").glob("*.pkl"))) == 8

@@ -52,6 +52,7 @@ def test_run_compares_both_methods_on_the_same_cases_per_patient(nnunet_folders,
     assert main(["split", "-d", "901", "--group-pattern", r"(.*)_z\d+"]) == 0
     assert main(RUN) == 0
     results = nnunet_folders["nnUNet_results"] / DEMO_DATASET
+    assert "planned SAM for" in (results / "autosam_report" / "autosam_run.log").read_text()
     for folder in ("nnUNetTrainer__nnUNetPlans__2d", "nnUNetTrainerSAM__autosamPlans__2d_sam"):
         for fold in (0, 1):
             assert (results / folder / f"fold_{fold}" / "validation" / "summary.json").is_file()
@@ -90,6 +91,7 @@ def test_run_compares_both_methods_on_the_same_cases_per_patient(nnunet_folders,
     assert "data:image/png;base64," in (report / "report.html").read_text()
     out = capsys.readouterr().out
     assert "report:" in out and "budget of SAM: 1 epochs × 2 iterations" in out
+    assert "total about" in out.split("report:")[0]  # the job table, printed before training
 
     # predict uses what nnU-Net's find_best_configuration chose, and says so
     unseen, out = nnunet_folders["nnUNet_raw"].parent / "unseen", nnunet_folders["nnUNet_raw"].parent / "out"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from autosam.errors import CheckpointError
+from autosam.errors import CheckpointError, did_you_mean
 from autosam.files import atomic_write_json
 from autosam.paths import CHECKPOINT_DIR_ENV, checkpoint_folder
 
@@ -99,6 +99,31 @@ def catalogue_entry(name: str, checkpoint_dir: str | os.PathLike | None = None) 
         return CATALOGUE[name]
     folder = checkpoint_folder(checkpoint_dir)
     return user_catalogue(folder).get(name) if folder else None
+
+
+def looks_like_a_file(name: str) -> bool:
+    """A ``--checkpoint`` value naming a file rather than a catalogue entry."""
+    return bool(Path(name).suffix) or os.sep in name or Path(name).exists()
+
+
+def check_checkpoint_name(name: str, checkpoint_dir: str | os.PathLike | None = None,
+                          flag: str = "--checkpoint") -> None:
+    """A catalogue name given on the command line, checked before any work (a file is checked where it is read),
+    with the closest name when mistyped."""
+    if looks_like_a_file(name) or catalogue_entry(name, checkpoint_dir) is not None:
+        return
+    folder = checkpoint_folder(checkpoint_dir)
+    known = [*CATALOGUE, *(user_catalogue(folder) if folder and folder.is_dir() else {})]
+    raise CheckpointError(f"{flag} {name}: not in the catalogue{did_you_mean(name, known)}; 'autosam weights list' "
+                          "shows the names, or give a .pth file")
+
+
+def checkpoint_backbone(name: str, checkpoint_dir: str | os.PathLike | None = None) -> str | None:
+    """The backbone of a catalogue name or a catalogued file; None when unknown (an uncatalogued file)."""
+    entry = catalogue_entry(name, checkpoint_dir)
+    if entry is None and Path(name).is_file():
+        entry = catalogue_entry_for(Path(name))
+    return entry.backbone if entry else None
 
 
 def find_checkpoint(name_or_path: str | os.PathLike, checkpoint_dir: str | os.PathLike | None = None) -> Path:
