@@ -213,7 +213,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
                               epochs=args.epochs or 100, iterations=args.iterations, batch_size=args.batch_size or 8,
                               mask_ratio=args.mask_ratio,
                               learning_rate=args.lr, base=args.base, checkpoint_dir=args.checkpoint_dir,
-                              modality=args.modality, seed=args.seed, device=args.device)
+                              modality=args.modality, seed=args.seed or 0, device=args.device)
     result = pretrain(args.output, options, args.dataset, args.images)
     print(f"pretrained checkpoint: {result.checkpoint} (sha256 {result.entry.sha256})")
     print(f"registered as '{result.entry.name}' ({result.entry.backbone}, modality {result.entry.modality}) in "
@@ -228,7 +228,7 @@ def _prompted_pretrain(args: argparse.Namespace) -> None:
                               prompts=args.prompts, epochs=args.epochs or 100, iterations=args.iterations,
                               batch_size=args.batch_size or 8,
                               learning_rate=args.lr, base=args.base, checkpoint_dir=args.checkpoint_dir,
-                              modality=args.modality, seed=args.seed, device=args.device)
+                              modality=args.modality, seed=args.seed or 0, device=args.device)
     result = prompted_pretrain(args.output, options, args.dataset)
     print(f"Dice + BCE on the fixed evaluation slices: {result.loss_before:.4f} before, {result.loss_after:.4f} after")
     print(f"pretrained checkpoint: {result.checkpoint} (sha256 {result.entry.sha256})")
