@@ -143,7 +143,8 @@ def _run_options(args: argparse.Namespace):
     return RunOptions(folds=[int(f) for f in args.folds] if args.folds else None, epochs=args.epochs,
                       iterations=args.iterations, equal_budget=args.equal_budget, device=args.device,
                       gpu_memory=args.gpu_memory, ensembles=not args.no_ensembles, no_3d=args.no_3d,
-                      replan=args.replan, seed=args.seed, train_cases=args.train_cases, repeats=args.repeats)
+                      replan=args.replan, seed=args.seed, train_cases=args.train_cases, repeats=args.repeats,
+                      allow_seen_base=args.allow_seen_base)
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -308,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-3d", action="store_true", help="on 3D data, do not train nnU-Net's 3d_fullres baseline")
     p.add_argument("--no-ensembles", action="store_true", help="do not export probabilities or try ensembles")
     p.add_argument("--replan", action="store_true", help="plan again even if a SAM plan exists")
+    p.add_argument("--allow-seen-base", action="store_true",
+                   help="train SAM from a base whose lineage saw this dataset's images (refused otherwise); the "
+                   "report's headline says so")
     ray_flag(p)
     p.add_argument("--train-cases", type=int, nargs="+", metavar="K",
                    help="few-shot: also train every method on K labelled cases of each fold's training part (one "

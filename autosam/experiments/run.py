@@ -30,6 +30,7 @@ from autosam.evaluation.interactive_report import headline_lines, interactive_se
 from autosam.evaluation.report import headline, write_report
 from autosam.experiments.fewshot import fewshot_report, fewshot_trainings
 from autosam.experiments.ray_cluster import executor_for
+from autosam.experiments.seen_base import refuse_seen_base
 from autosam.inference.trained_models import Choice, Model
 from autosam.paths import FINAL_CHECKPOINT, Dataset, configure_training_processes, require_folders
 from autosam.planners.explain import plan_summary
@@ -37,7 +38,6 @@ from autosam.planners.hardware import detect_hardware
 from autosam.planners.preprocess import baseline_configurations, plan, preprocess
 from autosam.planners.sam_planner import BASELINE_PLANS
 from autosam.plans import PLANS_NAME, SAM_CONFIGURATION, SamPlan, has_sam_plan, read_plans, read_sam_plan
-from autosam.sam.weights.catalogue import catalogue_entry_for
 from autosam.sam.weights.safe_load import load_fold_checkpoint
 from autosam.trainers.fold_jobs import FoldJob, Training, fold_jobs
 from autosam.trainers.fold_training import Budget, configuration_budget
@@ -62,6 +62,7 @@ class RunOptions:
     seed: int | None = None  # None: the plan's
     train_cases: list[int] | None = None  # few-shot: also train every method on K cases per fold (fewshot.py)
     repeats: int = 1  # few-shot draws per K
+    allow_seen_base: bool = False  # train from a base whose lineage saw the dataset's images (the headline says so)
 
 
 def refuse_conflicting_flags(sam_options, dataset: Dataset, gpu_memory: float | None = None) -> None:
@@ -149,19 +150,7 @@ def conditions(dataset: Dataset, plan: SamPlan, baselines: list[str], skipped_3d
               _seeds_text(comparison["training"]),
               f"best configuration by nnU-Net's find_best_configuration: {best} — selected on the same "
               "cross-validation folds it is scored on (optimistic)"]
-    return lines + pretraining_warnings(plan, dataset.name) + grouping_warnings(
-        dataset, [c["case"] for c in comparison["cases"]], groups, splits)
-
-
-def pretraining_warnings(plan: SamPlan, dataset: str) -> list[str]:
-    """A base that 'autosam pretrain' trained on this dataset's images has seen every validation image."""
-    base = plan.base_checkpoint
-    entry = catalogue_entry_for(Path(base.path)) if base and base.path and Path(base.path).is_file() else None
-    if entry is None or dataset not in entry.datasets:
-        return []
-    return [f"WARNING: the base checkpoint {entry.name} was pretrained on this dataset's images, every fold's "
-            "validation images included (unlabelled): SAM has seen them and nnU-Net has not, so the comparison "
-            "favours SAM; pretrain on other datasets or on images outside the folds"]
+    return lines + grouping_warnings(dataset, [c["case"] for c in comparison["cases"]], groups, splits)
 
 
 def grouping_warnings(dataset: Dataset, cases: list[str], groups: dict[str, str] | None,
@@ -215,6 +204,7 @@ def run(dataset: Dataset, sam_options, options: RunOptions, ray_address: str | N
 
     planned = read_sam_plan(dataset)
     sam_plan = planned.plan
+    refuse_seen_base(dataset, sam_plan, Model.for_setup(None).folder(dataset), options.folds, options.allow_seen_base)
     baseline_budget, sam_budget, policy = budgets(options, sam_plan, planned.batch_size)
     seed = sam_plan.seed if options.seed is None else options.seed
     trainings = [Training(nnUNetTrainer, BASELINE_PLANS, c, configuration_budget(c, baseline_budget), f"nnU-Net {c}")
@@ -258,6 +248,7 @@ def run(dataset: Dataset, sam_options, options: RunOptions, ray_address: str | N
     comparison["budget_policy"], comparison["requested_budgets"] = policy, requested
     comparison["conditions"] = conditions(dataset, sam_plan, [b.name for b in baselines], skipped_3d, comparison,
                                           best, groups, splits, trained_sam(sam.model_folder, options.folds)) \
+        + refuse_seen_base(dataset, sam_plan, sam.model_folder, options.folds, options.allow_seen_base) \
         + left_out + fewshot_left_out
     if fewshot_models:
         comparison["fewshot"] = fewshot_report(fewshot_models, comparison, options.folds, options.train_cases,
