@@ -244,6 +244,10 @@ def choose(facts: DatasetFacts, hardware: Hardware, num_classes: int, channels: 
     else:
         base = get_backbone(setup.backbone).checkpoint
         reasons["base_checkpoint"] = f"the official {setup.backbone} weights"
+    seen_given = facts.pretrained_checkpoints.get(options.checkpoint or "", {}).get("seen")
+    if seen_given and not options.from_scratch:
+        warnings.append(f"--checkpoint {options.checkpoint}: {seen_given}; 'autosam run' refuses this base unless "
+                        "given --allow-seen-base")
     if not (options.from_scratch or options.checkpoint):
         warnings += [f"{name} is not used as the base ({RULES['R19'].label}): its lineage saw this dataset's images: "
                      f"{seen}" for name, seen in seen_checkpoints(facts).items()]

@@ -10,14 +10,15 @@ import pytest
 import torch
 
 from autosam.errors import AutosamError
-from autosam.experiments.seen_base import refuse_seen_base
+from autosam.experiments.seen_base import base_lines, refuse_seen_base
 from autosam.paths import CHECKPOINT_DIR_ENV, Dataset
 from autosam.planners.sam_planner import base_checkpoint_for
 from autosam.plans import SamPlan
 from autosam.pretraining.mae import PretrainOptions, pretrain
 from autosam.pretraining.prompted import PromptedOptions, prompted_pretrain
 from autosam.sam.setups import Setup
-from autosam.sam.weights.catalogue import user_catalogue
+from autosam.sam.weights.catalogue import CATALOGUE, user_catalogue
+from autosam.sam.weights.lineage import check_lineage
 from tests.conftest import busi_or_demo, case_ids, copy_subset, make_volumes
 from tests.test_data_image_digests import renamed_nifti_copy
 
@@ -97,3 +98,15 @@ def test_the_base_recorded_in_a_trained_fold_is_checked_not_only_the_plan(lineag
     )
     with pytest.raises(AutosamError, match=f"base child refused.*move {folder} away \\(folds 0 were trained"):
         refuse_seen_base(dataset, _plan(None), folder, [0, 1], allow=False)
+
+
+def test_an_official_base_is_named_with_what_cannot_be_checked_and_random_weights_need_no_line() -> None:
+    checks = [(check_lineage(CATALOGUE["sam_vit_b"], "sam_vit_b", {}), [0])]
+    assert not checks[0][0].refused
+    assert base_lines(checks) == [
+        (
+            "SAM base sam_vit_b: trained by its authors on public data that is not disclosed image by image: whether it "
+            "saw these images, or other scans of these patients, cannot be checked"
+        )
+    ]
+    assert base_lines([(check_lineage(None, "from-scratch", {}), [0])]) == []

@@ -216,6 +216,8 @@ def test_planner_never_starts_from_a_checkpoint_whose_lineage_saw_the_dataset(tm
     assert [w.split(" ")[0] for w in choice.warnings if "is not used as the base (R19" in w] == ["us_child", "us_seen"]
     clean = choose(_facts(300, modality="US", pretrained=present), cpu, 2, 1, (512, 512), SamOptions())
     assert clean.base_checkpoint == "us_clean"
+    given = choose(_facts(300, modality="US", pretrained=present), cpu, 2, 1, (512, 512), SamOptions(checkpoint="us_seen"))
+    assert given.base_checkpoint == "us_seen" and any(w.startswith("--checkpoint us_seen: 3 of") for w in given.warnings)
     # a checkpoint whose images were not recorded (an older catalogue) is never chosen either
     old = CatalogueEntry("old", "old.pth", "vit_t", None, None, "test", "imagenet", "US", "mobile_sam")
     assert check_lineage(old, "old", {}).refused and "not recorded" in check_lineage(old, "old", {}).problem()

@@ -84,7 +84,8 @@ def base_lines(checks: list[tuple[LineageCheck, list[int]]]) -> list[str]:
             )
         else:
             lines.append(
-                f"SAM base {check.base}{where}: {official}, e.g. other scans of these patients or these images"
+                f"SAM base {check.base}{where}: {UNDISCLOSED}: whether it saw these images, or other scans of these "
+                "patients, cannot be checked"
             )
     return lines
 
