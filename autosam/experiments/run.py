@@ -198,13 +198,14 @@ def run(dataset: Dataset, sam_options, options: RunOptions, ray_address: str | N
     else:
         device = options.device if options.device in ("cpu", "cuda") else None
         plan(dataset, sam_options, detect_hardware(options.gpu_memory, device), validated=True)
+    sam_folder = Model.for_setup(None).folder(dataset)  # refused before any preprocessing or training:
+    refuse_seen_base(dataset, read_sam_plan(dataset).plan, sam_folder, options.folds, options.allow_seen_base)
     configurations = baseline_configurations(dataset, not options.no_3d)
     skipped_3d = options.no_3d and len(baseline_configurations(dataset)) > 1
     preprocess(dataset, 1, configurations)
 
     planned = read_sam_plan(dataset)
     sam_plan = planned.plan
-    refuse_seen_base(dataset, sam_plan, Model.for_setup(None).folder(dataset), options.folds, options.allow_seen_base)
     baseline_budget, sam_budget, policy = budgets(options, sam_plan, planned.batch_size)
     seed = sam_plan.seed if options.seed is None else options.seed
     trainings = [Training(nnUNetTrainer, BASELINE_PLANS, c, configuration_budget(c, baseline_budget), f"nnU-Net {c}")
