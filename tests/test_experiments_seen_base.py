@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 
+from autosam.cli import _run_options, build_parser
 from autosam.errors import AutosamError
 from autosam.experiments.seen_base import base_lines, refuse_seen_base
 from autosam.paths import CHECKPOINT_DIR_ENV, Dataset
@@ -110,3 +111,9 @@ def test_an_official_base_is_named_with_what_cannot_be_checked_and_random_weight
         )
     ]
     assert base_lines([(check_lineage(None, "from-scratch", {}), [0])]) == []
+
+
+def test_the_flag_reaches_the_run_options() -> None:
+    parse = build_parser().parse_args
+    assert _run_options(parse(["run", "-d", "501", "--allow-seen-base"])).allow_seen_base is True
+    assert _run_options(parse(["run", "-d", "501"])).allow_seen_base is False
