@@ -94,16 +94,6 @@ class LineageCheck:
             )
         return "; ".join(parts)
 
-    def to_dict(self) -> dict:
-        return {
-            "base": self.base,
-            "lineage": self.lineage,
-            "target_images": self.target_images,
-            "overlaps": [o.__dict__ for o in self.overlaps],
-            "unrecorded": self.unrecorded,
-            "official": self.official,
-        }
-
 
 def check_lineage(entry: CatalogueEntry | None, name: str, target: dict[str, list[str]]) -> LineageCheck:
     """Which of ``target``'s images (file -> its digests) the base ``name`` (its catalogue ``entry``; None: a file
