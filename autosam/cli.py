@@ -178,7 +178,8 @@ def _run_options(args: argparse.Namespace):
     return RunOptions(folds=_fold_numbers(args.folds), epochs=args.epochs,
                       iterations=args.iterations, equal_budget=args.equal_budget, device=args.device,
                       gpu_memory=args.gpu_memory, ensembles=not args.no_ensembles, no_3d=args.no_3d,
-                      replan=args.replan, seed=args.seed, train_cases=args.train_cases, repeats=args.repeats)
+                      replan=args.replan, seed=args.seed, train_cases=args.train_cases, repeats=args.repeats,
+                      allow_seen_base=args.allow_seen_base)
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -394,6 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="give nnU-Net SAM's epochs x iterations and batch: the same optimiser steps and patches")
     p.add_argument("--no-ensembles", action="store_true", help="do not export probabilities or try ensembles")
     p.add_argument("--replan", action="store_true", help="plan again even if a SAM plan exists")
+    p.add_argument("--allow-seen-base", action="store_true",
+                   help="train SAM from a base whose lineage saw this dataset's images (refused otherwise); the "
+                   "report's headline says so")
     p.add_argument("--train-cases", type=int, nargs="+", metavar="K",
                    help="few-shot: also train every method on K labelled cases of each fold's training part (one "
                    "per patient when known) and add Dice against K to the report")

@@ -82,10 +82,20 @@ def default_image_size(facts: DatasetFacts, hardware: Hardware) -> tuple[int, st
 def in_domain_checkpoints(facts: DatasetFacts) -> dict[str, str]:
     """R19: 'autosam pretrain' checkpoints present whose recorded modality is the dataset's, name -> backbone.
     One pretrained from random weights is never preferred to SAM's own (the study continues SAM's pretraining);
-    ``--checkpoint NAME`` still uses it."""
+    ``--checkpoint NAME`` still uses it. One whose lineage saw an image of the dataset (or whose images were not
+    recorded) is never chosen: SAM would be validated on images it was trained on (``seen_checkpoints``)."""
+    return {name: e["backbone"] for name, e in _of_the_modality(facts).items() if not e.get("seen")}
+
+
+def seen_checkpoints(facts: DatasetFacts) -> dict[str, str]:
+    """R19's candidates left out because their lineage saw images of the dataset: name -> what it saw."""
+    return {name: e["seen"] for name, e in _of_the_modality(facts).items() if e.get("seen")}
+
+
+def _of_the_modality(facts: DatasetFacts) -> dict[str, dict]:
     if facts.modality in ("mixed", "unknown"):
         return {}
-    return {name: e["backbone"] for name, e in sorted(facts.pretrained_checkpoints.items())
+    return {name: e for name, e in sorted(facts.pretrained_checkpoints.items())
             if e.get("modality") == facts.modality and e.get("started_from") != RANDOM_START}
 
 
@@ -243,6 +253,13 @@ def choose(facts: DatasetFacts, hardware: Hardware, num_classes: int, channels: 
     else:
         base = get_backbone(setup.backbone).checkpoint
         reasons["base_checkpoint"] = f"the official {setup.backbone} weights"
+    seen_given = facts.pretrained_checkpoints.get(options.checkpoint or "", {}).get("seen")
+    if seen_given and not options.from_scratch:
+        warnings.append(f"--checkpoint {options.checkpoint}: {seen_given}; 'autosam run' refuses this base unless "
+                        "given --allow-seen-base")
+    if not (options.from_scratch or options.checkpoint):
+        warnings += [f"{name} is not used as the base ({RULES['R19'].label}): its lineage saw this dataset's images: "
+                     f"{seen}" for name, seen in seen_checkpoints(facts).items()]
     if own and base not in own:
         warnings.append(f"{', '.join(own)} ({'/'.join(sorted(set(own.values())))}), self-supervised on "
                         f"{facts.modality} images, is not used: the planned backbone is {setup.backbone}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -15,9 +16,11 @@ import numpy as np
 from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
 from tqdm import tqdm
 
+from autosam.data.image_digests import dataset_digests
 from autosam.files import atomic_write_json
 from autosam.paths import checkpoint_folder
 from autosam.sam.weights.catalogue import CATALOGUE, user_catalogue
+from autosam.sam.weights.lineage import check_lineage
 
 # Channel names (lower case, any separator) -> modality. Unknown names map to "unknown", stated in the plan.
 MODALITY_WORDS = {
@@ -63,7 +66,8 @@ class DatasetFacts:
     tiny_targets: list[str]
     unlabelled_images: int
     checkpoints_present: list[str]
-    # 'autosam pretrain' checkpoints present in the checkpoint folder: name -> {"backbone", "modality"}
+    # 'autosam pretrain' checkpoints present in the checkpoint folder: name -> {"backbone", "modality",
+    # "started_from", "seen"}
     pretrained_checkpoints: dict[str, dict] = field(default_factory=dict)
 
     @property
@@ -82,13 +86,18 @@ def checkpoints_present(checkpoint_dir: str | None = None) -> list[str]:
     return [name for name, e in CATALOGUE.items() if (Path(folder) / e.filename).is_file()]
 
 
-def pretrained_present(checkpoint_dir: str | None = None) -> dict[str, dict]:
-    """The user catalogue's checkpoints whose files are in the checkpoint folder: backbone, modality, start."""
+def pretrained_present(checkpoint_dir: str | None = None, target: Callable[[], dict[str, list[str]]] | None = None
+                       ) -> dict[str, dict]:
+    """The user catalogue's checkpoints whose files are in the checkpoint folder: backbone, modality, start, and
+    ("seen") what their lineage saw of the dataset's images, ``target()`` (file -> pixel digests), in words ('':
+    nothing; R19 never starts from one that saw any)."""
     folder = checkpoint_folder(checkpoint_dir)
     if not folder:
         return {}
-    return {name: {"backbone": e.backbone, "modality": e.modality, "started_from": e.started_from}
-            for name, e in user_catalogue(folder).items() if (Path(folder) / e.filename).is_file()}
+    present = {name: e for name, e in user_catalogue(folder).items() if (Path(folder) / e.filename).is_file()}
+    images = target() if target and present else {}
+    return {name: {"backbone": e.backbone, "modality": e.modality, "started_from": e.started_from,
+                   "seen": check_lineage(e, name, images).problem()} for name, e in present.items()}
 
 
 def _label_statistics(raw: Path, meta: dict, transpose: list[int]) -> tuple[int, int, dict[str, float]]:
@@ -147,5 +156,5 @@ def dataset_facts(raw: Path, preprocessed: Path, transpose: list[int], unlabelle
         tiny_targets=[k for k, v in fractions.items() if 0 < v < TINY_TARGET_FRACTION],
         unlabelled_images=unlabelled,
         checkpoints_present=checkpoints_present(checkpoint_dir),
-        pretrained_checkpoints=pretrained_present(checkpoint_dir),
+        pretrained_checkpoints=pretrained_present(checkpoint_dir, lambda: dataset_digests(raw, preprocessed)),
     )

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from autosam.data.image_digests import dataset_digests
 from autosam.errors import AutosamError
+from autosam.experiments.demo import DEMO_DATA
 from autosam.planners.choose import choose, evaluate
 from autosam.planners.explain import plan_summary, plan_text
-from autosam.planners.fingerprint import DatasetFacts, modality_of
+from autosam.planners.fingerprint import DatasetFacts, modality_of, pretrained_present
 from autosam.planners.hardware import Hardware
 from autosam.planners.sam_planner import SamOptions, sam_sized
 from autosam.planners.step_cost import forward_gflops
@@ -16,7 +18,10 @@ from autosam.sam.costs import meta_network
 from autosam.sam.memory import estimate_training_memory, measured_training_peak, saved_activation_bytes
 from autosam.sam.model import build_network
 from autosam.sam.setups import Setup, all_setups
-from autosam.sam.weights.catalogue import RANDOM_START
+from autosam.sam.weights.catalogue import RANDOM_START, CatalogueEntry, register_user_checkpoint
+from autosam.sam.weights.lineage import ancestry, check_lineage
+from tests.conftest import case_ids, copy_subset
+from tests.test_data_image_digests import renamed_nifti_copy
 
 SIZE_ORDER = ["vit_t", "vit_b", "vit_h"]
 
@@ -206,3 +211,34 @@ def test_a_checkpoint_given_decides_the_backbone() -> None:
     assert choice.setup.backbone == "vit_b"
     assert "the backbone of --checkpoint medsam_vit_b" in choice.reasons["setup"]
     assert {c.setup.backbone for c in choice.candidates} == {"vit_b"}
+
+
+def test_planner_never_starts_from_a_checkpoint_whose_lineage_saw_the_dataset(tmp_path) -> None:
+    """R19 starts from an ultrasound ViT-T checkpoint on a CPU (above), but not from one whose training images include
+    the dataset's (found by pixel content in a renamed, re-encoded copy), nor from one that started from it."""
+    source = copy_subset(DEMO_DATA, tmp_path / "raw", case_ids(DEMO_DATA)[:3], "Dataset992_Busi")
+    target = renamed_nifti_copy(source, tmp_path / "raw", "Dataset995_Renamed")
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    seen = {"Dataset992_Busi": sorted(d for ds in dataset_digests(source).values() for d in ds)}
+    for name, start, images in (("us_seen", "mobile_sam", seen), ("us_child", "us_seen", {"elsewhere": ["0" * 64]}),
+                                ("us_clean", "mobile_sam", {"elsewhere": ["0" * 64]})):
+        (folder / f"{name}.pth").write_bytes(name.encode())
+        ancestors = ancestry(folder / "us_seen.pth", None) if start == "us_seen" else ()  # what pretrain records
+        register_user_checkpoint(CatalogueEntry(name, f"{name}.pth", "vit_t", None, None, "test", "imagenet", "US",
+                                                start, tuple(images), True, images, ancestors), folder)
+    present = pretrained_present(str(folder), lambda: dataset_digests(target))
+    assert "3 of the dataset's 3 images" in present["us_seen"]["seen"] and "with labels" in present["us_seen"]["seen"]
+    assert "via us_seen" in present["us_child"]["seen"] and present["us_clean"]["seen"] == ""
+    cpu = Hardware("cpu", 24, "CPU")
+    leaked = {k: v for k, v in present.items() if k != "us_clean"}
+    choice = choose(_facts(300, modality="US", pretrained=leaked), cpu, 2, 1, (512, 512), SamOptions())
+    assert choice.base_checkpoint == "mobile_sam"
+    assert [w.split(" ")[0] for w in choice.warnings if "is not used as the base (R19" in w] == ["us_child", "us_seen"]
+    clean = choose(_facts(300, modality="US", pretrained=present), cpu, 2, 1, (512, 512), SamOptions())
+    assert clean.base_checkpoint == "us_clean"
+    given = choose(_facts(300, modality="US", pretrained=present), cpu, 2, 1, (512, 512), SamOptions(checkpoint="us_seen"))
+    assert given.base_checkpoint == "us_seen" and any(w.startswith("--checkpoint us_seen: 3 of") for w in given.warnings)
+    # a checkpoint whose images were not recorded (an older catalogue) is never chosen either
+    old = CatalogueEntry("old", "old.pth", "vit_t", None, None, "test", "imagenet", "US", "mobile_sam")
+    assert check_lineage(old, "old", {}).refused and "not recorded" in check_lineage(old, "old", {}).problem()

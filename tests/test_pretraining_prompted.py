@@ -55,6 +55,7 @@ def test_prompted_pretraining_lowers_the_loss_and_writes_a_catalogued_base(two_l
     assert entry["sha256"] == sha256_of(output) and entry["modality"] == "mixed"
     assert entry["started_from"] == "random weights"
     assert entry["datasets"] == ["Dataset992_Busi", "Dataset991_Volumes"]
+    assert entry["labels_used"] is True and [len(entry["seen_images"][d]) for d in entry["datasets"]] == [3, 6]
     assert "prompted pretraining" in entry["source"] and "Dataset992_Busi, Dataset991_Volumes" in entry["source"]
     written = torch.load(output, weights_only=True)
     assert written["image_encoder.pos_embed"].shape[1] == 64  # the official 1024 px layout

@@ -35,6 +35,7 @@ from autosam.experiments.job_table import job_table
 from autosam.experiments.job_table import jobs as planned_jobs
 from autosam.experiments.ray_cluster import executor_for
 from autosam.experiments.status import REPORT_FOLDER, RUN_LOG
+from autosam.experiments.seen_base import refuse_seen_base
 from autosam.inference.trained_models import Choice, Model
 from autosam.paths import FINAL_CHECKPOINT, Dataset, configure_training_processes, fold_has_started, require_folders
 from autosam.planners.explain import plan_summary
@@ -42,7 +43,6 @@ from autosam.planners.hardware import detect_hardware
 from autosam.planners.preprocess import baseline_configurations, plan, preprocess
 from autosam.planners.sam_planner import BASELINE_PLANS
 from autosam.plans import PLANS_NAME, SAM_CONFIGURATION, PlannedSam, SamPlan, has_sam_plan, read_plans, read_sam_plan
-from autosam.sam.weights.catalogue import catalogue_entry_for
 from autosam.sam.weights.safe_load import load_fold_checkpoint
 from autosam.trainers.cached import LOST_AUGMENTATION
 from autosam.trainers.fold_jobs import FoldJob, Training, fold_jobs
@@ -68,6 +68,7 @@ class RunOptions:
     seed: int | None = None  # None: the plan's
     train_cases: list[int] | None = None  # few-shot: also train every method on K cases per fold (fewshot.py)
     repeats: int = 1  # few-shot draws per K
+    allow_seen_base: bool = False  # train from a base whose lineage saw the dataset's images (the headline says so)
 
 
 def refuse_conflicting_flags(sam_options, dataset: Dataset, gpu_memory: float | None = None) -> None:
@@ -215,19 +216,7 @@ def conditions(dataset: Dataset, plan: SamPlan, baselines: list[str], skipped_3d
     lines += ["baselines: " + ", ".join(baselines) + ("; nnU-Net's 3d_fullres was not trained (--no-3d), although "
                                                       "the data are 3D" if skipped_3d else ""),
               _seeds_text(comparison["training"])] + best + sam_caveats(dataset, plan)
-    return lines + pretraining_warnings(plan, dataset.name) + grouping_warnings(
-        dataset, [c["case"] for c in comparison["cases"]], groups, splits)
-
-
-def pretraining_warnings(plan: SamPlan, dataset: str) -> list[str]:
-    """A base that 'autosam pretrain' trained on this dataset's images has seen every validation image."""
-    base = plan.base_checkpoint
-    entry = catalogue_entry_for(Path(base.path)) if base and base.path and Path(base.path).is_file() else None
-    if entry is None or dataset not in entry.datasets:
-        return []
-    return [f"WARNING: the base checkpoint {entry.name} was pretrained on this dataset's images, every fold's "
-            "validation images included (unlabelled): SAM has seen them and nnU-Net has not, so the comparison "
-            "favours SAM; pretrain on other datasets or on images outside the folds"]
+    return lines + grouping_warnings(dataset, [c["case"] for c in comparison["cases"]], groups, splits)
 
 
 def grouping_warnings(dataset: Dataset, cases: list[str], groups: dict[str, str] | None,
@@ -294,6 +283,8 @@ def _run(dataset: Dataset, sam_options, options: RunOptions, ray_address: str | 
             load_groups(preprocessed), labelled_foreground(dataset.raw)))
     with redirect_stdout(chatter):  # nnU-Net's plans and progress, printed as dicts: into the log
         plan_for_run(dataset, sam_options, options)
+        sam_folder = Model.for_setup(None).folder(dataset)  # refused before any preprocessing or training:
+        refuse_seen_base(dataset, read_sam_plan(dataset).plan, sam_folder, options.folds, options.allow_seen_base)
         configurations = baseline_configurations(dataset, not options.no_3d)
         skipped_3d = options.no_3d and len(baseline_configurations(dataset)) > 1
         preprocess(dataset, 1, configurations)
@@ -349,6 +340,7 @@ def _run(dataset: Dataset, sam_options, options: RunOptions, ray_address: str | 
     comparison["conditions"] = conditions(dataset, sam_plan, [b.name for b in baselines], skipped_3d, comparison,
                                           best_configuration_lines(chosen, dataset, methods, comparison), groups,
                                           splits, trained_sam(sam.model_folder, options.folds)) \
+        + refuse_seen_base(dataset, sam_plan, sam.model_folder, options.folds, options.allow_seen_base) \
         + left_out + fewshot_left_out
     if fewshot_models:
         comparison["fewshot"] = fewshot_report(fewshot_models, comparison, options.folds, options.train_cases,

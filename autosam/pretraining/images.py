@@ -43,6 +43,7 @@ from nnunetv2.utilities.utils import create_paths_fn, get_identifiers_from_split
 from tqdm import tqdm
 
 from autosam.data.checks import DatasetInvalid, stored_findings
+from autosam.data.image_digests import DIGEST_CACHE, file_digests
 from autosam.errors import AutosamError
 from autosam.paths import Dataset
 from autosam.planners.fingerprint import modality_of
@@ -61,6 +62,16 @@ class ImageSet:
     ct_properties: dict[int, dict] = field(default_factory=dict)  # channel -> nnU-Net's intensity statistics
     labels: list[str] = field(default_factory=list)  # per image, its label map (labelled datasets only)
     ignore_label: int | None = None  # dataset.json's "ignore" label, if any
+    root: Path | None = None  # a dataset's raw folder (its images' digests are cached per dataset)
+
+    def digests(self) -> list[str]:
+        """The pixel digest of every image (``autosam.data.image_digests``), cached in the dataset's preprocessed
+        folder when nnUNet_preprocessed is set."""
+        cache = (Path(os.environ["nnUNet_preprocessed"]) / self.root.name
+                 if self.root is not None and os.environ.get("nnUNet_preprocessed") else None)
+        found = file_digests([f for case in self.cases for f in case], self.reader,
+                             cache / DIGEST_CACHE if cache else None, self.root, f"image digests of {self.name}")
+        return sorted({d for digests in found.values() for d in digests})
 
     @property
     def modality(self) -> str:
@@ -106,7 +117,7 @@ def dataset_images(dataset: Dataset, labelled: bool = False) -> ImageSet:
     reader = determine_reader_writer_from_dataset_json(meta, cases[0][0], verbose=False)
     channels = meta.get("channel_names", meta.get("modality", {}))
     names = [str(channels[k]) for k in sorted(channels, key=int)]
-    images = ImageSet(dataset.name, cases, names, reader)
+    images = ImageSet(dataset.name, cases, names, reader, root=raw)
     if labelled:
         images.labels = [str(raw / "labelsTr" / (Path(c[0]).name[:-len(ending) - 5] + ending)) for c in cases]
         missing = [f for f in images.labels if not Path(f).is_file()]

@@ -46,6 +46,7 @@ from autosam.sam.weights.catalogue import (
     sha256_of,
     user_catalogue,
 )
+from autosam.sam.weights.lineage import ancestry
 from autosam.trainers.fold_training import resolve_device
 from autosam.trainers.seeding import seed_everything
 
@@ -130,16 +131,16 @@ def scale_minmax(images: torch.Tensor) -> torch.Tensor:
     return (images - lo) / (hi - lo).clamp_min(1e-8)
 
 
-def _start(options: PretrainOptions, sam) -> tuple[str, str]:
-    """Load ``--from`` into ``sam``; (its name, its normalisation)."""
+def _start(options: PretrainOptions, sam) -> tuple[str, str, tuple[dict, ...]]:
+    """Load ``--from`` into ``sam``; (its name, its normalisation, the lineage the new checkpoint inherits)."""
     if options.base is None:
         log.warning("no --from: the encoder starts from random weights")
-        return RANDOM_START, "imagenet"
+        return RANDOM_START, "imagenet", ()
     path = find_checkpoint(options.base, options.checkpoint_dir)
     identity = load_base_checkpoint(sam, options.backbone, path)
     entry = catalogue_entry_for(path)
     log.info("starting from %s (sha256 %s...)", identity.name, (identity.sha256 or "?")[:12])
-    return identity.name, entry.normalisation if entry else "imagenet"
+    return identity.name, entry.normalisation if entry else "imagenet", ancestry(path, identity.sha256)
 
 
 def pretrain(output: str | os.PathLike, options: PretrainOptions, datasets: list[Dataset] | None = None,
@@ -157,9 +158,10 @@ def pretrain(output: str | os.PathLike, options: PretrainOptions, datasets: list
     device = resolve_device(options.device)
     image_sets = [dataset_images(d) for d in datasets or []] + ([folder_images(images)] if images else [])
     modality = _modality(image_sets, options.modality)
+    seen = {s.name: s.digests() for s in image_sets}  # recorded in the catalogue: R19 and 'run' read it
     seed_everything(options.seed)
     sam = build_sam(options.backbone, options.image_size, OFFICIAL_CLASSES)
-    start, normalisation = _start(options, sam)
+    start, normalisation, ancestors = _start(options, sam)
     total_memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
     slices = read_slices(image_sets, options.image_size, MEMORY_SHARE * total_memory)
 
@@ -181,7 +183,7 @@ def pretrain(output: str | os.PathLike, options: PretrainOptions, datasets: list
               f"steps of batch {options.batch_size} at {options.image_size} px on {len(slices)} slices of "
               f"{', '.join(s.name for s in image_sets)}, from {start}, seed {options.seed}")
     return PretrainResult(*save_and_register(sam, options, output, source, normalisation, modality, start,
-                                             image_sets), losses)
+                                             image_sets, Seen(False, seen, ancestors)), losses)
 
 
 def run_steps(slices: list, per_epoch: int, options: PretrainOptions, step_loss: Callable[[list], torch.Tensor],
@@ -210,13 +212,23 @@ def run_steps(slices: list, per_epoch: int, options: PretrainOptions, step_loss:
     return losses
 
 
+@dataclass(frozen=True)
+class Seen:
+    """What a new checkpoint saw, for its catalogue entry (autosam/sam/weights/lineage.py)."""
+
+    labels_used: bool
+    images: dict[str, list[str]]  # image set name -> the digest of each of its images
+    ancestors: tuple[dict, ...]  # its start's record and the start's ancestors (lineage.ancestry)
+
+
 def save_and_register(sam, options: PretrainOptions, output: Path, source: str, normalisation: str,
-                      modality: str | None, start: str, image_sets: list[ImageSet]) -> tuple[Path, CatalogueEntry, Path]:
+                      modality: str | None, start: str, image_sets: list[ImageSet], seen: Seen
+                      ) -> tuple[Path, CatalogueEntry, Path]:
     """Write the official-layout checkpoint and register it in its folder's catalogue; (file, entry, catalogue)."""
     checkpoint = _write(sam.to("cpu"), options.backbone, output)
     entry = CatalogueEntry(output.stem, output.name, options.backbone, checkpoint.stat().st_size,
                            sha256_of(checkpoint), source, normalisation, modality, start,
-                           tuple(s.name for s in image_sets))
+                           tuple(s.name for s in image_sets), seen.labels_used, seen.images, seen.ancestors)
     catalogue = register_user_checkpoint(entry, output.parent)
     log.info("wrote %s (sha256 %s...), registered as '%s' (modality %s) in %s", checkpoint, entry.sha256[:12],
              entry.name, modality, catalogue)

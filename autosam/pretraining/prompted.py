@@ -31,6 +31,7 @@ from autosam.pretraining.images import dataset_images, read_labelled_slices
 from autosam.pretraining.mae import (
     MEMORY_SHARE,
     OFFICIAL_CLASSES,
+    Seen,
     _check_output,
     _modality,
     _schedule,
@@ -161,10 +162,11 @@ def prompted_pretrain(output: str | os.PathLike, options: PromptedOptions, datas
     device = resolve_device(options.device)
     image_sets, slices = _read(datasets, options.image_size)
     modality = _modality(image_sets, options.modality)
+    seen = {s.name: s.digests() for s in image_sets}  # recorded in the catalogue: R19 and 'run' read it
     seed_everything(options.seed)
     rng = np.random.default_rng(options.seed)
     sam = build_sam(options.backbone, options.image_size, OFFICIAL_CLASSES)
-    start, normalisation = _start(options, sam)
+    start, normalisation, ancestors = _start(options, sam)
     minmax = normalisation == "minmax"
     sam.to(device).train()
     sam.prompt_encoder.requires_grad_(False)
@@ -206,5 +208,5 @@ def prompted_pretrain(output: str | os.PathLike, options: PromptedOptions, datas
               f"slices), {options.epochs} epochs x {per_epoch} steps of {options.batch_size} slices at "
               f"{options.image_size} px, from {start}, seed {options.seed}")
     checkpoint, entry, catalogue = save_and_register(sam, options, output, source, normalisation, modality, start,
-                                                     image_sets)
+                                                     image_sets, Seen(True, seen, ancestors))
     return PromptedResult(checkpoint, entry, catalogue, objects, before, after, losses)

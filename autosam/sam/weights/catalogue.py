@@ -38,6 +38,10 @@ class CatalogueEntry:
     modality: str | None = None  # user catalogue: the modality of the images 'autosam pretrain' trained on
     started_from: str | None = None  # user catalogue: the weights it started from (RANDOM_START: none)
     datasets: tuple[str, ...] = ()  # user catalogue: the datasets (or folders) whose images it trained on
+    # user catalogue, what it saw (autosam/sam/weights/lineage.py; None: catalogued before autosam recorded it):
+    labels_used: bool | None = None  # whether its training read label maps
+    seen_images: dict[str, list[str]] | None = None  # dataset or folder -> every image's pixel digest
+    ancestors: tuple[dict, ...] = ()  # the same record for each checkpoint it descends from, nearest first
 
     @property
     def official(self) -> bool:
@@ -68,7 +72,8 @@ def user_catalogue(folder: str | os.PathLike) -> dict[str, CatalogueEntry]:
         data = json.loads(path.read_text())
         if data.get("format_version") != USER_CATALOGUE_FORMAT:
             raise ValueError(f"format {data.get('format_version')} is not {USER_CATALOGUE_FORMAT}")
-        return {name: CatalogueEntry(name=name, **{**fields, "datasets": tuple(fields.get("datasets", ()))})
+        return {name: CatalogueEntry(name=name, **{**fields, "datasets": tuple(fields.get("datasets", ())),
+                                                   "ancestors": tuple(fields.get("ancestors", ()))})
                 for name, fields in data["checkpoints"].items()}
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{path}: not a checkpoint catalogue autosam can read ({e}); restore the file, or "
@@ -87,7 +92,7 @@ def register_user_checkpoint(entry: CatalogueEntry, folder: str | os.PathLike) -
         fcntl.flock(lock, fcntl.LOCK_EX)
         entries = {name: e for name, e in user_catalogue(folder).items() if name != entry.name}
         entries[entry.name] = entry
-        fields = lambda e: {k: v for k, v in e.__dict__.items() if k != "name"}  # noqa: E731
+        fields = lambda e: {k: v for k, v in e.__dict__.items() if k != "name"}
         atomic_write_json({"format_version": USER_CATALOGUE_FORMAT,
                            "checkpoints": {name: fields(e) for name, e in sorted(entries.items())}}, path)
     return path
