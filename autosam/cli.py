@@ -134,7 +134,7 @@ def cmd_split(args: argparse.Namespace) -> None:
     print(f"wrote {result.groups_file}")
 
 
-def _run_options(args: argparse.Namespace):
+def _run_options(args: argparse.Namespace, seeds: list[int] | None = None):
     from autosam.experiments.run import RunOptions
 
     if args.repeats != 1 and not args.train_cases:
@@ -143,13 +143,15 @@ def _run_options(args: argparse.Namespace):
     return RunOptions(folds=[int(f) for f in args.folds] if args.folds else None, epochs=args.epochs,
                       iterations=args.iterations, equal_budget=args.equal_budget, device=args.device,
                       gpu_memory=args.gpu_memory, ensembles=not args.no_ensembles, no_3d=args.no_3d,
-                      replan=args.replan, seed=args.seed, train_cases=args.train_cases, repeats=args.repeats)
+                      replan=args.replan, seed=args.seed, seeds=seeds, baselines=args.baselines,
+                      train_cases=args.train_cases, repeats=args.repeats)
 
 
 def cmd_run(args: argparse.Namespace) -> None:
     from autosam.experiments.run import run
 
-    run(args.dataset, _sam_options(args), _run_options(args), ray_address=args.ray)
+    seeds, args.seed = args.seed, args.seed and args.seed[0]  # --seed 0 1 2; a new plan records the first
+    run(args.dataset, _sam_options(args), _run_options(args, seeds), ray_address=args.ray)
 
 
 def cmd_ablate(args: argparse.Namespace) -> None:
@@ -245,7 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.set_defaults(func=cmd_setups)
 
-    def seed_flag(p: argparse.ArgumentParser, default_help: str) -> None:
+    def seed_flag(p: argparse.ArgumentParser, default_help: str, several: bool = False) -> None:
+        if several:
+            p.add_argument("--seed", type=int, nargs="+", metavar="N",
+                           help=f"random seeds ({default_help}); several (--seed 0 1 2) train every method once per "
+                           "seed, the first under the usual model folders, the others under <plans>_seed<N>, and "
+                           "the report adds the seed spread and a test of the training recipe")
+            return
         p.add_argument("--seed", type=int, metavar="N", help=f"random seed of the training ({default_help}); "
                        "recorded in every fold and the report")
 
@@ -265,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--from-scratch", action="store_true",
                        help="no pretrained weights: random initialisation (far lower Dice; for tests)")
 
-    def plan_flags(p: argparse.ArgumentParser, device_help: str) -> None:
+    def plan_flags(p: argparse.ArgumentParser, device_help: str, several_seeds: bool = False) -> None:
         """The machine and the fields a user can fix; the planner chooses the rest."""
         machine = p.add_mutually_exclusive_group()
         machine.add_argument("--gpu-memory", type=float, metavar="GB", help="plan for a GPU with this much memory")
@@ -285,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--prompts", choices=("box", "point", "box+point"),
                        help="also train SAM with box and/or point prompts from the reference masks (default: "
                        "promptless); 'run' then adds an interactive evaluation with simulated clicks")
-        seed_flag(p, "default: the plan's, 0 when planning")
+        seed_flag(p, "default: the plan's, 0 when planning", several_seeds)
         budget_flags(p)
 
     for verb, preprocesses in (("plan", False), ("plan-and-preprocess", True)):
@@ -302,7 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("run", help="plan, train nnU-Net and SAM on the same folds, compare, pick the best")
     dataset_flag(p)
     p.add_argument("--folds", nargs="+", help="folds (default: every fold of splits_final.json, else all five)")
-    plan_flags(p, "train on this device (default: cuda if present)")
+    plan_flags(p, "train on this device (default: cuda if present)", several_seeds=True)
+    p.add_argument("--baselines", nargs="+", metavar="PRESET",
+                   help="nnU-Net presets to train: 2d, 3d_fullres (the plain U-Net), resenc_m:2d, resenc_m:3d_fullres, "
+                   "resenc_l:2d, resenc_l:3d_fullres (nnU-Net's residual-encoder planners; default: the plain 2d, "
+                   "and 3d_fullres on 3D data, plus resenc_m at the same configurations when training on a GPU)")
     p.add_argument("--equal-budget", action="store_true",
                    help="give nnU-Net SAM's epochs x iterations and batch: the same optimiser steps and patches")
     p.add_argument("--no-3d", action="store_true", help="on 3D data, do not train nnU-Net's 3d_fullres baseline")

@@ -11,6 +11,7 @@ from autosam.evaluation import fewshot_curve, figures, interactive_report
 from autosam.evaluation.collect import reader_for, training_log
 from autosam.evaluation.comparison import Method
 from autosam.evaluation.conventions import ALPHA, METRICS
+from autosam.evaluation.seeds import seed_lines
 from autosam.files import atomic_write_json, atomic_write_text
 
 
@@ -76,7 +77,7 @@ def headline(comparison: dict) -> list[str]:
         lines.append(f"{row}: Dice {baseline} {a['mean']:.3f} {_ci(a)} vs {challenger} {b['mean']:.3f} {_ci(b)}; "
                      f"difference {p['mean_difference']:+.3f} {_ci(p, True)} (median {p['median_difference']:+.3f}), "
                      f"Wilcoxon p = {p['p_value']:.3g}, Holm p = {p['p_holm']:.3g} (n = {p['n']} {unit}s)")
-    return lines
+    return lines + (seed_lines(comparison["seeds"]) if comparison.get("seeds") else [])
 
 
 def _per_fold(folds: list[dict], key: str) -> set:
