@@ -35,28 +35,31 @@ def mixed_model_test(differences: np.ndarray) -> dict:
     """The mean of ``differences`` (units × seeds, complete) under crossed random unit and seed effects: estimate,
     standard error, Satterthwaite df, CI, two-sided p and the variance components."""
     n_units, n_seeds = differences.shape
+    if n_units < 2 or n_seeds < 2 or np.all(differences == differences.flat[0]):
+        return {"estimate": float(differences.mean()) if differences.size else math.nan, "se": math.nan,
+                "df": math.nan, "ci95": [math.nan, math.nan], "p_value": math.nan, "variance": None,
+                "converged": False}  # not tested: nothing varies, or too few units or seeds
     frame = pd.DataFrame({"d": differences.ravel(), "unit": np.repeat(np.arange(n_units), n_seeds),
                           "seed": np.tile(np.arange(n_seeds), n_units), "all": 0})
     model = smf.mixedlm("d ~ 1", frame, groups="all", re_formula="0",
                         vc_formula={"unit": "0 + C(unit)", "seed": "0 + C(seed)"})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a variance on its boundary (zero) warns; the fit is still the REML one
-        fit = model.fit(reml=True)
+        # statsmodels' default gradient search can stop far from the optimum on crossed variances of unequal size
+        # (seen on hand-built data): keep the highest REML likelihood of three optimisers
+        fit = max((model.fit(reml=True, method=method) for method in ("nm", "powell", "lbfgs")), key=lambda f: f.llf)
     components = dict(zip(model.exog_vc.names, fit.vcomp))
     unit_var, seed_var, residual = components["unit"], components["seed"], float(fit.scale)
     # expected mean squares of the balanced crossed design; Var(mean) = (EMS_unit + EMS_seed - EMS_residual) / (U S)
     ems_unit, ems_seed = residual + n_seeds * unit_var, residual + n_units * seed_var
     combined = ems_unit + ems_seed - residual
-    se = math.sqrt(max(combined, 0.0) / (n_units * n_seeds))
+    se = math.sqrt(combined / (n_units * n_seeds))
     df = combined**2 / (ems_unit**2 / (n_units - 1) + ems_seed**2 / (n_seeds - 1)
                         + residual**2 / ((n_units - 1) * (n_seeds - 1)))
     estimate = float(fit.fe_params.iloc[0])
-    if se == 0.0:
-        p, low, high = (1.0 if estimate == 0.0 else 0.0), estimate, estimate
-    else:
-        p = float(2 * t.sf(abs(estimate) / se, df))
-        half = float(t.ppf(0.5 + CONFIDENCE / 2, df)) * se
-        low, high = estimate - half, estimate + half
+    p = float(2 * t.sf(abs(estimate) / se, df))
+    half = float(t.ppf(0.5 + CONFIDENCE / 2, df)) * se
+    low, high = estimate - half, estimate + half
     return {"estimate": estimate, "se": se, "df": float(df), "ci95": [low, high], "p_value": p,
             "variance": {"unit": float(unit_var), "seed": float(seed_var), "residual": residual},
             "converged": bool(fit.converged)}
@@ -83,7 +86,9 @@ def seed_analysis(values: dict[int, dict[str, dict[str, float]]], baseline: str,
 
 
 def _direction(challenger: str, estimate: float, p: float) -> str:
-    if not math.isfinite(p) or p >= ALPHA:
+    if not math.isfinite(p):
+        return "not tested (nothing varies, or fewer than two units)"
+    if p >= ALPHA:
         return "no detectable difference"
     return f"{challenger} {'higher' if estimate > 0 else 'lower'} by {abs(estimate):.3f}"
 

@@ -229,8 +229,7 @@ def run(dataset: Dataset, sam_options, options: RunOptions, ray_address: str | N
         chosen, skipped_3d = chosen_baselines(dataset, options, torch_device.type == "cuda")
         preprocess(dataset, 1, tuple(dict.fromkeys(b.configuration for b in chosen)))
         plan_baselines(dataset, chosen)
-        trainings = [Training(nnUNetTrainer, b.plans, b.configuration,
-                              configuration_budget(b.configuration, baseline_budget), b.name) for b in chosen]
+        trainings = baseline_trainings(chosen, baseline_budget)
         trainings.append(Training(trainer_for_setup(None), PLANS_NAME, SAM_CONFIGURATION, sam_budget, "SAM"))
         per_seed = seed_trainings(dataset, trainings, seeds)
         fewshot, fewshot_models = [], []
@@ -312,6 +311,12 @@ def chosen_baselines(dataset: Dataset, options: RunOptions, on_gpu: bool) -> tup
             raise AutosamError("--no-3d contradicts a 3d_fullres preset in --baselines; drop one of them")
     skipped = len(planned) > 1 and all(b.configuration != "3d_fullres" for b in chosen)
     return chosen, ("--no-3d" if options.no_3d else "not in --baselines") if skipped else None
+
+
+def baseline_trainings(baselines: list[Baseline], budget: Budget) -> list[Training]:
+    """nnU-Net's stock trainer on each baseline's plans identifier, as ``nnUNetv2_train -p <plans>`` trains it."""
+    return [Training(nnUNetTrainer, b.plans, b.configuration, configuration_budget(b.configuration, budget), b.name)
+            for b in baselines]
 
 
 def fewshot_configurations(chosen: list[Baseline]) -> tuple[str, ...]:
