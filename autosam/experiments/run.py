@@ -334,12 +334,12 @@ def seeds_section(dataset: Dataset, comparison: dict, per_seed: dict[int, list[T
     challenger, baseline, primary = comparison["challenger"], comparison["strongest_baseline"], comparison["primary_row"]
     first, *others = per_seed
     values = {first: {m: comparison["unit_values"][m][primary]["dice"] for m in (baseline, challenger)}}
-    lost = {job.training for job in failed}
+    lost = [job.training for job in failed]
     left_out = []
     for seed in others:
         trainings = {t.label.removesuffix(f", seed {seed}"): t for t in per_seed[seed]}
         wanted = [trainings[baseline], trainings[challenger]]
-        if lost & set(wanted):
+        if any(t in lost for t in wanted):
             left_out.append(f"WARNING: seed {seed} left out of the seed analysis after failing twice on Ray")
             continue
         scored = compare([Method(baseline, seed_model_folder(dataset, wanted[0]))],
