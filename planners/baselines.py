@@ -29,8 +29,10 @@ from autosam.planners.preprocess import planning_processes
 from autosam.planners.sam_planner import BASELINE_PLANS
 
 # preset -> (nnU-Net's planner, the plans identifier it writes, the name in the report)
-RESENC = {"resenc_m": (nnUNetPlannerResEncM, "nnUNetResEncUNetMPlans", "ResEnc M"),
-          "resenc_l": (nnUNetPlannerResEncL, "nnUNetResEncUNetLPlans", "ResEnc L")}
+RESENC = {
+    "resenc_m": (nnUNetPlannerResEncM, "nnUNetResEncUNetMPlans", "ResEnc M"),
+    "resenc_l": (nnUNetPlannerResEncL, "nnUNetResEncUNetLPlans", "ResEnc L"),
+}
 CONFIGURATIONS = ("2d", "3d_fullres")
 RECOMMENDED = "resenc_m"  # nnU-Net's recommended preset on a GPU ("nnU-Net Revisited")
 
@@ -71,8 +73,9 @@ def parse_baselines(spellings: list[str]) -> list[Baseline]:
 
 def default_baselines(configurations: tuple[str, ...], on_gpu: bool) -> list[Baseline]:
     """The plain ``configurations``; on a GPU also nnU-Net's recommended ResEnc M at each (see the module)."""
-    return [Baseline(c) for c in configurations] + ([Baseline(c, RECOMMENDED) for c in configurations] if on_gpu
-                                                    else [])
+    return [Baseline(c) for c in configurations] + (
+        [Baseline(c, RECOMMENDED) for c in configurations] if on_gpu else []
+    )
 
 
 def plan_baselines(dataset: Dataset, baselines: list[Baseline]) -> None:
@@ -88,11 +91,15 @@ def plan_baselines(dataset: Dataset, baselines: list[Baseline]) -> None:
     for b in baselines:
         planned = json.loads((dataset.preprocessed / f"{b.plans}.json").read_text())["configurations"]
         if b.configuration not in planned:
-            raise AutosamError(f"--baselines {b.spelling}: nnU-Net planned no '{b.configuration}' configuration for "
-                               f"{dataset.name} (2D data has only '2d')")
+            raise AutosamError(
+                f"--baselines {b.spelling}: nnU-Net planned no '{b.configuration}' configuration for "
+                f"{dataset.name} (2D data has only '2d')"
+            )
         if b.preset and planned[b.configuration]["data_identifier"] != plain[b.configuration]["data_identifier"]:
-            raise AutosamError(f"{dataset.preprocessed / b.plans}.json: {b.configuration} does not share the plain "
-                               "plans' preprocessed data; autosam preprocesses only those")
+            raise AutosamError(
+                f"{dataset.preprocessed / b.plans}.json: {b.configuration} does not share the plain "
+                "plans' preprocessed data; autosam preprocesses only those"
+            )
 
 
 def baseline_sentence(trained: list[Baseline], default_on_cpu: bool) -> str:
@@ -101,8 +108,10 @@ def baseline_sentence(trained: list[Baseline], default_on_cpu: bool) -> str:
     line = "baselines: " + ", ".join(b.name for b in trained)
     if all(not b.preset for b in trained):
         why = "the CPU default leaves it out" if default_on_cpu else "not in --baselines"
-        line += (f"; nnU-Net's recommended residual-encoder preset (ResEnc M, 'nnU-Net Revisited' 2024) was NOT "
-                 f"trained ({why}; add --baselines {' '.join(b.spelling for b in trained)} "
-                 f"{' '.join(f'{RECOMMENDED}:{c}' for c in dict.fromkeys(b.configuration for b in trained))}): "
-                 "SAM is compared with the plain U-Net, not nnU-Net's strongest")
+        line += (
+            f"; nnU-Net's recommended residual-encoder preset (ResEnc M, 'nnU-Net Revisited' 2024) was NOT "
+            f"trained ({why}; add --baselines {' '.join(b.spelling for b in trained)} "
+            f"{' '.join(f'{RECOMMENDED}:{c}' for c in dict.fromkeys(b.configuration for b in trained))}): "
+            "SAM is compared with the plain U-Net, not nnU-Net's strongest"
+        )
     return line

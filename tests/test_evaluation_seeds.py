@@ -14,9 +14,13 @@ PATIENTS = [f"p{i}" for i in range(8)]
 
 def _values(differences: np.ndarray, baseline: np.ndarray) -> dict:
     """seed -> method -> patient -> value, SAM = baseline + difference (patients × seeds)."""
-    return {seed: {"nnU-Net 2d": dict(zip(PATIENTS, baseline[:, s])),
-                   "SAM": dict(zip(PATIENTS, baseline[:, s] + differences[:, s]))}
-            for s, seed in enumerate((0, 1, 2))}
+    return {
+        seed: {
+            "nnU-Net 2d": dict(zip(PATIENTS, baseline[:, s])),
+            "SAM": dict(zip(PATIENTS, baseline[:, s] + differences[:, s])),
+        }
+        for s, seed in enumerate((0, 1, 2))
+    }
 
 
 def test_a_seed_effect_moves_the_recipe_claim_but_not_the_models_claim() -> None:

@@ -18,16 +18,27 @@ from autosam.trainers.sam_trainer import nnUNetTrainerSAM
 
 def test_each_further_seed_trains_its_own_model_folders(planned_demo) -> None:
     dataset = Dataset.resolve("901")
-    trainings = [Training(nnUNetTrainer, "nnUNetPlans", "2d", Budget(), "nnU-Net 2d"),
-                 Training(nnUNetTrainerSAM, "autosamPlans", "2d_sam", Budget(), "SAM")]
+    trainings = [
+        Training(nnUNetTrainer, "nnUNetPlans", "2d", Budget(), "nnU-Net 2d"),
+        Training(nnUNetTrainerSAM, "autosamPlans", "2d_sam", Budget(), "SAM"),
+    ]
     per_seed = seed_trainings(dataset, trainings, [0, 7])
     assert per_seed[0] is trainings  # the first seed: today's identifiers, so earlier results stay valid
-    assert [(t.plans, t.label) for t in per_seed[7]] == [("nnUNetPlans_seed7", "nnU-Net 2d, seed 7"),
-                                                         ("autosamPlans_seed7", "SAM, seed 7")]
-    folders = {FoldJob(dataset, 0, t, torch.device("cpu"), seed, False).output_folder.parent.name
-               for seed, ts in per_seed.items() for t in ts}
-    assert folders == {"nnUNetTrainer__nnUNetPlans__2d", "nnUNetTrainerSAM__autosamPlans__2d_sam",
-                       "nnUNetTrainer__nnUNetPlans_seed7__2d", "nnUNetTrainerSAM__autosamPlans_seed7__2d_sam"}
+    assert [(t.plans, t.label) for t in per_seed[7]] == [
+        ("nnUNetPlans_seed7", "nnU-Net 2d, seed 7"),
+        ("autosamPlans_seed7", "SAM, seed 7"),
+    ]
+    folders = {
+        FoldJob(dataset, 0, t, torch.device("cpu"), seed, False).output_folder.parent.name
+        for seed, ts in per_seed.items()
+        for t in ts
+    }
+    assert folders == {
+        "nnUNetTrainer__nnUNetPlans__2d",
+        "nnUNetTrainerSAM__autosamPlans__2d_sam",
+        "nnUNetTrainer__nnUNetPlans_seed7__2d",
+        "nnUNetTrainerSAM__autosamPlans_seed7__2d_sam",
+    }
     base = json.loads((dataset.preprocessed / "autosamPlans.json").read_text())
     copy = json.loads((dataset.preprocessed / "autosamPlans_seed7.json").read_text())
     assert copy["autosam_seed"] == {"seed": 7, "plans": "autosamPlans"} and copy["plans_name"] == "autosamPlans_seed7"

@@ -20,10 +20,15 @@ from autosam.trainers.fold_training import Budget, make_trainer
 def test_presets_are_spelled_as_nnunet_names_them_and_the_default_depends_on_the_device() -> None:
     chosen = parse_baselines(["2d", "resenc_m:2d", "resenc_l:3d_fullres", "2d"])
     assert [(b.plans, b.configuration, b.name) for b in chosen] == [
-        ("nnUNetPlans", "2d", "nnU-Net 2d"), ("nnUNetResEncUNetMPlans", "2d", "nnU-Net ResEnc M 2d"),
-        ("nnUNetResEncUNetLPlans", "3d_fullres", "nnU-Net ResEnc L 3d_fullres")]
-    with pytest.raises(AutosamError, match=r"--baselines resenc_xl:2d: not an nnU-Net preset; choose from 2d, "
-                                           r"3d_fullres, resenc_m:2d, resenc_m:3d_fullres, resenc_l:2d"):
+        ("nnUNetPlans", "2d", "nnU-Net 2d"),
+        ("nnUNetResEncUNetMPlans", "2d", "nnU-Net ResEnc M 2d"),
+        ("nnUNetResEncUNetLPlans", "3d_fullres", "nnU-Net ResEnc L 3d_fullres"),
+    ]
+    with pytest.raises(
+        AutosamError,
+        match=r"--baselines resenc_xl:2d: not an nnU-Net preset; choose from 2d, "
+        r"3d_fullres, resenc_m:2d, resenc_m:3d_fullres, resenc_l:2d",
+    ):
         parse_baselines(["resenc_xl:2d"])
     assert default_baselines(("2d", "3d_fullres"), on_gpu=False) == [Baseline("2d"), Baseline("3d_fullres")]
     assert default_baselines(("2d",), on_gpu=True) == [Baseline("2d"), Baseline("2d", "resenc_m")]
@@ -34,8 +39,10 @@ def test_the_headline_says_when_nnunets_recommended_preset_was_not_trained() -> 
     assert plain.startswith("baselines: nnU-Net 2d; nnU-Net's recommended residual-encoder preset (ResEnc M")
     assert "was NOT trained (the CPU default leaves it out; add --baselines 2d resenc_m:2d)" in plain
     assert "not in --baselines" in baseline_sentence([Baseline("2d")], default_on_cpu=False)
-    assert baseline_sentence([Baseline("2d"), Baseline("2d", "resenc_m")], True) == \
-        "baselines: nnU-Net 2d, nnU-Net ResEnc M 2d"
+    assert (
+        baseline_sentence([Baseline("2d"), Baseline("2d", "resenc_m")], True)
+        == "baselines: nnU-Net 2d, nnU-Net ResEnc M 2d"
+    )
 
 
 def test_a_resenc_preset_trains_nnunets_own_residual_encoder_plans(planned_demo) -> None:

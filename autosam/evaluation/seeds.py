@@ -36,13 +36,26 @@ def mixed_model_test(differences: np.ndarray) -> dict:
     standard error, Satterthwaite df, CI, two-sided p and the variance components."""
     n_units, n_seeds = differences.shape
     if n_units < 2 or n_seeds < 2 or np.all(differences == differences.flat[0]):
-        return {"estimate": float(differences.mean()) if differences.size else math.nan, "se": math.nan,
-                "df": math.nan, "ci95": [math.nan, math.nan], "p_value": math.nan, "variance": None,
-                "converged": False}  # not tested: nothing varies, or too few units or seeds
-    frame = pd.DataFrame({"d": differences.ravel(), "unit": np.repeat(np.arange(n_units), n_seeds),
-                          "seed": np.tile(np.arange(n_seeds), n_units), "all": 0})
-    model = smf.mixedlm("d ~ 1", frame, groups="all", re_formula="0",
-                        vc_formula={"unit": "0 + C(unit)", "seed": "0 + C(seed)"})
+        return {
+            "estimate": float(differences.mean()) if differences.size else math.nan,
+            "se": math.nan,
+            "df": math.nan,
+            "ci95": [math.nan, math.nan],
+            "p_value": math.nan,
+            "variance": None,
+            "converged": False,
+        }  # not tested: nothing varies, or too few units or seeds
+    frame = pd.DataFrame(
+        {
+            "d": differences.ravel(),
+            "unit": np.repeat(np.arange(n_units), n_seeds),
+            "seed": np.tile(np.arange(n_seeds), n_units),
+            "all": 0,
+        }
+    )
+    model = smf.mixedlm(
+        "d ~ 1", frame, groups="all", re_formula="0", vc_formula={"unit": "0 + C(unit)", "seed": "0 + C(seed)"}
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a variance on its boundary (zero) warns; the fit is still the REML one
         # statsmodels' default gradient search can stop far from the optimum on crossed variances of unequal size
@@ -54,19 +67,25 @@ def mixed_model_test(differences: np.ndarray) -> dict:
     ems_unit, ems_seed = residual + n_seeds * unit_var, residual + n_units * seed_var
     combined = ems_unit + ems_seed - residual
     se = math.sqrt(combined / (n_units * n_seeds))
-    df = combined**2 / (ems_unit**2 / (n_units - 1) + ems_seed**2 / (n_seeds - 1)
-                        + residual**2 / ((n_units - 1) * (n_seeds - 1)))
+    df = combined**2 / (
+        ems_unit**2 / (n_units - 1) + ems_seed**2 / (n_seeds - 1) + residual**2 / ((n_units - 1) * (n_seeds - 1))
+    )
     estimate = float(fit.fe_params.iloc[0])
     p = float(2 * t.sf(abs(estimate) / se, df))
     half = float(t.ppf(0.5 + CONFIDENCE / 2, df)) * se
     low, high = estimate - half, estimate + half
-    return {"estimate": estimate, "se": se, "df": float(df), "ci95": [low, high], "p_value": p,
-            "variance": {"unit": float(unit_var), "seed": float(seed_var), "residual": residual},
-            "converged": bool(fit.converged)}
+    return {
+        "estimate": estimate,
+        "se": se,
+        "df": float(df),
+        "ci95": [low, high],
+        "p_value": p,
+        "variance": {"unit": float(unit_var), "seed": float(seed_var), "residual": residual},
+        "converged": bool(fit.converged),
+    }
 
 
-def seed_analysis(values: dict[int, dict[str, dict[str, float]]], baseline: str, challenger: str,
-                  unit: str) -> dict:
+def seed_analysis(values: dict[int, dict[str, dict[str, float]]], baseline: str, challenger: str, unit: str) -> dict:
     """``values``: seed -> method -> unit -> the primary endpoint's value (the report's unit values of the primary
     row's Dice). Units scored for both methods under every seed enter; the seeds keep their order."""
     seeds = list(values)
@@ -74,15 +93,24 @@ def seed_analysis(values: dict[int, dict[str, dict[str, float]]], baseline: str,
     table = {m: np.array([[values[s][m][u] for s in seeds] for u in units]) for m in (baseline, challenger)}
     differences = table[challenger] - table[baseline]
     spread = {}
-    for name, matrix in ((baseline, table[baseline]), (challenger, table[challenger]),
-                         ("difference", differences)):
+    for name, matrix in ((baseline, table[baseline]), (challenger, table[challenger]), ("difference", differences)):
         per_seed = matrix.mean(axis=0)
-        spread[name] = {"per_seed": [float(v) for v in per_seed], "sd": float(per_seed.std(ddof=1)),
-                        "range": [float(per_seed.min()), float(per_seed.max())]}
+        spread[name] = {
+            "per_seed": [float(v) for v in per_seed],
+            "sd": float(per_seed.std(ddof=1)),
+            "range": [float(per_seed.min()), float(per_seed.max())],
+        }
     averaged = {m: {u: float(row.mean()) for u, row in zip(units, table[m])} for m in (baseline, challenger)}
-    return {"seeds": seeds, "baseline": baseline, "challenger": challenger, "unit": unit, "n_units": len(units),
-            "spread": spread, "these_models": paired_comparison(averaged[baseline], averaged[challenger]),
-            "training_recipe": mixed_model_test(differences)}
+    return {
+        "seeds": seeds,
+        "baseline": baseline,
+        "challenger": challenger,
+        "unit": unit,
+        "n_units": len(units),
+        "spread": spread,
+        "these_models": paired_comparison(averaged[baseline], averaged[challenger]),
+        "training_recipe": mixed_model_test(differences),
+    }
 
 
 def _direction(challenger: str, estimate: float, p: float) -> str:
@@ -100,16 +128,16 @@ def seed_lines(analysis: dict) -> list[str]:
     models, recipe = a["these_models"], a["training_recipe"]
     per_seed = ", ".join(f"{v:+.3f}" for v in spread["difference"]["per_seed"])
     return [
-        f"seeds {', '.join(map(str, seeds))}: every method trained once per seed on the same folds; {challenger} − "
+        (f"seeds {', '.join(map(str, seeds))}: every method trained once per seed on the same folds; {challenger} − "
         f"{baseline} in mean Dice per {unit}, seed by seed: {per_seed}; between-seed SD of the mean Dice: "
-        f"{challenger} {spread[challenger]['sd']:.3f}, {baseline} {spread[baseline]['sd']:.3f}",
-        f"these models (each {unit}'s difference averaged over the {len(seeds)} seeds, paired test over "
+        f"{challenger} {spread[challenger]['sd']:.3f}, {baseline} {spread[baseline]['sd']:.3f}"),
+        (f"these models (each {unit}'s difference averaged over the {len(seeds)} seeds, paired test over "
         f"{models['n']} {unit}s; the seeds held fixed): {_direction(challenger, models['mean_difference'], models['p_value'])}"
         f", {models['mean_difference']:+.3f} [{models['ci95'][0]:+.3f}, {models['ci95'][1]:+.3f}], "
-        f"p = {models['p_value']:.3g}",
-        f"this training recipe (mixed model, {unit} and seed random, Satterthwaite t on {recipe['df']:.1f} df; "
+        f"p = {models['p_value']:.3g}"),
+        (f"this training recipe (mixed model, {unit} and seed random, Satterthwaite t on {recipe['df']:.1f} df; "
         f"the seed variance rests on {len(seeds) - 1} df): "
         f"{_direction(challenger, recipe['estimate'], recipe['p_value'])}, {recipe['estimate']:+.3f} "
         f"[{recipe['ci95'][0]:+.3f}, {recipe['ci95'][1]:+.3f}], p = {recipe['p_value']:.3g} — what training again "
-        "with a new seed would give; the line above speaks only of the models trained here",
+        "with a new seed would give; the line above speaks only of the models trained here"),
     ]

@@ -49,8 +49,10 @@ def write_plans(preprocessed: Path, base: str, seed: int, results: Path) -> str:
     if path.is_file() and json.loads(path.read_text()) != plans:
         trained = sorted(f.parent.name for f in results.glob(f"*__{name}__*/fold_*") if fold_has_started(f))
         if trained:
-            raise AutosamError(f"{path}: {trained[0]} was trained from other plans ({base}.json changed since); move "
-                               f"the folders {results}/*__{name}__* away to train them again")
+            raise AutosamError(
+                f"{path}: {trained[0]} was trained from other plans ({base}.json changed since); move "
+                f"the folders {results}/*__{name}__* away to train them again"
+            )
     atomic_write_json(plans, path)
     return name
 
@@ -60,8 +62,14 @@ def seed_trainings(dataset: Dataset, trainings: list[Training], seeds: list[int]
     train the same methods from its own plans identifier."""
     out = {seeds[0]: trainings}
     for seed in seeds[1:]:
-        out[seed] = [replace(t, plans=write_plans(dataset.preprocessed, t.plans, seed, dataset.results),
-                             label=f"{t.label}, seed {seed}") for t in trainings]
+        out[seed] = [
+            replace(
+                t,
+                plans=write_plans(dataset.preprocessed, t.plans, seed, dataset.results),
+                label=f"{t.label}, seed {seed}",
+            )
+            for t in trainings
+        ]
     return out
 
 
