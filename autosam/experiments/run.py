@@ -262,8 +262,7 @@ def run(dataset: Dataset, sam_options, options: RunOptions, ray_address: str | N
                         "batch_size": planned.batch_size, "seed": seed}
     sam = Method("SAM", sam_model.folder(dataset))
     splits, groups = read_splits(preprocessed), load_groups(preprocessed)
-    gt = preprocessed / "gt_segmentations"
-    comparison = compare(baselines, sam, options.folds, gt, groups, splits)
+    comparison = compare(baselines, sam, options.folds, preprocessed / "gt_segmentations", groups, splits)
     models = [m.for_find_best() for m in baseline_models + [sam_model]]
     choice = Choice.chosen_by_nnunet(find_best(dataset, options.folds, models, options.ensembles), "find_best")
     best = ("ensemble of " if len(choice.models) > 1 else "") + choice.name
