@@ -169,7 +169,7 @@ def _fold_numbers(folds: list[str] | None) -> list[int] | None:
     return [int(f) for f in folds]
 
 
-def _run_options(args: argparse.Namespace):
+def _run_options(args: argparse.Namespace, seeds: list[int] | None = None):
     from autosam.experiments.run import RunOptions
 
     if args.repeats != 1 and not args.train_cases:
@@ -178,14 +178,16 @@ def _run_options(args: argparse.Namespace):
     return RunOptions(folds=_fold_numbers(args.folds), epochs=args.epochs,
                       iterations=args.iterations, equal_budget=args.equal_budget, device=args.device,
                       gpu_memory=args.gpu_memory, ensembles=not args.no_ensembles, no_3d=args.no_3d,
-                      replan=args.replan, seed=args.seed, train_cases=args.train_cases, repeats=args.repeats,
-                      allow_seen_base=args.allow_seen_base)
+                      replan=args.replan, seed=args.seed, seeds=seeds, baselines=args.baselines,
+                      train_cases=args.train_cases, repeats=args.repeats, allow_seen_base=args.allow_seen_base)
 
 
 def cmd_run(args: argparse.Namespace) -> None:
     from autosam.experiments.run import run
 
-    run(args.dataset, _sam_options(args), _run_options(args), ray_address=args.ray)
+    seeds = args.seeds
+    args.seed = seeds[0] if seeds else None  # --seed 0 1 2; a new plan records the first
+    run(args.dataset, _sam_options(args), _run_options(args, seeds), ray_address=args.ray)
 
 
 def cmd_ablate(args: argparse.Namespace) -> None:
@@ -297,6 +299,11 @@ SHARED_FLAGS: dict[str, tuple[tuple[str, ...], dict]] = {
     "seed": (("--seed",), {"type": int, "metavar": "N",
                            "help": "random seed of the training (default: the plan's, 0 when planning); recorded "
                                    "in every fold and the report"}),
+    "seeds": (("--seed",), {"type": int, "nargs": "+", "metavar": "N",
+                            "help": "random seeds (default: the plan's, 0 when planning); several (--seed 0 1 2) train "
+                                    "every method once per seed, the first under the usual model folders, the others "
+                                    "under <plans>_seed<N>, and the report adds the seed spread and a test of the "
+                                    "training recipe"}),
     "epochs": (("--epochs",), {"type": int, "metavar": "N",
                                "help": "training epochs (run, ablate: every method the same, an equal budget)"}),
     "iterations": (("--iterations",), {"type": int, "metavar": "N",
@@ -389,8 +396,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=cmd_plan, preprocess=preprocesses)
 
     p = _verb(verbs, "run", "plan, train nnU-Net and SAM on the same folds, compare, pick the best",
-              ("dataset", "folds", *PLAN_FLAGS, "no_3d", "ray"))
+              ("dataset", "folds", *(("seeds" if f == "seed" else f) for f in PLAN_FLAGS), "no_3d", "ray"))
     _plan_only_flags(p)
+    p.add_argument("--baselines", nargs="+", metavar="PRESET",
+                   help="nnU-Net presets to train: 2d, 3d_fullres (the plain U-Net), resenc_m:2d, resenc_m:3d_fullres, "
+                   "resenc_l:2d, resenc_l:3d_fullres (nnU-Net's residual-encoder planners; default: the plain 2d, "
+                   "and 3d_fullres on 3D data, plus resenc_m at the same configurations when training on a GPU)")
     p.add_argument("--equal-budget", action="store_true",
                    help="give nnU-Net SAM's epochs x iterations and batch: the same optimiser steps and patches")
     p.add_argument("--no-ensembles", action="store_true", help="do not export probabilities or try ensembles")

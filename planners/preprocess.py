@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 @contextmanager
-def _planning_processes():
+def planning_processes():
     """nnU-Net's planner calls torch.set_num_threads(nnUNet_n_proc_DA), which fails for 0 (a common setting)."""
     value = os.environ.get("nnUNet_n_proc_DA")
     if value == "0":
@@ -63,7 +63,7 @@ def plan(dataset: Dataset, sam_options, hardware, num_processes: int = 1, valida
         # autosam's validation above already read every case (one line per cause instead of nnU-Net's tracebacks)
         extract_fingerprint_dataset(dataset.id, num_processes=num_processes, check_dataset_integrity=False)
     _check_splits_agree(dataset.raw / "splits_final.json", out / "splits_final.json")
-    with _planning_processes():
+    with planning_processes():
         if not (out / f"{BASELINE_PLANS}.json").is_file():
             ExperimentPlanner(dataset.id).plan_experiment()
         planner = SAMPlanner(dataset.id, sam_options=sam_options, hardware=hardware, write=write)

@@ -23,11 +23,12 @@ def test_run_leaves_a_failed_baseline_out_and_stops_on_a_failed_sam_fold() -> No
         return FoldJob(Dataset(901, DEMO_DATASET), 1, Training(object, "plans", configuration, Budget(), label), None,
                        0, False)
 
-    assert without_failed(["2d", "3d_fullres"], {}) == (["2d", "3d_fullres"], [])
-    kept, lines = without_failed(["2d", "3d_fullres"], {job("3d_fullres", "nnU-Net 3d_fullres"): "killed"})
-    assert kept == ["2d"] and lines == ["WARNING: left out of the comparison after failing twice on Ray: "
+    both = ["nnU-Net 2d", "nnU-Net 3d_fullres"]
+    assert without_failed(both, {}) == (both, [])
+    kept, lines = without_failed(both, {job("3d_fullres", "nnU-Net 3d_fullres"): "killed"})
+    assert kept == ["nnU-Net 2d"] and lines == ["WARNING: left out of the comparison after failing twice on Ray: "
                                         "nnU-Net 3d_fullres fold 1 (killed)"]
     with pytest.raises(AutosamError, match=r"failed twice on Ray: SAM fold 1 \(out of memory\); nothing to compare"):
-        without_failed(["2d"], {job("2d_sam", "SAM"): "out of memory"})
+        without_failed(["nnU-Net 2d"], {job("2d_sam", "SAM"): "out of memory"})
     with pytest.raises(AutosamError, match="nnU-Net 2d fold 1"):
-        without_failed(["2d"], {job("2d", "nnU-Net 2d"): "killed"})
+        without_failed(["nnU-Net 2d"], {job("2d", "nnU-Net 2d"): "killed"})

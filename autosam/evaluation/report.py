@@ -13,6 +13,7 @@ from autosam.evaluation import fewshot_curve, figures, interactive_report
 from autosam.evaluation.collect import reader_for, training_log
 from autosam.evaluation.comparison import Method
 from autosam.evaluation.conventions import ALPHA, METRICS
+from autosam.evaluation.seeds import seed_lines
 from autosam.files import atomic_write_json, atomic_write_text
 
 
@@ -129,7 +130,8 @@ def headline(comparison: dict) -> list[str]:
         if row != primary:
             lines.append(verdict(comparison["paired"][baseline][row]["dice"], challenger, baseline,
                                  f"exploratory, {row} Dice"))
-    return lines + detection(comparison, [baseline, challenger])
+    lines += detection(comparison, [baseline, challenger])
+    return lines + (seed_lines(comparison["seeds"]) if comparison.get("seeds") else [])
 
 
 def _per_fold(folds: list[dict], key: str) -> set:

@@ -30,14 +30,18 @@ from autosam.errors import AutosamError
 from autosam.evaluation.comparison import Method, compare, read_splits
 from autosam.evaluation.interactive_report import headline_lines, interactive_section
 from autosam.evaluation.report import headline, write_report
+from autosam.evaluation.seeds import seed_analysis
 from autosam.experiments.fewshot import fewshot_jobs, fewshot_report, fewshot_trainings
 from autosam.experiments.job_table import job_table
 from autosam.experiments.job_table import jobs as planned_jobs
 from autosam.experiments.ray_cluster import executor_for
-from autosam.experiments.status import REPORT_FOLDER, RUN_LOG
+from autosam.experiments.seeds import check_seeds, seed_trainings
+from autosam.experiments.seeds import model_folder as seed_model_folder
 from autosam.experiments.seen_base import refuse_seen_base
+from autosam.experiments.status import REPORT_FOLDER, RUN_LOG
 from autosam.inference.trained_models import Choice, Model
 from autosam.paths import FINAL_CHECKPOINT, Dataset, configure_training_processes, fold_has_started, require_folders
+from autosam.planners.baselines import Baseline, baseline_sentence, default_baselines, parse_baselines, plan_baselines
 from autosam.planners.explain import plan_summary
 from autosam.planners.hardware import detect_hardware
 from autosam.planners.preprocess import baseline_configurations, plan, preprocess
@@ -66,6 +70,8 @@ class RunOptions:
     no_3d: bool = False
     replan: bool = False
     seed: int | None = None  # None: the plan's
+    seeds: list[int] | None = None  # several: every method trains once per seed (experiments.seeds); None: [seed]
+    baselines: list[str] | None = None  # nnU-Net presets (planners.baselines); None: the default for the device
     train_cases: list[int] | None = None  # few-shot: also train every method on K cases per fold (fewshot.py)
     repeats: int = 1  # few-shot draws per K
     allow_seen_base: bool = False  # train from a base whose lineage saw the dataset's images (the headline says so)
@@ -159,17 +165,18 @@ def _said(line: str) -> str:
     return line
 
 
-def without_failed(configurations: list[str], failed: dict) -> tuple[list[str], list[str]]:
-    """Baseline configurations whose folds all trained, and the report's lines on those left out. A failed
-    SAM fold, or every baseline failing, leaves nothing to compare: one error naming every failed job."""
+def without_failed(baselines: list[str], failed: dict) -> tuple[list[str], list[str]]:
+    """Baselines (by name, their trainings' label) whose folds all trained, and the report's lines on those left
+    out. A failed SAM fold, or every baseline failing, leaves nothing to compare: one error naming every failed
+    job."""
     if not failed:
-        return configurations, []
+        return baselines, []
     names = "; ".join(f"{job.name} ({error})" for job, error in failed.items())
-    lost = {job.training.configuration for job in failed}
-    if SAM_CONFIGURATION in lost or lost >= set(configurations):
+    lost = {job.training.label for job in failed}
+    if "SAM" in lost or lost >= set(baselines):
         raise AutosamError(f"failed twice on Ray: {names}; nothing to compare without them. Finished folds are "
                            "kept: run the same command again to retry the rest")
-    return ([c for c in configurations if c not in lost],
+    return ([b for b in baselines if b not in lost],
             [f"WARNING: left out of the comparison after failing twice on Ray: {names}"])
 
 
@@ -198,11 +205,12 @@ def trained_sam(sam_folder: Path, folds: list[int]) -> set[tuple[str, int, str]]
     return identities
 
 
-def conditions(dataset: Dataset, plan: SamPlan, baselines: list[str], skipped_3d: bool, comparison: dict,
+def conditions(dataset: Dataset, plan: SamPlan, baselines: list[Baseline], skipped_3d: str | None, comparison: dict,
                best: list[str], groups: dict[str, str] | None, splits: list[dict] | None,
-               trained: set[tuple[str, int, str]]) -> list[str]:
+               trained: set[tuple[str, int, str]], cpu_default: bool = False) -> list[str]:
     """What a reader must know to judge the headline, said in the headline itself. ``trained``: what the SAM
-    folds were trained as (finished folds are kept when the plan changes)."""
+    folds were trained as (finished folds are kept when the plan changes); ``cpu_default``: the baselines are
+    the CPU default (no ResEnc)."""
     planned = (plan.setup.name, plan.image_size, plan.base_checkpoint.name if plan.base_checkpoint else "from-scratch")
     setup, size, base = sorted(trained)[0] if len(trained) == 1 else planned
     start = ("trained from random weights (no checkpoint): this says nothing about pretrained SAM"
@@ -213,8 +221,9 @@ def conditions(dataset: Dataset, plan: SamPlan, baselines: list[str], skipped_3d
         lines.append(f"WARNING: the SAM folds were trained as {as_trained}, but the plan now says {planned[0]} at "
                      f"{planned[1]} px from {planned[2]}: finished folds are kept; move the SAM results folder away "
                      "to train the current plan")
-    lines += ["baselines: " + ", ".join(baselines) + ("; nnU-Net's 3d_fullres was not trained (--no-3d), although "
-                                                      "the data are 3D" if skipped_3d else ""),
+    lines += [baseline_sentence(baselines, cpu_default) + (
+                  f"; nnU-Net's 3d_fullres was not trained ({skipped_3d}), although the data are 3D" if skipped_3d
+                  else ""),
               _seeds_text(comparison["training"])] + best + sam_caveats(dataset, plan)
     return lines + grouping_warnings(dataset, [c["case"] for c in comparison["cases"]], groups, splits)
 
@@ -285,47 +294,52 @@ def _run(dataset: Dataset, sam_options, options: RunOptions, ray_address: str | 
         plan_for_run(dataset, sam_options, options)
         sam_folder = Model.for_setup(None).folder(dataset)  # refused before any preprocessing or training:
         refuse_seen_base(dataset, read_sam_plan(dataset).plan, sam_folder, options.folds, options.allow_seen_base)
-        configurations = baseline_configurations(dataset, not options.no_3d)
-        skipped_3d = options.no_3d and len(baseline_configurations(dataset)) > 1
-        preprocess(dataset, 1, configurations)
-
     planned = read_sam_plan(dataset)
     sam_plan = planned.plan
     baseline_budget, sam_budget, policy = budgets(options, sam_plan, planned.batch_size)
-    seed = sam_plan.seed if options.seed is None else options.seed
-    trainings = [Training(nnUNetTrainer, BASELINE_PLANS, c, configuration_budget(c, baseline_budget), f"nnU-Net {c}")
-                 for c in configurations]
-    trainings.append(Training(trainer_for_setup(None), PLANS_NAME, SAM_CONFIGURATION, sam_budget, "SAM"))
-    fewshot, fewshot_models = [], []
-    if options.train_cases:
-        fewshot, fewshot_models = fewshot_trainings(dataset, options.train_cases, options.repeats, configurations,
-                                                    baseline_budget, sam_budget, seed)
+    seeds = check_seeds(options.seeds or [sam_plan.seed if options.seed is None else options.seed])
+    seed = seeds[0]  # the first seed's models are the comparison's, find_best's and predict's
     executor = executor_for(ray_address, options.gpu_memory)  # serial, or each fold job a Ray task
     try:
-        torch_device = executor.device(options.device)
-        rows = planned_jobs(dataset, len(options.folds), configurations, baseline_budget, sam_budget, sam_plan,
-                            planned.batch_size)
+        torch_device = executor.device(options.device)  # the default baselines depend on it
+        configure_training_processes(torch_device.type)
+        chosen, skipped_3d = chosen_baselines(dataset, options, torch_device.type == "cuda")
+        configurations = tuple(dict.fromkeys(b.configuration for b in chosen))
+        with redirect_stdout(chatter):
+            preprocess(dataset, 1, configurations)
+            plan_baselines(dataset, chosen)
+        rows = planned_jobs(dataset, len(options.folds) * len(seeds), list(configurations), baseline_budget,
+                            sam_budget, sam_plan, planned.batch_size)
         for line in job_table(rows, torch_device.type, baseline_budget.epochs is not None):
             print(line)
-        configure_training_processes(torch_device.type)
+        trainings = baseline_trainings(chosen, baseline_budget)
+        trainings.append(Training(trainer_for_setup(None), PLANS_NAME, SAM_CONFIGURATION, sam_budget, "SAM"))
+        per_seed = seed_trainings(dataset, trainings, seeds)
+        fewshot, fewshot_models = [], []
+        if options.train_cases:
+            fewshot, fewshot_models = fewshot_trainings(dataset, options.train_cases, options.repeats,
+                                                        fewshot_configurations(chosen), baseline_budget, sam_budget,
+                                                        seed)
         jobs = fold_jobs(dataset, options.folds, trainings, torch_device, seed, options.ensembles)
+        for other in seeds[1:]:
+            jobs += fold_jobs(dataset, options.folds, per_seed[other], torch_device, other)
         jobs += fewshot_jobs(dataset, options.folds, fewshot, fewshot_models, torch_device, seed)
         failed = executor.run(jobs)  # every fold is in before the comparison starts
     finally:
         executor.close()
-    configurations, left_out = without_failed(configurations, {j: e for j, e in failed.items()
-                                                               if j.training in trainings})
+    names, left_out = without_failed([b.name for b in chosen], {j: e for j, e in failed.items()
+                                                                if j.training in trainings})
+    chosen = [b for b in chosen if b.name in names]
     fewshot_models, fewshot_left_out = without_failed_fewshot(fewshot_models, failed)
 
-    baseline_models = [Model(nnUNetTrainer.__name__, BASELINE_PLANS, c) for c in configurations]
+    baseline_models = [Model(nnUNetTrainer.__name__, b.plans, b.configuration) for b in chosen]
     sam_model = Model.for_setup(None)
-    baselines = [Method(f"nnU-Net {m.configuration}", m.folder(dataset)) for m in baseline_models]
-    configuration_plans = {c: planned_configuration(dataset, c) for c in configurations}
-    requested = {f"nnU-Net {c}": {"epochs": baseline_budget.epochs or NNUNET_EPOCHS,
-                                  "iterations_per_epoch": baseline_budget.iterations or NNUNET_ITERATIONS,
-                                  "batch_size": (baseline_budget.batch_size if c == "2d" else None)
-                                  or configuration_plans[c].get("batch_size"), "seed": seed}
-                 for c in configurations}
+    baselines = [Method(b.name, m.folder(dataset)) for b, m in zip(chosen, baseline_models)]
+    requested = {b.name: {"epochs": baseline_budget.epochs or NNUNET_EPOCHS,
+                          "iterations_per_epoch": baseline_budget.iterations or NNUNET_ITERATIONS,
+                          "batch_size": (baseline_budget.batch_size if b.configuration == "2d" else None)
+                          or planned_configuration(dataset, b).get("batch_size"), "seed": seed}
+                 for b in chosen}
     requested["SAM"] = {"epochs": sam_budget.epochs or sam_plan.num_epochs,
                         "iterations_per_epoch": sam_budget.iterations or sam_plan.iterations_per_epoch,
                         "batch_size": planned.batch_size, "seed": seed}
@@ -333,15 +347,20 @@ def _run(dataset: Dataset, sam_options, options: RunOptions, ray_address: str | 
     splits, groups = read_splits(preprocessed), load_groups(preprocessed)
     comparison = compare(baselines, sam, options.folds, preprocessed / "gt_segmentations", groups, splits)
     models = [m.for_find_best() for m in baseline_models + [sam_model]]
-    chosen = Choice.chosen_by_nnunet(find_best(dataset, options.folds, models, options.ensembles), "find_best")
-    best = ("ensemble of " if len(chosen.models) > 1 else "") + chosen.name
+    choice = Choice.chosen_by_nnunet(find_best(dataset, options.folds, models, options.ensembles), "find_best")
+    best = ("ensemble of " if len(choice.models) > 1 else "") + choice.name
     methods = {m.folder(dataset): method for m, method in zip(baseline_models + [sam_model], baselines + [sam])}
     comparison["budget_policy"], comparison["requested_budgets"] = policy, requested
-    comparison["conditions"] = conditions(dataset, sam_plan, [b.name for b in baselines], skipped_3d, comparison,
-                                          best_configuration_lines(chosen, dataset, methods, comparison), groups,
-                                          splits, trained_sam(sam.model_folder, options.folds)) \
+    comparison["conditions"] = conditions(dataset, sam_plan, chosen, skipped_3d, comparison,
+                                          best_configuration_lines(choice, dataset, methods, comparison), groups,
+                                          splits, trained_sam(sam.model_folder, options.folds),
+                                          options.baselines is None and torch_device.type != "cuda") \
         + refuse_seen_base(dataset, sam_plan, sam.model_folder, options.folds, options.allow_seen_base) \
         + left_out + fewshot_left_out
+    if len(seeds) > 1:
+        comparison["seeds"], seed_left_out = seeds_section(dataset, comparison, per_seed, failed, options.folds,
+                                                           groups, splits)
+        comparison["conditions"] += seed_left_out
     if fewshot_models:
         comparison["fewshot"] = fewshot_report(fewshot_models, comparison, options.folds, options.train_cases,
                                                options.repeats, seed, preprocessed, dataset.results / REPORT_FOLDER)
@@ -359,9 +378,60 @@ def _run(dataset: Dataset, sam_options, options: RunOptions, ray_address: str | 
     return report
 
 
-def planned_configuration(dataset: Dataset, configuration: str) -> dict:
-    """nnU-Net's plans of one baseline configuration, as its trainer reads them."""
-    return PlansManager(read_plans(dataset, BASELINE_PLANS, configuration)).get_configuration(configuration).configuration
+def planned_configuration(dataset: Dataset, baseline: Baseline) -> dict:
+    """nnU-Net's plans of one baseline, as its trainer reads them."""
+    plans = PlansManager(read_plans(dataset, baseline.plans, baseline.configuration))
+    return plans.get_configuration(baseline.configuration).configuration
+
+
+def chosen_baselines(dataset: Dataset, options: RunOptions, on_gpu: bool) -> tuple[list[Baseline], str | None]:
+    """The baselines to train (``--baselines``, else the default of ``planners.baselines``), and why 3D data's
+    3d_fullres is left out (None: it is not)."""
+    planned = baseline_configurations(dataset)
+    if options.baselines is None:
+        chosen = default_baselines(baseline_configurations(dataset, not options.no_3d), on_gpu)
+    else:
+        chosen = parse_baselines(options.baselines)
+        if options.no_3d and any(b.configuration == "3d_fullres" for b in chosen):
+            raise AutosamError("--no-3d contradicts a 3d_fullres preset in --baselines; drop one of them")
+    skipped = len(planned) > 1 and all(b.configuration != "3d_fullres" for b in chosen)
+    return chosen, ("--no-3d" if options.no_3d else "not in --baselines") if skipped else None
+
+
+def baseline_trainings(baselines: list[Baseline], budget: Budget) -> list[Training]:
+    """nnU-Net's stock trainer on each baseline's plans identifier, as ``nnUNetv2_train -p <plans>`` trains it."""
+    return [Training(nnUNetTrainer, b.plans, b.configuration, configuration_budget(b.configuration, budget), b.name)
+            for b in baselines]
+
+
+def fewshot_configurations(chosen: list[Baseline]) -> tuple[str, ...]:
+    """Few-shot runs train the plain presets among the chosen baselines."""
+    plain = tuple(b.configuration for b in chosen if not b.preset)
+    if not plain:
+        raise AutosamError("--train-cases trains nnU-Net's plain presets only; add 2d to --baselines")
+    return plain
+
+
+def seeds_section(dataset: Dataset, comparison: dict, per_seed: dict[int, list[Training]], failed: dict,
+                  folds: list[int], groups: dict[str, str] | None, splits: list[dict] | None) -> tuple[dict, list[str]]:
+    """The seed analysis of SAM against the strongest baseline (``evaluation.seeds``): every seed's models
+    scored like the first seed's; a seed with a failed fold is left out, with a line saying so."""
+    challenger, baseline, primary = comparison["challenger"], comparison["strongest_baseline"], comparison["primary_row"]
+    first, *others = per_seed
+    values = {first: {m: comparison["unit_values"][m][primary]["dice"] for m in (baseline, challenger)}}
+    lost = [job.training for job in failed]
+    left_out = []
+    for seed in others:
+        trainings = {t.label.removesuffix(f", seed {seed}"): t for t in per_seed[seed]}
+        wanted = [trainings[baseline], trainings[challenger]]
+        if any(t in lost for t in wanted):
+            left_out.append(f"WARNING: seed {seed} left out of the seed analysis after failing twice on Ray")
+            continue
+        scored = compare([Method(baseline, seed_model_folder(dataset, wanted[0]))],
+                         Method(challenger, seed_model_folder(dataset, wanted[1])), folds,
+                         dataset.preprocessed / "gt_segmentations", groups, splits)
+        values[seed] = {m: scored["unit_values"][m][primary]["dice"] for m in (baseline, challenger)}
+    return seed_analysis(values, baseline, challenger, comparison["unit"]), left_out
 
 
 def without_failed_fewshot(models: list, failed: dict[FoldJob, str]) -> tuple[list, list[str]]:
