@@ -80,8 +80,12 @@ def cmd_plan(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    import os
+
     from autosam.trainers.fold_training import Budget, train
 
+    if args.no_compile:
+        os.environ["nnUNet_compile"] = "false"  # the SAM trainer compiles encoder blocks on CUDA unless this is false
     for folder in train(args.dataset, args.folds, args.setup, Budget(args.epochs, args.iterations), args.device,
                         args.continue_training, args.from_scratch, args.npz, args.seed, args.gpus):
         print(f"finished: {folder} (validation: {folder / 'validation' / 'summary.json'})")
@@ -343,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
     p.add_argument("--continue", dest="continue_training", action="store_true", help="resume from the last checkpoint")
     p.add_argument("--npz", action="store_true", help="also save validation probabilities (for ensembling)")
+    p.add_argument("--no-compile", action="store_true", help="do not torch.compile the encoder blocks (on CUDA)")
     p.add_argument("--gpus", type=int, default=1, metavar="N",
                    help="train each fold on N GPUs with DDP (nnU-Net's; the planned batch is split over them); "
                    "with --device cpu: N CPU processes (gloo), for testing")

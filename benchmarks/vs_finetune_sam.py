@@ -48,10 +48,22 @@ def reference_args(device: torch.device, setup: Setup) -> SimpleNamespace:
     """The fields of the reference's cfg.py its model code reads, for a single-device 2D no-prompt run."""
     lora = setup.method == "lora"
     return SimpleNamespace(
-        devices=[device, device], if_split_encoder_gpus=False, gpu_fractions=[0.5, 0.5], thd=False, chunk=96,
-        depth=0, encoder_depth_layer=[], if_encoder_adapter=False, encoder_adapter_depths=[],
-        if_mask_decoder_adapter=False, decoder_adapt_depth=2, if_encoder_lora_layer=lora and setup.trains_encoder,
-        encoder_lora_layer=[], if_decoder_lora_layer=lora, image_size=0)
+        devices=[device, device],
+        if_split_encoder_gpus=False,
+        gpu_fractions=[0.5, 0.5],
+        thd=False,
+        chunk=96,
+        depth=0,
+        encoder_depth_layer=[],
+        if_encoder_adapter=False,
+        encoder_adapter_depths=[],
+        if_mask_decoder_adapter=False,
+        decoder_adapt_depth=2,
+        if_encoder_lora_layer=lora and setup.trains_encoder,
+        encoder_lora_layer=[],
+        if_decoder_lora_layer=lora,
+        image_size=0,
+    )
 
 
 def reference_model(checkout: Path, setup: Setup, size: int, device: torch.device) -> tuple[nn.Module, SimpleNamespace]:
@@ -59,8 +71,9 @@ def reference_model(checkout: Path, setup: Setup, size: int, device: torch.devic
     if str(checkout) not in sys.path:
         sys.path.insert(0, str(checkout))
     # models/sam_LoRa.py imports icecream's debugging print and never calls it: stand in for it if absent
-    sys.modules.setdefault("icecream", importlib.util.find_spec("icecream") and __import__("icecream")
-                           or ModuleType("icecream", "absent"))
+    sys.modules.setdefault(
+        "icecream", importlib.util.find_spec("icecream") and __import__("icecream") or ModuleType("icecream", "absent")
+    )
     sys.modules["icecream"].__dict__.setdefault("ic", print)
     from models.sam.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
     from models.sam_LoRa import LoRA_Sam
@@ -72,16 +85,30 @@ def reference_model(checkout: Path, setup: Setup, size: int, device: torch.devic
     sam = Sam(
         args,
         image_encoder=ImageEncoderViT(
-            args=args, depth=enc.depth, embed_dim=enc.embed_dim, img_size=size, mlp_ratio=4,
-            norm_layer=partial(nn.LayerNorm, eps=1e-6), num_heads=enc.num_heads, patch_size=16, qkv_bias=True,
-            use_rel_pos=True, global_attn_indexes=list(enc.global_attn_indexes), window_size=enc.window_size,
-            out_chans=256),
-        prompt_encoder=PromptEncoder(embed_dim=256, image_embedding_size=(grid, grid), input_image_size=(size, size),
-                                     mask_in_chans=16),
+            args=args,
+            depth=enc.depth,
+            embed_dim=enc.embed_dim,
+            img_size=size,
+            mlp_ratio=4,
+            norm_layer=partial(nn.LayerNorm, eps=1e-6),
+            num_heads=enc.num_heads,
+            patch_size=16,
+            qkv_bias=True,
+            use_rel_pos=True,
+            global_attn_indexes=list(enc.global_attn_indexes),
+            window_size=enc.window_size,
+            out_chans=256,
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=256, image_embedding_size=(grid, grid), input_image_size=(size, size), mask_in_chans=16
+        ),
         mask_decoder=MaskDecoder(
             num_multimask_outputs=NUM_CLASSES,
             transformer=TwoWayTransformer(args=args, depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
-            transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256),
+            transformer_dim=256,
+            iou_head_depth=3,
+            iou_head_hidden_dim=256,
+        ),
     )
     if setup.method == "lora":
         sam = LoRA_Sam(args, sam, r=LORA_RANK).sam
@@ -108,9 +135,13 @@ def reference_step(checkout: Path, setup: Setup, size: int, batch: int, device: 
             with torch.no_grad():
                 emb = sam.image_encoder(imgs)
         sparse, dense = sam.prompt_encoder(points=None, boxes=None, masks=None)
-        pred, _ = sam.mask_decoder(image_embeddings=emb, image_pe=sam.prompt_encoder.get_dense_pe(),
-                                   sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                   multimask_output=True)
+        pred, _ = sam.mask_decoder(
+            image_embeddings=emb,
+            image_pe=sam.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=True,
+        )
         loss = dice(pred, msks.float()) + ce(pred, msks.squeeze(1).long())
         loss.backward()
         optimizer.step()
@@ -119,8 +150,15 @@ def reference_step(checkout: Path, setup: Setup, size: int, batch: int, device: 
     return step
 
 
-def autosam_step(setup: Setup, size: int, batch: int, device: torch.device, fused: bool = True, cache: bool = False,
-                 dtype: torch.dtype | None = None):
+def autosam_step(
+    setup: Setup,
+    size: int,
+    batch: int,
+    device: torch.device,
+    fused: bool = True,
+    cache: bool = False,
+    dtype: torch.dtype | None = None,
+):
     """One call = nnU-Net's training step of autosam's network (or, ``cache``, its step on cached embeddings)."""
     torch.manual_seed(0)
     network = build_network(setup, size, NUM_CLASSES, 1).to(device).train()
@@ -175,18 +213,26 @@ def main() -> None:
     if not (args.reference / "models" / "sam_LoRa.py").is_file():
         raise SystemExit(f"{args.reference}: not a finetune-SAM checkout (no models/sam_LoRa.py); give its path")
     device = torch.device(args.device)
-    print(f"device {device}, {torch.get_num_threads()} threads, {args.image_size} px, batch {args.batch}, "
-          f"{args.rounds} rounds x {args.steps} steps, interleaved", flush=True)
+    print(
+        f"device {device}, {torch.get_num_threads()} threads, {args.image_size} px, batch {args.batch}, "
+        f"{args.rounds} rounds x {args.steps} steps, interleaved",
+        flush=True,
+    )
     print(f"{'set-up':22} {'variant':18} {'ms/step':>9} {'reference/variant':>18}", flush=True)
     for name in args.setups:
         setup = Setup.parse(name, lora_rank=LORA_RANK, lora_alpha=float(LORA_RANK))
         if get_backbone(setup.backbone).is_tiny_vit or setup.method == "adapter":
-            print(f"{name:22} skipped: the reference's TinyViT keeps a 64 x 64 grid at every size and its adapters "
-                  "differ in place and number: not the same set-up", flush=True)
+            print(
+                f"{name:22} skipped: the reference's TinyViT keeps a 64 x 64 grid at every size and its adapters "
+                "differ in place and number: not the same set-up",
+                flush=True,
+            )
             continue
-        variants = {"reference": reference_step(args.reference, setup, args.image_size, args.batch, device),
-                    "autosam-explicit": autosam_step(setup, args.image_size, args.batch, device, fused=False),
-                    "autosam": autosam_step(setup, args.image_size, args.batch, device)}
+        variants = {
+            "reference": reference_step(args.reference, setup, args.image_size, args.batch, device),
+            "autosam-explicit": autosam_step(setup, args.image_size, args.batch, device, fused=False),
+            "autosam": autosam_step(setup, args.image_size, args.batch, device),
+        }
         if not setup.trains_encoder:
             variants["autosam-cache"] = autosam_step(setup, args.image_size, args.batch, device, cache=True)
         if args.bf16:

@@ -71,17 +71,21 @@ def _check_same(original: nn.Module, fused: nn.Module, *inputs: torch.Tensor) ->
 
 @pytest.mark.parametrize(
     ("window", "input_size", "grid"),
-    [(0, 6, 6),  # global block
-     (4, 6, 6),  # windowed block, grid padded from 6 to 8
-     (0, 4, 6)],  # global block whose rel-pos tables were made for 4 tokens: interpolated to 11 entries
+    [
+        (0, 6, 6),  # global block
+        (4, 6, 6),  # windowed block, grid padded from 6 to 8
+        (0, 4, 6),
+    ],  # global block whose rel-pos tables were made for 4 tokens: interpolated to 11 entries
 )
 def test_vit_block_matches_segment_anything(window: int, input_size: int, grid: int) -> None:
-    block = sam_encoder.Block(dim=32, num_heads=2, use_rel_pos=True, window_size=window,
-                              input_size=(input_size, input_size))
+    block = sam_encoder.Block(
+        dim=32, num_heads=2, use_rel_pos=True, window_size=window, input_size=(input_size, input_size)
+    )
     original, fused = _original_and_fused(block)
     assert type(fused.attn) is FusedViTAttention and type(original.attn) is sam_encoder.Attention
     assert {"attn.rel_pos_h", "attn.rel_pos_w", "attn.qkv.lora_A.default.weight"} <= {
-        n for n, p in fused.named_parameters() if p.requires_grad}
+        n for n, p in fused.named_parameters() if p.requires_grad
+    }
     _check_same(original, fused, torch.randn(2, grid, grid, 32))
 
 
@@ -135,8 +139,7 @@ def test_official_layout_checkpoint_loads_unchanged(backbone: str) -> None:
     fused = build_sam(backbone, 64, 3)
     original = use_fused_attention(copy.deepcopy(fused), fused=False)
     _randomised(original)
-    assert {k: v.shape for k, v in fused.state_dict().items()} == {
-        k: v.shape for k, v in original.state_dict().items()}
+    assert {k: v.shape for k, v in fused.state_dict().items()} == {k: v.shape for k, v in original.state_dict().items()}
     fused.load_state_dict(original.state_dict(), strict=True)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
@@ -153,14 +156,17 @@ def test_one_decoder_call_per_batch_equals_the_per_image_loop_of_the_original(na
     original = use_fused_attention(copy.deepcopy(network), fused=False)
     loop = torch.cat([original.decode(e[None]) for e in embeddings])
     torch.testing.assert_close(batched, loop, atol=ATOL, rtol=1e-4)
-    grad_batched, = torch.autograd.grad(batched.sum(), embeddings)
-    grad_loop, = torch.autograd.grad(loop.sum(), embeddings)
+    (grad_batched,) = torch.autograd.grad(batched.sum(), embeddings)
+    (grad_loop,) = torch.autograd.grad(loop.sum(), embeddings)
     torch.testing.assert_close(grad_batched, grad_loop, atol=ATOL, rtol=1e-4)
 
 
 # Forward FLOPs at batch 1 (2 per multiply-add). The fused attentions count what the explicit ones count.
-PINNED_FLOPS = {("test_vit_encdec_lora", 64): 2_521_536, ("test_tiny_vit_encdec_lora", 64): 84_410_304,
-                ("vit_b_encdec_lora", 256): 69_456_500_224}
+PINNED_FLOPS = {
+    ("test_vit_encdec_lora", 64): 2_521_536,
+    ("test_tiny_vit_encdec_lora", 64): 84_410_304,
+    ("vit_b_encdec_lora", 256): 69_456_500_224,
+}
 
 
 @pytest.mark.parametrize(("name", "size"), list(PINNED_FLOPS))

@@ -55,15 +55,19 @@ def relative_table(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Ten
     segment-anything does when the table was made for another size."""
     max_rel_dist = 2 * max(q_size, k_size) - 1
     if rel_pos.shape[0] != max_rel_dist:
-        rel_pos = F.interpolate(rel_pos.reshape(1, rel_pos.shape[0], -1).permute(0, 2, 1), size=max_rel_dist,
-                                mode="linear").reshape(-1, max_rel_dist).permute(1, 0)
+        rel_pos = (
+            F.interpolate(rel_pos.reshape(1, rel_pos.shape[0], -1).permute(0, 2, 1), size=max_rel_dist, mode="linear")
+            .reshape(-1, max_rel_dist)
+            .permute(1, 0)
+        )
     if torch.compiler.is_compiling():  # made inside the graph, on the device; the cache is for eager runs
         return rel_pos[_coordinates(q_size, k_size, rel_pos.device)]
     return rel_pos[_relative_indices(q_size, k_size, rel_pos.device)]
 
 
-def _flex_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor,
-                    width: int) -> torch.Tensor:
+def _flex_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor, width: int
+) -> torch.Tensor:
     """Attention with score += rel_h[q, key row] + rel_w[q, key column], the term read inside the kernel."""
     from torch.nn.attention.flex_attention import flex_attention
 
@@ -103,11 +107,15 @@ class FusedTinyViTAttention(tiny_vit_sam.Attention):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, tokens, _ = x.shape
-        q, k, v = (self.qkv(self.norm(x)).view(batch, tokens, self.num_heads, -1)
-                   .split([self.key_dim, self.key_dim, self.d], dim=3))
+        q, k, v = (
+            self.qkv(self.norm(x))
+            .view(batch, tokens, self.num_heads, -1)
+            .split([self.key_dim, self.key_dim, self.d], dim=3)
+        )
         bias = self.attention_biases[:, self.attention_bias_idxs] if self.training else self.ab
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                             attn_mask=bias.to(q.dtype), scale=self.scale)
+        out = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=bias.to(q.dtype), scale=self.scale
+        )
         return self.proj(out.transpose(1, 2).reshape(batch, tokens, self.dh))
 
 
@@ -122,8 +130,11 @@ class FusedDecoderAttention(sam_transformer.Attention):
         return self.out_proj(self._recombine_heads(F.scaled_dot_product_attention(q, k, v)))
 
 
-FUSED = {sam_encoder.Attention: FusedViTAttention, tiny_vit_sam.Attention: FusedTinyViTAttention,
-         sam_transformer.Attention: FusedDecoderAttention}
+FUSED = {
+    sam_encoder.Attention: FusedViTAttention,
+    tiny_vit_sam.Attention: FusedTinyViTAttention,
+    sam_transformer.Attention: FusedDecoderAttention,
+}
 ORIGINAL = {fused: original for original, fused in FUSED.items()}
 
 
