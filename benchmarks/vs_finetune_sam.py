@@ -9,7 +9,8 @@ encoder without prompts, mask decoder with ``multimask_output=True``, MONAI Dice
 decoder's S/4 resolution, AdamW. autosam's step is nnU-Net's: the network's forward, nnU-Net's Dice + CE at the
 patch resolution, backward, gradient clipping at 12, AdamW. Random weights (step time does not depend on them).
 
-Variants, timed interleaved over ``--rounds`` rounds (median of ``--steps`` steps after one warm-up per round):
+Variants, each warmed up by one step, then timed interleaved over ``--rounds`` rounds (median of the rounds'
+medians of ``--steps`` steps):
   reference          finetune-SAM's step
   autosam-explicit   autosam with segment-anything's own attention classes (the explicit N x N path)
   autosam            autosam as it trains (fused attention, one decoder call per batch)
@@ -186,7 +187,6 @@ def autosam_step(
 
 
 def _median_s(step, steps: int, device: torch.device) -> float:
-    step()  # warm-up
     times = []
     for _ in range(steps):
         if device.type == "cuda":
@@ -237,6 +237,8 @@ def main() -> None:
             variants["autosam-cache"] = autosam_step(setup, args.image_size, args.batch, device, cache=True)
         if args.bf16:
             variants["autosam-bf16"] = autosam_step(setup, args.image_size, args.batch, device, dtype=torch.bfloat16)
+        for step in variants.values():  # warm-up, once per variant
+            step()
         times: dict[str, list[float]] = {k: [] for k in variants}
         for _ in range(args.rounds):
             for key, step in variants.items():
