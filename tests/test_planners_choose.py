@@ -68,7 +68,7 @@ def test_plan_text_shows_whose_evidence_each_reason_is() -> None:
 
 def test_decoder_only_when_no_encoder_update_fits() -> None:
     shape = {"num_classes": 2, "channels": 1, "patch": (512, 512), "native_patches": False}
-    smallest = lambda scope: min(evaluate(s, 256, shape, _gpu(0.01)).predicted_memory_gb  # noqa: E731
+    smallest = lambda scope: min(evaluate(s, 256, shape, _gpu(0.01)).predicted_memory_gb
                                  for s in all_setups() if s.scope == scope)
     dec, encdec = smallest("dec"), smallest("encdec")  # encoder updates with gradient checkpointing
     assert dec < encdec
