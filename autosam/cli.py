@@ -95,10 +95,14 @@ def cmd_plan(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    import os
+
     from autosam.trainers.fold_training import Budget, train
 
     if not args.folds:
         raise AutosamError("train: give the folds to train, e.g. -f 0 1 2 3 4, or -f all (every case)")
+    if args.no_compile:
+        os.environ["nnUNet_compile"] = "false"  # the SAM trainer compiles encoder blocks on CUDA unless this is false
     for folder in train(args.dataset, args.folds, args.setup, Budget(args.epochs, args.iterations), args.device,
                         args.continue_training, args.from_scratch, args.npz, args.seed, args.gpus):
         print(f"finished: {folder} (validation: {folder / 'validation' / 'summary.json'})")
@@ -432,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--continue", "--c", dest="continue_training", action="store_true",
                    help="resume from the last checkpoint")
     p.add_argument("--npz", action="store_true", help="also save validation probabilities (for ensembling)")
+    p.add_argument("--no-compile", action="store_true", help="do not torch.compile the encoder blocks (on CUDA)")
     p.add_argument("--gpus", type=int, default=1, metavar="N",
                    help="train each fold on N GPUs with DDP (nnU-Net's; the planned batch is split over them); "
                    "with --device cpu: N CPU processes (gloo), for testing")

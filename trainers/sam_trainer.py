@@ -8,6 +8,7 @@ that hold only the fine-tuned tensors plus the identity of the base weights, wri
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from autosam.files import atomic_torch_save
 from autosam.planners.choose import learning_rate_for, learning_rate_reason
 from autosam.planners.sam_planner import base_checkpoint_for
 from autosam.plans import SamPlan, network_for_plan, sam_plan_of
+from autosam.sam.adapter import encoder_attention_blocks
 from autosam.sam.network import SamSegmenter, bf16_native
 from autosam.sam.prompts import batch_prompts, generator_from_torch
 from autosam.sam.registry import get_backbone
@@ -127,6 +129,9 @@ class nnUNetTrainerSAM(nnUNetTrainer):
         else:
             precision = "fp32 (autocast off)"
         self.print_to_log_file(f"Precision: {precision}; weights, gradients and AdamW state fp32")
+        if self.compile_blocks():
+            self.print_to_log_file("torch.compile per encoder block (compiled during the first iterations; "
+                                   "nnUNet_compile=false or --no-compile turns it off)")
         params = list(network.parameters())
         trainable = sum(p.numel() for p in params if p.requires_grad)
         self.print_to_log_file(
@@ -138,9 +143,19 @@ class nnUNetTrainerSAM(nnUNetTrainer):
                 "training images (the rest promptless); SAM's prompt encoder stays frozen")
 
     def _do_i_compile(self) -> bool:
-        # torch.compile is opt-in for SAM (peft layers and adapter hooks recompile on shape changes):
-        # nnUNet_compile=true asks for it, and nnU-Net then decides as for its own trainers (never on a CPU).
-        return "nnUNet_compile" in os.environ and super()._do_i_compile()
+        # nnU-Net compiles the whole network; SAM's encoder blocks are compiled one by one instead
+        # (compile_blocks), so nnU-Net's own compile stays off.
+        return False
+
+    def compile_blocks(self) -> bool:
+        """torch.compile each image-encoder block on CUDA (one compiled graph serves every block of a shape,
+        FlexAttention in the global blocks), unless nnUNet_compile is false (``autosam train --no-compile``)."""
+        wanted = os.environ.get("nnUNet_compile", "true").lower() in ("true", "1", "t")
+        if self.device.type != "cuda" or not wanted:
+            return False
+        for block in encoder_attention_blocks(self._sam_network().sam.image_encoder):
+            block.compile()
+        return True
 
     def set_deep_supervision_enabled(self, enabled: bool) -> None:
         pass  # SAM has a single output
@@ -170,15 +185,44 @@ class nnUNetTrainerSAM(nnUNetTrainer):
             self.lr_scheduler.advance()
             return result
         if self.sam_plan.prompts is None:
-            result = super().train_step(batch)
+            result = self._train_step(batch)
         else:  # prompts from the augmented target nnU-Net's loader gives; nnU-Net's step and loss unchanged
             target = batch["target"][0] if isinstance(batch["target"], list) else batch["target"]
             prompts = batch_prompts(target, self.sam_plan.prompts, generator_from_torch(),
                                     self.label_manager.ignore_label, PROMPTED_SHARE)
             with self._sam_network().prompting(prompts):
-                result = super().train_step(batch)
+                result = self._train_step(batch)
         self.lr_scheduler.advance()
         return result
+
+    def _train_step(self, batch: dict) -> dict:
+        """nnU-Net's train step (its autocast, loss, loss scaling and clipping at 12), returning the loss as a
+        device tensor: nnU-Net's moves it to the CPU every step, a host sync that stalls the GPU's queue.
+        ``on_train_epoch_end`` moves the epoch's losses once."""
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = batch["target"]
+        target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) else \
+            target.to(self.device, non_blocking=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type) if self.device.type == "cuda" else contextlib.nullcontext():
+            loss = self.loss(self.network(data), target)
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.optimizer.step()
+        return {"loss": loss.detach()}
+
+    def on_train_epoch_end(self, train_outputs: list[dict]) -> None:
+        for output in train_outputs:  # device tensors (SAM's steps) -> the numbers nnU-Net logs
+            if isinstance(output["loss"], torch.Tensor):
+                output["loss"] = output["loss"].cpu().numpy()
+        super().on_train_epoch_end(train_outputs)
 
     def save_checkpoint(self, filename: str) -> None:
         if self.local_rank != 0:

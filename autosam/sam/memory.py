@@ -6,15 +6,20 @@ peak = max(forward/backward, frozen-encoder forward, optimiser step) x allocator
   optimiser step          = weights 4P + gradients 4T + AdamW state 8T + foreach temporaries 4T
 P = all parameters, T = trainable ones (fp32). A(B), the bytes autograd saves for backward for a batch, is
 measured by running the training forward and nnU-Net's loss on the meta device (no storage, any model size)
-and counting every saved tensor once per storage, at batch 1 and 2; it is affine in the batch (the prompt
-tensors are shared by the batch), which the tests verify at batch 3. W is what the
+and counting every saved tensor once per storage, at batch 2 and 3 (at batch 1 an attention's queries, keys and
+values can stay views of one projection, so batch 1 is off the line); it is affine in the batch (the prompt
+tensors are shared by the batch), which the tests verify at batch 5. W is what the
 forward allocates besides what it saves, from the encoder's largest tensor (also measured on meta).
 Precision: with ``precision="bf16"`` (what the trainer runs on a CUDA GPU) the probe runs under an emulation
 of CUDA's autocast rules on the meta device (``MetaAutocast``), which has no autocast of its own. bf16 does
 not halve the activations of SAM's attention: softmax runs in fp32 and its bf16 copy for the next product is
 saved as well. Against H100 peaks (ViT-B / ViT-H encoder+decoder LoRA, 512 and 1024 px, batch 2,
 ``benchmarks/gpu_throughput.py``) the fp32 probe under-estimated by up to 16 % at 1024 px, the emulated
-probe by 1-3 %.
+probe by 1-3 %. Those figures are of the explicit attention; with the fused attentions (``attention.py``) the
+bf16 probe also counts what CUDA's fused kernels keep (``FusedKernelSaves``): queries, keys, values, output and
+log-sum-exp, plus the additive mask of windowed blocks, no N x N score or softmax; the global blocks' bias is
+not kept (FlexAttention in the compiled blocks). The fp32 probe (CPU) keeps the math path's tensors: a CPU
+SDPA with a mask that needs gradients runs the math path. To be re-measured on a GPU (gpu_throughput.py).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from autosam.sam.attention import FLEX_MIN_TOKENS
 from autosam.sam.costs import meta_network
 from autosam.sam.registry import get_backbone
 from autosam.sam.setups import Setup
@@ -77,6 +83,35 @@ class MetaAutocast(TorchFunctionMode):
         target = self.dtype if func in _LOWER_PRECISION else torch.float32 if func in _FLOAT32 else None
         if target is not None:
             args, kwargs = _cast(args, target), {k: _cast(v, target) for k, v in kwargs.items()}
+        return func(*args, **kwargs)
+
+
+class _KeptByFusedKernels(torch.autograd.Function):
+    """Meta stand-in for CUDA's fused attention: an output of the right shape, and saved for backward what the
+    fused kernels save (the mask only when it is a windowed block's: global blocks run FlexAttention)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, mask):
+        out = q.new_empty(*q.shape[:-1], v.shape[-1])
+        lse = q.new_empty(q.shape[:-1], dtype=torch.float32)
+        kept_mask = (mask,) if mask is not None and mask.shape[-1] < FLEX_MIN_TOKENS else ()
+        ctx.save_for_backward(q, k, v, out, lse, *kept_mask)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # never run: the probe only counts what the forward saves
+        q, k, v = ctx.saved_tensors[:3]
+        return torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v), None
+
+
+class FusedKernelSaves(TorchFunctionMode):
+    """``scaled_dot_product_attention`` on the meta device as CUDA's fused kernels save for backward."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.scaled_dot_product_attention and args[0].is_meta:
+            q, k, v = args[:3]
+            return _KeptByFusedKernels.apply(q, k, v, kwargs.get("attn_mask"))
         return func(*args, **kwargs)
 
 
@@ -165,12 +200,13 @@ def _probe(setup_name: str, lora_rank: int, image_size: int, num_classes: int, i
     if checkpointing:
         network.enable_gradient_checkpointing()
     params = list(network.parameters())
-    with MetaAutocast() if precision == "bf16" else contextlib.nullcontext():
-        one, two = (saved_activation_bytes(network, b, image_size, input_channels, patch_size, with_loss=True)
-                    for b in (1, 2))
+    bf16 = precision == "bf16"
+    with FusedKernelSaves() if bf16 else contextlib.nullcontext(), MetaAutocast() if bf16 else contextlib.nullcontext():
+        two, three = (saved_activation_bytes(network, b, image_size, input_channels, patch_size, with_loss=True)
+                      for b in (2, 3))
         largest = largest_encoder_tensor_bytes(network, image_size)
     return (sum(p.numel() * p.element_size() for p in params), sum(p.numel() for p in params if p.requires_grad),
-            sum(b.numel() * b.element_size() for b in network.buffers()), one, two - one, largest)
+            sum(b.numel() * b.element_size() for b in network.buffers()), 2 * two - three, three - two, largest)
 
 
 def estimate_training_memory(setup, image_size: int, batch_size: int, num_classes: int = 2, input_channels: int = 1,

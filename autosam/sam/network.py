@@ -104,14 +104,14 @@ class SamSegmenter(nn.Module):
         ``size`` as ``forward`` resizes them to the patch (training on cached embeddings calls this)."""
         prompts = self.sam.prompt_encoder
         sparse, dense = prompts(points=None, boxes=None, masks=None)
-        # One image per decoder call, as segment-anything's own predictor does: its decoder repeats the image
-        # embedding once per prompt, so a batch of images with a batch of prompts is not its contract.
-        logits = torch.cat([self.sam.mask_decoder.predict_masks(
-            image_embeddings=embedding[None],
+        # One decoder call per batch: the prompt tokens (batch 1) broadcast against the image batch, as in
+        # the original's matmuls and in FusedDecoderAttention (the same numbers as one call per image).
+        logits = self.sam.mask_decoder.predict_masks(
+            image_embeddings=embeddings,
             image_pe=prompts.get_dense_pe(),
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
-        )[0] for embedding in embeddings])
+        )[0]
         if size is None:
             return logits
         return F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)

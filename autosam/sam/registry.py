@@ -18,6 +18,7 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 from torch import nn
 
 from autosam.errors import AutosamError, did_you_mean
+from autosam.sam.attention import use_fused_attention
 from autosam.sam.tiny_vit import TinyViTAnySize
 
 PATCH_SIZE = 16  # SAM's patch size; the image embedding is image_size / 16 per side.
@@ -152,14 +153,15 @@ def _build_encoder(backbone: Backbone, image_size: int) -> nn.Module:
 
 
 def build_sam(backbone: str, image_size: int = 1024, num_classes: int = 4) -> Sam:
-    """Build SAM with random weights; ``num_classes`` logit maps come out of the mask decoder."""
+    """Build SAM with random weights; ``num_classes`` logit maps come out of the mask decoder. Its attentions are
+    the fused subclasses of ``attention.py`` (same parameters and keys as the official classes)."""
     spec = get_backbone(backbone)
     check_image_size(spec, image_size)
     if num_classes < 1:
         raise AutosamError(f"num_classes must be at least 1, got {num_classes}")
     dec = spec.decoder
     grid = image_size // PATCH_SIZE
-    return Sam(
+    sam = Sam(
         image_encoder=_build_encoder(spec, image_size),
         prompt_encoder=PromptEncoder(
             embed_dim=dec.embed_dim,
@@ -175,6 +177,7 @@ def build_sam(backbone: str, image_size: int = 1024, num_classes: int = 4) -> Sa
             iou_head_hidden_dim=dec.iou_head_hidden_dim,
         ),
     )
+    return use_fused_attention(sam)
 
 
 def build_sam_on_meta(backbone: str, image_size: int = 1024, num_classes: int = 4) -> Sam:

@@ -1,0 +1,149 @@
+"""SAM's attentions through fused kernels, with the official parameters and state-dict keys.
+
+Each class here subclasses segment-anything's or MobileSAM's own attention and replaces only ``forward``:
+no parameter, buffer or name changes, so official checkpoints load unchanged and peft's LoRA on ``qkv`` or
+``q_proj``/``k_proj``/``v_proj`` wraps the same modules. ``use_fused_attention(model)`` switches a built model's
+attentions to these classes in place (``fused=False`` switches them back, for comparisons with the original).
+
+* ViT blocks (global and windowed): ``scaled_dot_product_attention`` with segment-anything's decomposed
+  relative-position term as its additive ``attn_mask``. It holds the (B, heads, N, N) bias, but no score,
+  softmax or cast copies of it. Inside ``torch.compile`` on CUDA, global blocks use FlexAttention with the
+  term added by a ``score_mod`` instead: no N x N tensor at all.
+* TinyViT (MobileSAM): the learned per-head bias table gathered once per forward as the ``attn_mask``.
+* The mask decoder's attentions: plain SDPA (their token batch of 1 broadcast to the image batch).
+
+The rel-pos gather indices are made on the tensors' device and cached per (q, k, device); segment-anything's
+``get_rel_pos`` makes them with a CPU ``arange``, a blocking host-to-device copy twice per block on a GPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import torch
+import torch.nn.functional as F
+from segment_anything.modeling import image_encoder as sam_encoder
+from segment_anything.modeling import transformer as sam_transformer
+from torch import nn
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # mobile_sam imports timm through deprecated paths
+    from mobile_sam.modeling import tiny_vit_sam
+
+# Global blocks with at least this many tokens use FlexAttention when compiled on CUDA (a windowed block's
+# 196-token bias is small; FlexAttention pays where the N x N bias would be large).
+FLEX_MIN_TOKENS = 1024
+
+
+@functools.lru_cache(maxsize=64)
+def _relative_indices(q_size: int, k_size: int, device: torch.device) -> torch.Tensor:
+    """segment-anything's relative coordinates (``get_rel_pos``), made once on ``device`` (as a normal tensor
+    even under inference mode, so a later training forward may save it for backward)."""
+    with torch.inference_mode(False):
+        return _coordinates(q_size, k_size, device)
+
+
+def _coordinates(q_size: int, k_size: int, device: torch.device) -> torch.Tensor:
+    q_coords = torch.arange(q_size, device=device)[:, None] * max(k_size / q_size, 1.0)
+    k_coords = torch.arange(k_size, device=device)[None, :] * max(q_size / k_size, 1.0)
+    return ((q_coords - k_coords) + (k_size - 1) * max(q_size / k_size, 1.0)).long()
+
+
+def relative_table(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor:
+    """(q_size, k_size, C) embeddings of ``rel_pos`` by relative position, linearly interpolated as
+    segment-anything does when the table was made for another size."""
+    max_rel_dist = 2 * max(q_size, k_size) - 1
+    if rel_pos.shape[0] != max_rel_dist:
+        rel_pos = (
+            F.interpolate(rel_pos.reshape(1, rel_pos.shape[0], -1).permute(0, 2, 1), size=max_rel_dist, mode="linear")
+            .reshape(-1, max_rel_dist)
+            .permute(1, 0)
+        )
+    if torch.compiler.is_compiling():  # made inside the graph, on the device; the cache is for eager runs
+        return rel_pos[_coordinates(q_size, k_size, rel_pos.device)]
+    return rel_pos[_relative_indices(q_size, k_size, rel_pos.device)]
+
+
+def _flex_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor, width: int
+) -> torch.Tensor:
+    """Attention with score += rel_h[q, key row] + rel_w[q, key column], the term read inside the kernel."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    def score_mod(score, b, h, q_idx, kv_idx):
+        return score + rel_h[b, h, q_idx, kv_idx // width] + rel_w[b, h, q_idx, kv_idx % width]
+
+    return flex_attention(q, k, v, score_mod=score_mod)
+
+
+class FusedViTAttention(sam_encoder.Attention):
+    """segment-anything's ViT attention (global and windowed blocks) through fused kernels."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, height, width, _ = x.shape
+        tokens = height * width
+        # (3, B, heads, N, head_dim)
+        q, k, v = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        if not self.use_rel_pos:
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:
+            # segment-anything's decomposed term, from the unscaled queries (add_decomposed_rel_pos)
+            r_q = q.reshape(batch, self.num_heads, height, width, -1)
+            table_h = relative_table(height, height, self.rel_pos_h).to(r_q.dtype)
+            table_w = relative_table(width, width, self.rel_pos_w).to(r_q.dtype)
+            rel_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, table_h).reshape(batch, self.num_heads, tokens, height)
+            rel_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, table_w).reshape(batch, self.num_heads, tokens, width)
+            if x.is_cuda and tokens >= FLEX_MIN_TOKENS and torch.compiler.is_compiling():
+                out = _flex_attention(q, k, v, rel_h, rel_w, width)
+            else:
+                bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(batch, self.num_heads, tokens, tokens)
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        return self.proj(out.transpose(1, 2).reshape(batch, height, width, -1))
+
+
+class FusedTinyViTAttention(tiny_vit_sam.Attention):
+    """MobileSAM's TinyViT window attention through SDPA, its learned bias as the additive mask."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, tokens, _ = x.shape
+        q, k, v = (
+            self.qkv(self.norm(x))
+            .view(batch, tokens, self.num_heads, -1)
+            .split([self.key_dim, self.key_dim, self.d], dim=3)
+        )
+        bias = self.attention_biases[:, self.attention_bias_idxs] if self.training else self.ab
+        out = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=bias.to(q.dtype), scale=self.scale
+        )
+        return self.proj(out.transpose(1, 2).reshape(batch, tokens, self.dh))
+
+
+class FusedDecoderAttention(sam_transformer.Attention):
+    """The two-way transformer's attention through SDPA; a batch-1 side (the prompt tokens, the positional
+    encoding) is broadcast to the image batch as the original's matmuls broadcast it."""
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.q_proj(q), self.k_proj(k), self.v_proj(v)
+        batch = max(q.shape[0], k.shape[0], v.shape[0])
+        q, k, v = (self._separate_heads(t, self.num_heads).expand(batch, -1, -1, -1) for t in (q, k, v))
+        return self.out_proj(self._recombine_heads(F.scaled_dot_product_attention(q, k, v)))
+
+
+FUSED = {
+    sam_encoder.Attention: FusedViTAttention,
+    tiny_vit_sam.Attention: FusedTinyViTAttention,
+    sam_transformer.Attention: FusedDecoderAttention,
+}
+ORIGINAL = {fused: original for original, fused in FUSED.items()}
+
+
+def use_fused_attention(model: nn.Module, fused: bool = True) -> nn.Module:
+    """Every SAM attention of ``model`` switched, in place, to its fused subclass (or back to the original).
+    Only the class changes: parameters, buffers and state-dict keys stay as they are."""
+    table = FUSED if fused else ORIGINAL
+    for module in model.modules():
+        cls = table.get(type(module))
+        if cls is not None:
+            module.__class__ = cls
+    return model

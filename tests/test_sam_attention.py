@@ -1,0 +1,186 @@
+"""The fused attentions compute segment-anything's and MobileSAM's functions: outputs and gradients (input, LoRA
+weights, rel-pos tables, TinyViT's bias table) equal the original classes' within fp32 tolerance, official
+checkpoints load unchanged, the batched decoder equals the per-image loop, and FLOP counts stay pinned."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from peft import LoraConfig, inject_adapter_in_model
+from segment_anything.modeling import image_encoder as sam_encoder
+from segment_anything.modeling import transformer as sam_transformer
+from torch import nn
+
+from autosam.sam.attention import (
+    FusedDecoderAttention,
+    FusedTinyViTAttention,
+    FusedViTAttention,
+    _flex_attention,
+    relative_table,
+    tiny_vit_sam,
+    use_fused_attention,
+)
+from autosam.sam.costs import forward_flops, meta_network
+from autosam.sam.model import build_network
+from autosam.sam.registry import build_sam
+from autosam.sam.setups import Setup
+
+ATOL = 2e-5
+
+
+def _randomised(module: nn.Module) -> nn.Module:
+    """Non-zero rel-pos tables and biases (they start at zero), so the position terms are really tested."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if "rel_pos" in name or "attention_biases" in name or "lora_B" in name:
+                p.normal_(0, 0.5)
+    return module
+
+
+def _original_and_fused(original: nn.Module, lora_target: str | None = "qkv") -> tuple[nn.Module, nn.Module]:
+    if lora_target:
+        config = LoraConfig(r=2, lora_alpha=2, target_modules=[lora_target], lora_dropout=0.0)
+        inject_adapter_in_model(config, original)
+    for name, p in original.named_parameters():  # peft froze them; their gradients are checked too
+        p.requires_grad_(p.requires_grad or "rel_pos" in name or "attention_biases" in name)
+    _randomised(original)
+    fused = use_fused_attention(copy.deepcopy(original))
+    return original, fused
+
+
+def _check_same(original: nn.Module, fused: nn.Module, *inputs: torch.Tensor) -> None:
+    """Same outputs; same gradients of every input and every trainable parameter."""
+    grads = []
+    for model in (original, fused):
+        xs = [x.clone().requires_grad_() for x in inputs]
+        out = model(*xs)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        params = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+        grads.append((out, [x.grad for x in xs], params))
+    (out_a, xg_a, pg_a), (out_b, xg_b, pg_b) = grads
+    torch.testing.assert_close(out_b, out_a, atol=ATOL, rtol=1e-4)
+    for a, b in zip(xg_a, xg_b):
+        torch.testing.assert_close(b, a, atol=ATOL, rtol=1e-4)
+    assert pg_a.keys() == pg_b.keys() and pg_a
+    for name in pg_a:
+        torch.testing.assert_close(pg_b[name], pg_a[name], atol=ATOL, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize(
+    ("window", "input_size", "grid"),
+    [
+        (0, 6, 6),  # global block
+        (4, 6, 6),  # windowed block, grid padded from 6 to 8
+        (0, 4, 6),
+    ],  # global block whose rel-pos tables were made for 4 tokens: interpolated to 11 entries
+)
+def test_vit_block_matches_segment_anything(window: int, input_size: int, grid: int) -> None:
+    block = sam_encoder.Block(
+        dim=32, num_heads=2, use_rel_pos=True, window_size=window, input_size=(input_size, input_size)
+    )
+    original, fused = _original_and_fused(block)
+    assert type(fused.attn) is FusedViTAttention and type(original.attn) is sam_encoder.Attention
+    assert {"attn.rel_pos_h", "attn.rel_pos_w", "attn.qkv.lora_A.default.weight"} <= {
+        n for n, p in fused.named_parameters() if p.requires_grad
+    }
+    _check_same(original, fused, torch.randn(2, grid, grid, 32))
+
+
+def test_tiny_vit_attention_matches_mobile_sam_in_training_and_evaluation() -> None:
+    original, fused = _original_and_fused(tiny_vit_sam.Attention(16, key_dim=8, num_heads=2, resolution=(4, 4)))
+    assert type(fused) is FusedTinyViTAttention
+    x = torch.randn(3, 16, 16)
+    original.train(), fused.train()  # MobileSAM's train() returns None
+    _check_same(original, fused, x)
+    original.eval(), fused.eval()  # evaluation reads the bias gathered once (``ab``)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), original(x), atol=ATOL, rtol=1e-4)
+
+
+@pytest.mark.parametrize("query_batch", [1, 3])  # prompt tokens of batch 1 broadcast to the image batch
+def test_decoder_attention_matches_segment_anything(query_batch: int) -> None:
+    original, fused = _original_and_fused(sam_transformer.Attention(32, 2, downsample_rate=2), "q_proj")
+    assert type(fused) is FusedDecoderAttention
+    _check_same(original, fused, torch.randn(query_batch, 5, 32), torch.randn(3, 16, 32), torch.randn(3, 16, 32))
+
+
+def test_flex_attention_score_mod_matches_the_bias_mask() -> None:
+    """The compiled-GPU path's arithmetic, run eagerly on the CPU (FlexAttention has no CPU backward: its
+    gradients are exercised where it runs, on CUDA, by benchmarks/gpu_throughput.py)."""
+    torch.manual_seed(0)
+    batch, heads, height, width, dim = 2, 2, 4, 5, 16
+    q, k, v = (torch.randn(batch, heads, height * width, dim) for _ in range(3))
+    rel_h = torch.randn(batch, heads, height * width, height)
+    rel_w = torch.randn(batch, heads, height * width, width)
+    bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(batch, heads, height * width, -1)
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    torch.testing.assert_close(_flex_attention(q, k, v, rel_h, rel_w, width), expected, atol=ATOL, rtol=1e-4)
+
+
+def test_relative_indices_are_made_on_the_table_device_once() -> None:
+    table = torch.randn(7, 4, device="meta")
+    assert relative_table(4, 4, table).device.type == "meta"
+    from autosam.sam.attention import _relative_indices
+
+    _relative_indices.cache_clear()
+    relative_table(4, 4, torch.randn(7, 4))
+    relative_table(4, 4, torch.randn(7, 4))
+    assert _relative_indices.cache_info().hits == 1
+
+
+@pytest.mark.parametrize("backbone", ["test_vit", "test_tiny_vit"])
+def test_official_layout_checkpoint_loads_unchanged(backbone: str) -> None:
+    """The fused model has the original's keys and shapes; an original model's weights load strictly into it and
+    give the original's embeddings."""
+    torch.manual_seed(0)
+    fused = build_sam(backbone, 64, 3)
+    original = use_fused_attention(copy.deepcopy(fused), fused=False)
+    _randomised(original)
+    assert {k: v.shape for k, v in fused.state_dict().items()} == {k: v.shape for k, v in original.state_dict().items()}
+    fused.load_state_dict(original.state_dict(), strict=True)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(fused.image_encoder(x), original.image_encoder(x), atol=ATOL, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["test_vit_encdec_lora", "test_tiny_vit_dec_adapter"])
+def test_one_decoder_call_per_batch_equals_the_per_image_loop_of_the_original(name: str) -> None:
+    torch.manual_seed(0)
+    network = build_network(Setup.parse(name), 64, 3, 1)
+    _randomised(network)
+    embeddings = torch.randn(3, 32, 4, 4, requires_grad=True)
+    batched = network.decode(embeddings)
+    original = use_fused_attention(copy.deepcopy(network), fused=False)
+    loop = torch.cat([original.decode(e[None]) for e in embeddings])
+    torch.testing.assert_close(batched, loop, atol=ATOL, rtol=1e-4)
+    (grad_batched,) = torch.autograd.grad(batched.sum(), embeddings)
+    (grad_loop,) = torch.autograd.grad(loop.sum(), embeddings)
+    torch.testing.assert_close(grad_batched, grad_loop, atol=ATOL, rtol=1e-4)
+
+
+# Forward FLOPs at batch 1 (2 per multiply-add). The fused attentions count what the explicit ones count.
+PINNED_FLOPS = {
+    ("test_vit_encdec_lora", 64): 2_521_536,
+    ("test_tiny_vit_encdec_lora", 64): 84_410_304,
+    ("vit_b_encdec_lora", 256): 69_456_500_224,
+}
+
+
+@pytest.mark.parametrize(("name", "size"), list(PINNED_FLOPS))
+def test_flop_counts_are_pinned_and_equal_the_explicit_attention_graph(name: str, size: int) -> None:
+    network = meta_network(Setup.parse(name), size, 3)
+    assert forward_flops(network) == PINNED_FLOPS[name, size]
+    assert forward_flops(use_fused_attention(network, fused=False)) == PINNED_FLOPS[name, size]
+
+
+def test_no_graph_breaks_in_a_lora_block_with_an_adapter() -> None:
+    """torch.compile sees one graph through peft's LoRA, the adapter's hook and the fused attention."""
+    network = build_network(Setup.parse("test_vit_encdec_adapter"), 64, 3, 1)
+    block = network.sam.image_encoder.blocks[1]  # the global block
+    inject_adapter_in_model(LoraConfig(r=2, lora_alpha=2, target_modules=["qkv"]), block)
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(block)(torch.randn(2, 4, 4, 32))
+    assert explanation.graph_break_count == 0, explanation.break_reasons
