@@ -95,8 +95,6 @@ def cmd_plan(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    import os
-
     from autosam.trainers.fold_training import Budget, train
 
     if not args.folds:
