@@ -171,7 +171,7 @@ def _fold_numbers(folds: list[str] | None) -> list[int] | None:
     return [int(f) for f in folds]
 
 
-def _run_options(args: argparse.Namespace, seeds: list[int] | None = None):
+def _run_options(args: argparse.Namespace):
     from autosam.experiments.run import RunOptions
 
     if args.repeats != 1 and not args.train_cases:
@@ -180,16 +180,16 @@ def _run_options(args: argparse.Namespace, seeds: list[int] | None = None):
     return RunOptions(folds=_fold_numbers(args.folds), epochs=args.epochs,
                       iterations=args.iterations, equal_budget=args.equal_budget, device=args.device,
                       gpu_memory=args.gpu_memory, ensembles=not args.no_ensembles, no_3d=args.no_3d,
-                      replan=args.replan, seed=args.seed, seeds=seeds, baselines=args.baselines,
+                      replan=args.replan, seed=args.seeds[0] if args.seeds else None, seeds=args.seeds,
+                      baselines=args.baselines,
                       train_cases=args.train_cases, repeats=args.repeats, allow_seen_base=args.allow_seen_base)
 
 
 def cmd_run(args: argparse.Namespace) -> None:
     from autosam.experiments.run import run
 
-    seeds = args.seeds
-    args.seed = seeds[0] if seeds else None  # --seed 0 1 2; a new plan records the first
-    run(args.dataset, _sam_options(args), _run_options(args, seeds), ray_address=args.ray)
+    args.seed = args.seeds[0] if args.seeds else None  # --seed 0 1 2; a new plan records the first
+    run(args.dataset, _sam_options(args), _run_options(args), ray_address=args.ray)
 
 
 def cmd_ablate(args: argparse.Namespace) -> None:

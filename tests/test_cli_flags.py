@@ -35,9 +35,10 @@ def test_every_verb_takes_the_shared_flags_as_one_definition_with_help() -> None
             if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
                 continue
             assert action.help, (verb, action.option_strings or action.dest)
-            names = {spelling[f] for f in action.option_strings if f in spelling} | (
-                {action.dest} if action.dest in SHARED_FLAGS else set()
-            )
+            # the definition named by its destination; --seed is two shared flags: one seed, or several (run)
+            names = {action.dest} if action.dest in SHARED_FLAGS else {
+                spelling[f] for f in action.option_strings if f in spelling
+            }
             for name in names:
                 if (verb, name) not in OWN_MEANING:
                     assert action is shared[name], (verb, name)

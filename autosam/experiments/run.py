@@ -274,6 +274,14 @@ def run(dataset: Dataset, sam_options, options: RunOptions, ray_address: str | N
     """``ray_address``: train every fold job as a Ray task ("" starts a local instance); the comparison waits
     for all of them. The run's log: ``RUN_LOG`` beside the report."""
     require_folders("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+    for warning in check_dataset(dataset, max(5, len(options.folds or []))):
+        log.warning("%s", warning)  # checked once, before any work
+    preprocessed = dataset.preprocessed
+    options = replace(options, folds=resolve_folds(options.folds, dataset.raw, preprocessed))
+    if options.train_cases:  # a K the folds cannot give is refused before any work (and before the log)
+        options = replace(options, train_cases=check_train_cases(
+            options.train_cases, options.repeats, options.folds, fold_splits(dataset.raw, preprocessed),
+            load_groups(preprocessed), labelled_foreground(dataset.raw)))
     path = dataset.results / REPORT_FOLDER / RUN_LOG
     with run_log(path) as stream:
         log.info("log: %s", path)
@@ -281,15 +289,9 @@ def run(dataset: Dataset, sam_options, options: RunOptions, ray_address: str | N
 
 
 def _run(dataset: Dataset, sam_options, options: RunOptions, ray_address: str | None, chatter) -> Path:
-    """``chatter``: where nnU-Net's planning and preprocessing output goes (the run's log)."""
-    for warning in check_dataset(dataset, max(5, len(options.folds or []))):
-        log.warning("%s", warning)  # checked once, before any work
+    """``chatter``: where nnU-Net's planning and preprocessing output goes (the run's log); ``options``: with
+    the folds resolved and the few-shot K checked."""
     preprocessed = dataset.preprocessed
-    options = replace(options, folds=resolve_folds(options.folds, dataset.raw, preprocessed))
-    if options.train_cases:  # a K the folds cannot give is refused before any work
-        options = replace(options, train_cases=check_train_cases(
-            options.train_cases, options.repeats, options.folds, fold_splits(dataset.raw, preprocessed),
-            load_groups(preprocessed), labelled_foreground(dataset.raw)))
     with redirect_stdout(chatter):  # nnU-Net's plans and progress, printed as dicts: into the log
         plan_for_run(dataset, sam_options, options)
         sam_folder = Model.for_setup(None).folder(dataset)  # refused before any preprocessing or training:

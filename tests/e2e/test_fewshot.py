@@ -4,6 +4,7 @@ report."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
@@ -99,7 +100,7 @@ def test_few_shot_run_same_cases_for_every_method_and_a_curve_in_the_report(nnun
         ("nnU-Net 2d", "nnUNetTrainerFewShot", "nnUNetPlans", "2d"),
         ("SAM", "nnUNetTrainerSAMFewShot", "autosamPlans", "2d_sam"),
     ):
-        # every validation case holds a lesion, and every patient two of them: nnU-Net's own mean Dice
+        # the report's unit: each patient's Dice pooled over its two slices
         summary = json.loads(
             (
                 results
@@ -109,7 +110,14 @@ def test_few_shot_run_same_cases_for_every_method_and_a_curve_in_the_report(nnun
                 / "summary.json"
             ).read_text()
         )
-        assert rows[2, method]["per_repeat"] == pytest.approx([summary["foreground_mean"]["Dice"]], abs=1e-4)
+        pooled: dict[str, list[float]] = {}  # each patient's voxels pooled, from nnU-Net's own counts per case
+        for case in summary["metric_per_case"]:
+            counts = case["metrics"]["1"]
+            patient = groups[Path(case["reference_file"]).name.removesuffix(".png")]
+            pooled[patient] = [a + b for a, b in zip(pooled.get(patient, [0, 0, 0]),
+                                                     (counts["TP"], counts["FP"], counts["FN"]))]
+        expected = [2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0 for tp, fp, fn in pooled.values()]
+        assert rows[2, method]["per_repeat"] == pytest.approx([sum(expected) / len(expected)], abs=1e-4)
     comparison = json.loads((report / "comparison.json").read_text())
     assert rows["all", "SAM"]["mean"] == comparison["summary"]["SAM"]["lesion"]["dice"]["mean"]
     assert (report / "fewshot.png").stat().st_size > 0
