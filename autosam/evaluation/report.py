@@ -71,8 +71,8 @@ def verdict(test: dict, challenger: str, baseline: str, what: str) -> str:
                 f"{challenger} − {baseline} {effect:+.3f} {ci}")
     if test["p_holm"] < ALPHA:
         direction = "higher" if effect > 0 else "lower"
-        return (f"{what}: {challenger} {direction} than {baseline} by {abs(effect):.3f} {ci} (mean difference; "
-                f"sign-flip permutation test of the mean, {tested}, n = {test['n']})")
+        return (f"{what}: {challenger} {direction} than {baseline} by {abs(effect):.3f}: mean difference "
+                f"{effect:+.3f} {ci} (sign-flip permutation test of the mean, {tested}, n = {test['n']})")
     return (f"{what}: no detectable difference between {challenger} and {baseline}: mean difference "
             f"{effect:+.3f} {ci} (sign-flip permutation test of the mean, {tested}, n = {test['n']})")
 

@@ -133,11 +133,11 @@ def seed_lines(analysis: dict) -> list[str]:
         f"{challenger} {spread[challenger]['sd']:.3f}, {baseline} {spread[baseline]['sd']:.3f}"),
         (f"these models (each {unit}'s difference averaged over the {len(seeds)} seeds, paired test over "
         f"{models['n']} {unit}s; the seeds held fixed): {_direction(challenger, models['mean_difference'], models['p_value'])}"
-        f", {models['mean_difference']:+.3f} [{models['ci95'][0]:+.3f}, {models['ci95'][1]:+.3f}], "
+        f"; difference {models['mean_difference']:+.3f} [{models['ci95'][0]:+.3f}, {models['ci95'][1]:+.3f}], "
         f"p = {models['p_value']:.3g}"),
         (f"this training recipe (mixed model, {unit} and seed random, Satterthwaite t on {recipe['df']:.1f} df; "
         f"the seed variance rests on {len(seeds) - 1} df): "
-        f"{_direction(challenger, recipe['estimate'], recipe['p_value'])}, {recipe['estimate']:+.3f} "
+        f"{_direction(challenger, recipe['estimate'], recipe['p_value'])}; difference {recipe['estimate']:+.3f} "
         f"[{recipe['ci95'][0]:+.3f}, {recipe['ci95'][1]:+.3f}], p = {recipe['p_value']:.3g} — what training again "
         "with a new seed would give; the line above speaks only of the models trained here"),
     ]
