@@ -12,25 +12,6 @@ from PIL import Image
 from autosam.data.case_selection import check_train_cases, labelled_foreground, select_cases
 from autosam.errors import AutosamError
 
-RUN = [
-    "run",
-    "-d",
-    "901",
-    "--folds",
-    "0",
-    "--epochs",
-    "1",
-    "--iterations",
-    "2",
-    "--device",
-    "cpu",
-    "--setup",
-    "test_vit_encdec_lora",
-    "--image-size",
-    "64",
-    "--from-scratch",
-    "--no-ensembles",
-]
 GROUPS = {f"p{i // 3}_z{i}": f"p{i // 3}" for i in range(30)}  # 10 patients of 3 slices
 
 
