@@ -113,6 +113,12 @@ def cached_train_step(trainer, batch: EmbeddingBatch) -> dict:
         with network._autocast(device):  # the network's own precision, as in its forward
             logits = [network.decode(e[None], tuple(t.shape[-2:])) for e, t in zip(embeddings, targets)]
         loss = embedding_loss(trainer.loss, logits, targets, trainer.configuration_manager.batch_dice)
+    optimiser_step(trainer, loss)
+    return {"loss": loss.detach()}  # moved to the CPU once per epoch (the trainer's on_train_epoch_end)
+
+
+def optimiser_step(trainer, loss: torch.Tensor) -> None:
+    """nnU-Net's backward and step: gradient scaling when the trainer has a scaler, norm clipped at 12."""
     if trainer.grad_scaler is not None:
         trainer.grad_scaler.scale(loss).backward()
         trainer.grad_scaler.unscale_(trainer.optimizer)
@@ -123,7 +129,6 @@ def cached_train_step(trainer, batch: EmbeddingBatch) -> dict:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainer.network.parameters(), 12)
         trainer.optimizer.step()
-    return {"loss": loss.detach().cpu().numpy()}
 
 
 def cached_training_loader(trainer, nnunet_loader) -> CachedSlices:

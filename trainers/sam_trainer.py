@@ -30,7 +30,13 @@ from autosam.sam.weights.base import FROM_SCRATCH
 from autosam.sam.weights.catalogue import CATALOGUE
 from autosam.sam.weights.fold_checkpoint import check_identity, fine_tuned_weights, identity_of
 from autosam.sam.weights.safe_load import load_fold_checkpoint
-from autosam.trainers.cached import EmbeddingBatch, cached_train_step, cached_training_loader, why_not_cached
+from autosam.trainers.cached import (
+    EmbeddingBatch,
+    cached_train_step,
+    cached_training_loader,
+    optimiser_step,
+    why_not_cached,
+)
 from autosam.trainers.distributed import cpu_ddp_wrapper
 from autosam.trainers.schedule import WarmupPolySchedule
 from autosam.trainers.seeding import restore_rng_state, rng_state
@@ -206,16 +212,7 @@ class nnUNetTrainerSAM(nnUNetTrainer):
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type) if self.device.type == "cuda" else contextlib.nullcontext():
             loss = self.loss(self.network(data), target)
-        if self.grad_scaler is not None:
-            self.grad_scaler.scale(loss).backward()
-            self.grad_scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-            self.grad_scaler.step(self.optimizer)
-            self.grad_scaler.update()
-        else:
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-            self.optimizer.step()
+        optimiser_step(self, loss)
         return {"loss": loss.detach()}
 
     def on_train_epoch_end(self, train_outputs: list[dict]) -> None:
