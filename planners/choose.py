@@ -6,13 +6,15 @@ import math
 from dataclasses import dataclass, field
 
 from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_to_id
+from tqdm import tqdm
 
 from autosam.errors import AutosamError
 from autosam.planners.fingerprint import DatasetFacts
 from autosam.planners.hardware import Hardware
-from autosam.planners.rules import RULES, cite
+from autosam.planners.rules import RULES, cite, set_by_user
 from autosam.planners.step_cost import embedding_cache_reason, iteration_gflops
-from autosam.sam.memory import GIB, estimate_training_memory
+from autosam.sam.costs import meta_network
+from autosam.sam.memory import ALLOCATOR_OVERHEAD, CUDA_CONTEXT_BYTES, GIB, estimate_training_memory
 from autosam.sam.registry import IMAGE_SIZE_STEP, STUDY_BACKBONES, get_backbone
 from autosam.sam.setups import DEFAULT_LORA_RANK, Setup, all_setups
 from autosam.sam.weights.catalogue import RANDOM_START, checkpoint_backbone
@@ -76,7 +78,7 @@ def default_image_size(facts: DatasetFacts, hardware: Hardware) -> tuple[int, st
         return 256, cite("R10") + " (CPU: 256 px keeps a step under a second with ViT-T)"
     longest = max(facts.median_slice_shape)
     size = min(1024, max(256, math.ceil(longest / IMAGE_SIZE_STEP) * IMAGE_SIZE_STEP))
-    return size, f"median slice {facts.median_slice_shape} -> {size} px ({RULES['R10'].choice})"
+    return size, f"median slice {facts.median_slice_shape} -> {size} px ({cite('R10')})"
 
 
 def in_domain_checkpoints(facts: DatasetFacts) -> dict[str, str]:
@@ -135,6 +137,34 @@ def evaluate(setup: Setup, size: int, shape: dict, hardware: Hardware) -> Candid
     return Candidate(setup, checkpointed / GIB, True, checkpointed <= budget)
 
 
+def _weight_bytes(backbone: str, size: int, shape: dict) -> int:
+    """The base network's parameters and buffers: every set-up of ``backbone`` holds at least these."""
+    network = meta_network(Setup(backbone, "dec", "vanilla"), size, shape["num_classes"], shape["channels"])
+    return sum(t.numel() * t.element_size() for t in (*network.parameters(), *network.buffers()))
+
+
+def refuse_impossible_memory(pool: list[Setup], size: int, shape: dict, hardware: Hardware, dataset: str) -> None:
+    """Before any candidate is probed: when the lightest backbone's weights alone (with the CUDA context) exceed
+    the budget, nothing fits. One line naming the flag and the memory the lightest set-up needs at ``size``
+    (the smallest image size) and the smallest batch."""
+    weights = {b: _weight_bytes(b, size, shape) for b in dict.fromkeys(s.backbone for s in pool)}
+    lightest = min(weights, key=weights.get)
+    floor = weights[lightest] * ALLOCATOR_OVERHEAD + CUDA_CONTEXT_BYTES if hardware.device == "cuda" else weights[lightest]
+    if floor <= _budget_bytes(hardware):
+        return
+    needed = min((evaluate(s, size, shape, hardware) for s in pool if s.backbone == lightest),
+                 key=lambda c: c.predicted_memory_gb)
+    cuda = hardware.device == "cuda"
+    fix = (f"give --gpu-memory {math.ceil(needed.predicted_memory_gb / MEMORY_HEADROOM)} or more" if cuda else
+           f"plan on a machine with {math.ceil(needed.predicted_memory_gb / CPU_MEMORY_SHARE)} GB of RAM or more")
+    raise AutosamError(
+        f"{dataset}: no set-up fits {hardware.description}: {lightest}'s weights alone"
+        + (" and the CUDA context" if cuda else "")
+        + f" need {floor / GIB:.2f} GB of the {_budget_bytes(hardware) / GIB:.2f} GB usable; the smallest, "
+        f"{needed.setup.name} at {size} px with batch {MIN_BATCH}, needs about {needed.predicted_memory_gb:.1f} GB "
+        f"({fix})")
+
+
 def choose(facts: DatasetFacts, hardware: Hardware, num_classes: int, channels: int, patch: tuple[int, int],
            options) -> Choice:
     """``options``: a ``autosam.planners.sam_planner.SamOptions`` (user overrides)."""
@@ -148,13 +178,13 @@ def choose(facts: DatasetFacts, hardware: Hardware, num_classes: int, channels: 
 
     if options.image_size:
         sizes, overridden = [options.image_size], overridden + ["image_size"]
-        reasons["image_size"] = "set by the user (--image-size)"
+        reasons["image_size"] = set_by_user("--image-size")
     else:
         start, reasons["image_size"] = default_image_size(facts, hardware)
         sizes = list(range(start, 255, -IMAGE_SIZE_STEP))  # smaller only when nothing fits (monotonic in memory)
 
     order = backbone_order(facts, hardware, ssl, next(iter(own.values()), None))
-    rank = lambda c: (c.setup.scope != "encdec", ("lora", "adapter", "vanilla").index(c.setup.method),  # noqa: E731
+    rank = lambda c: (c.setup.scope != "encdec", ("lora", "adapter", "vanilla").index(c.setup.method),
                       order.index(c.setup.backbone) if c.setup.backbone in order else len(order))
     rank_option = {} if options.lora_rank is None else {"lora_rank": options.lora_rank,
                                                          "lora_alpha": float(options.lora_rank)}
@@ -167,9 +197,15 @@ def choose(facts: DatasetFacts, hardware: Hardware, num_classes: int, channels: 
     if options.setup:
         overridden.append("setup")
     scratch_only = options.from_scratch and not options.setup  # R18
+    possible = [s for s in pool if get_backbone(s.backbone).min_image_size <= sizes[-1]]
+    if possible:
+        refuse_impossible_memory(possible, sizes[-1], shape, hardware, facts.dataset)
 
     def candidates_at(size: int) -> list[Candidate]:
-        candidates = [evaluate(s, size, shape, hardware) for s in pool if get_backbone(s.backbone).min_image_size <= size]
+        todo = [s for s in pool if get_backbone(s.backbone).min_image_size <= size]
+        candidates = [evaluate(s, size, shape, hardware) for s in
+                      tqdm(todo, desc=f"memory of {len(todo)} set-ups at {size} px", unit="set-up", leave=False,
+                           disable=len(todo) < 2)]
         for c in candidates:
             full = c.setup.trains_whole_encoder
             if scratch_only and not full:
@@ -217,29 +253,27 @@ def choose(facts: DatasetFacts, hardware: Hardware, num_classes: int, channels: 
                         f"{hardware.description}; expect lower Dice ({RULES['R6'].evidence})")
 
     batch, checkpointing, memory = _batch_size(best, size, shape, hardware, facts, options)
-    reasons["batch_size"] = ("set by the user (--batch-size)" if options.batch_size else
+    reasons["batch_size"] = (set_by_user("--batch-size") if options.batch_size else
                              f"largest in {MIN_BATCH}-{MAX_BATCH} that fits, at most a quarter of the labelled slices ({cite('R11')})")
     if options.batch_size:
         overridden.append("batch_size")
     reasons["gradient_checkpointing"] = (cite("R12") if checkpointing else
-                                         "not needed: the set-up fits without it")
-    reasons["precision"] = ("bf16 autocast where the trainer runs on a CUDA GPU that supports it (weights, "
-                            "gradients and AdamW state stay fp32, no loss scaling); fp32 on a CPU, whose bf16 "
-                            "speed and rounding vary from CPU to CPU (benchmarks/step_overhead.py --precision "
-                            "measures it)")
+                                         f"not needed: the set-up fits without it ({RULES['R12'].label})")
+    reasons["precision"] = ("bf16 autocast where the trainer runs on a CUDA GPU that supports it, fp32 on a CPU "
+                            f"({cite('R21')}; benchmarks/step_overhead.py --precision measures it)")
     reasons["embedding_cache"] = embedding_cache_reason(setup, size, num_classes, options.embedding_cache)
     if not options.embedding_cache:
         overridden.append("embedding_cache")
     reasons["predicted_memory_gb"] = (f"meta-device activation probe x batch + weights, gradients, AdamW state "
-                                      f"and transients, for {hardware.description}")
+                                      f"and transients, for {hardware.description} ({cite('R23')})")
 
     base = None
     if options.from_scratch:
-        reasons["base_checkpoint"] = "set by the user (--from-scratch): random initialisation"
+        reasons["base_checkpoint"] = f"random initialisation, {set_by_user('--from-scratch')}"
         overridden.append("base_checkpoint")
     elif options.checkpoint:
         base = options.checkpoint
-        reasons["base_checkpoint"] = "set by the user (--checkpoint)"
+        reasons["base_checkpoint"] = set_by_user("--checkpoint")
         overridden.append("base_checkpoint")
     elif any(b == setup.backbone for b in own.values()):
         base = next(n for n, b in own.items() if b == setup.backbone)
@@ -252,7 +286,7 @@ def choose(facts: DatasetFacts, hardware: Hardware, num_classes: int, channels: 
         reasons["base_checkpoint"] = f"MR data and the SSL MRI weights are present ({cite('R8')})"
     else:
         base = get_backbone(setup.backbone).checkpoint
-        reasons["base_checkpoint"] = f"the official {setup.backbone} weights"
+        reasons["base_checkpoint"] = f"the official {setup.backbone} weights ({cite('R24')})"
     seen_given = facts.pretrained_checkpoints.get(options.checkpoint or "", {}).get("seen")
     if seen_given and not options.from_scratch:
         warnings.append(f"--checkpoint {options.checkpoint}: {seen_given}; 'autosam run' refuses this base unless "
@@ -272,14 +306,14 @@ def choose(facts: DatasetFacts, hardware: Hardware, num_classes: int, channels: 
     epochs, iterations = math.ceil(total / ITERATIONS_PER_EPOCH), ITERATIONS_PER_EPOCH
     reasons["num_epochs"] = f"{total} iterations for {facts.num_foreground_slices} labelled slices ({cite('R15')})"
     if options.num_epochs:
-        epochs, reasons["num_epochs"] = options.num_epochs, "set by the user (--epochs)"
+        epochs, reasons["num_epochs"] = options.num_epochs, set_by_user("--epochs")
         overridden.append("num_epochs")
-    reasons["iterations_per_epoch"] = "nnU-Net's epoch of 250 iterations"
+    reasons["iterations_per_epoch"] = f"nnU-Net's epoch of 250 iterations ({RULES['R15'].label})"
     if options.iterations_per_epoch:
-        iterations, reasons["iterations_per_epoch"] = options.iterations_per_epoch, "set by the user (--iterations)"
+        iterations, reasons["iterations_per_epoch"] = options.iterations_per_epoch, set_by_user("--iterations")
         overridden.append("iterations_per_epoch")
-    reasons["lora_rank"] = ("set by the user (--lora-rank)" if options.lora_rank else
-                            f"rank {DEFAULT_LORA_RANK} with alpha = rank, the study's LoRA")
+    reasons["lora_rank"] = (set_by_user("--lora-rank") if options.lora_rank else
+                            f"rank {DEFAULT_LORA_RANK} with alpha = rank ({cite('R26')})")
     reasons["nnunet_baseline"] = cite("R16")
     if facts.num_cases < FEW_SHOT_CASES:
         reasons["few_shot"] = few_shot_reason(facts)
@@ -321,7 +355,7 @@ def _setup_reason(setup: Setup, facts: DatasetFacts, hardware: Hardware, ssl: bo
     """Why this set-up; ``_why_not`` says why each other candidate lost. ``checkpoint``: the user's
     --checkpoint, which decided the backbone."""
     if user:
-        return "set by the user (--setup)"
+        return set_by_user("--setup")
     if setup.trains_whole_encoder:
         parts = [cite("R18")]
     else:

@@ -6,7 +6,7 @@ import re
 
 from autosam.plans import SamPlan
 
-RULE_TAG = re.compile(r"\b(R\d+) \((study|autosam|maintainer)\)")
+RULE_TAG = re.compile(r"\b(R\d+) \((study|autosam|maintainer|user)\)")
 SHORT_REASON = 110  # characters of a reason shown without --explain
 
 
@@ -34,9 +34,9 @@ def plan_summary(plan: SamPlan, batch_size: int, facts: dict) -> dict:
 def plan_text(summary: dict, explain: bool) -> str:
     facts = summary["dataset_facts"]
     lines = [
-        f"{summary['dataset']}: {facts['num_cases']} cases, {facts['num_foreground_slices']} labelled slices of "
+        (f"{summary['dataset']}: {facts['num_cases']} cases, {facts['num_foreground_slices']} labelled slices of "
         f"{facts['num_slices']}, median slice {facts['median_slice_shape']}, modality {facts['modality']}, "
-        f"{len(facts['labels']) - 1} foreground label(s)",
+        f"{len(facts['labels']) - 1} foreground label(s)"),
         f"planned for {summary['hardware']}",
         "",
         f"  set-up           {summary['setup']}",
@@ -45,8 +45,8 @@ def plan_text(summary: dict, explain: bool) -> str:
                                                        summary["gradient_checkpointing"] else ""),
         f"  predicted memory {summary['predicted_memory_gb']:.2f} GB",
         f"  base weights     {summary['base_checkpoint'] or 'none (from scratch)'}",
-        f"  learning rate    {summary['learning_rate']:g}, {summary['num_epochs']} epochs x "
-        f"{summary['iterations_per_epoch']} iterations",
+        (f"  learning rate    {summary['learning_rate']:g}, {summary['num_epochs']} epochs x "
+        f"{summary['iterations_per_epoch']} iterations"),
         "",
         "why:",
     ]
@@ -56,9 +56,9 @@ def plan_text(summary: dict, explain: bool) -> str:
         lines.append(f"set by you: {', '.join(summary['overridden'])}")
     lines += [f"warning: {w}" for w in summary["warnings"]]
     if explain:
-        lines += ["", f"all {len(summary['candidates'])} candidates (memory at batch 2, the chosen one at its batch "
+        lines += ["", (f"all {len(summary['candidates'])} candidates (memory at batch 2, the chosen one at its batch "
                       f"{summary['batch_size']}; +gc: with gradient checkpointing; training GFLOPs per image and "
-                      "iteration, decoder-only on cached embeddings unless --no-embedding-cache):"]
+                      "iteration, decoder-only on cached embeddings unless --no-embedding-cache):")]
         width = max(len(c["name"]) for c in summary["candidates"])
         for c in sorted(summary["candidates"], key=lambda c: c["why_not"] != "chosen"):
             fits = "fits" if c["fits"] else "too big"

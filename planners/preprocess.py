@@ -37,7 +37,7 @@ def planning_processes():
 def _check_splits_agree(raw: Path, preprocessed: Path) -> None:
     """nnU-Net asserts (bare AssertionError) that a dataset's own folds equal the ones in use."""
     if raw.is_file() and preprocessed.is_file():
-        as_sets = lambda splits: [(set(s["train"]), set(s["val"])) for s in splits]  # noqa: E731
+        as_sets = lambda splits: [(set(s["train"]), set(s["val"])) for s in splits]
         theirs, ours = json.loads(raw.read_text()), json.loads(preprocessed.read_text())
         if as_sets(theirs) != as_sets(ours[: len(theirs)]):
             raise AutosamError(f"{preprocessed}: differs from the dataset's own {raw}; keep one of them "
@@ -55,6 +55,8 @@ def plan(dataset: Dataset, sam_options, hardware, num_processes: int = 1, valida
     checked the dataset. ``write=False`` previews: autosam's plan is not written (nnU-Net's fingerprint and
     plans, caches that depend on the data alone, are written when missing)."""
     require_folders("nnUNet_raw", "nnUNet_preprocessed")
+    if not validated:
+        log.info("checking %s (every case is read)", dataset.name)
     for warning in [] if validated else check_dataset(dataset):
         log.warning("%s", warning)
     out = dataset.preprocessed
@@ -65,7 +67,9 @@ def plan(dataset: Dataset, sam_options, hardware, num_processes: int = 1, valida
     _check_splits_agree(dataset.raw / "splits_final.json", out / "splits_final.json")
     with planning_processes():
         if not (out / f"{BASELINE_PLANS}.json").is_file():
+            log.info("planning nnU-Net's configurations")
             ExperimentPlanner(dataset.id).plan_experiment()
+        log.info("planning SAM for %s: dataset facts, then the training memory of each set-up", hardware.description)
         planner = SAMPlanner(dataset.id, sam_options=sam_options, hardware=hardware, write=write)
         planner.plan_experiment()
     return planner

@@ -3,7 +3,8 @@
 ``study`` states what the study (Gu et al., MELBA 2025: its abstract's four findings, its README, or the
 finetune-SAM code) found or did, or that it gives no number; ``autosam`` states the threshold or engineering
 choice autosam adds on top. A rule's ``source`` is its weakest part: "autosam" as soon as autosam adds
-anything, else "study", or "maintainer" where the evidence is the study's authors on its issue tracker.
+anything, else "study", or "maintainer" where the evidence is the study's authors on its issue tracker, or
+"user" for a field a flag fixed (R27). Every reason the planner writes names at least one rule.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ class Rule:
     choice: str
     study: str
     autosam: str = ""
-    study_source: str = "study"  # "maintainer": an author's comment on finetune-SAM's issue tracker
+    study_source: str = "study"  # "maintainer": an author's comment on finetune-SAM's issue tracker; "user": a flag
 
     @property
     def source(self) -> str:
@@ -36,9 +37,15 @@ class Rule:
 
 
 # The rows themselves live in rules.json beside this file: data, read once.
-RULES: dict[str, Rule] = {row["id"]: Rule(**row) for row in
-                          json.loads((resources.files("autosam.planners") / "rules.json").read_text())}
+RULES: dict[str, Rule] = {
+    row["id"]: Rule(**row) for row in json.loads((resources.files("autosam.planners") / "rules.json").read_text())
+}
 
 
 def cite(*ids: str) -> str:
     return "; ".join(f"{RULES[i].label}: {RULES[i].evidence}" for i in ids)
+
+
+def set_by_user(flag: str) -> str:
+    """The reason of a field a flag fixed (R27)."""
+    return f"set by the user: {flag} ({RULES['R27'].label})"

@@ -22,6 +22,7 @@ from autosam.paths import Dataset
 from autosam.planners.choose import choose
 from autosam.planners.fingerprint import dataset_facts
 from autosam.planners.hardware import Hardware, detect_hardware
+from autosam.planners.rules import RULES, cite, set_by_user
 from autosam.plans import DEFAULT_SEED, PLANS_NAME, SAM_CONFIGURATION, BaseCheckpoint, SamPlan
 from autosam.sam.prompts import check_mode
 from autosam.sam.setups import Setup
@@ -54,8 +55,8 @@ def base_checkpoint_for(setup: Setup, name: str | None, checkpoint_dir: str | No
                         ) -> tuple[BaseCheckpoint | None, list[str]]:
     """Where the base weights are; planning never needs the file itself, only a warning when it is absent."""
     if name is None:
-        return None, [f"--from-scratch: {setup.backbone} starts from random weights; expect far lower Dice "
-                      "than from pretrained SAM weights"]
+        return None, [(f"--from-scratch: {setup.backbone} starts from random weights; expect far lower Dice "
+                      "than from pretrained SAM weights")]
     entry = catalogue_entry(name, checkpoint_dir)  # official, or in the folder's user catalogue
     try:
         found = find_checkpoint(name, checkpoint_dir).resolve()
@@ -83,7 +84,7 @@ def sam_sized(configuration: dict, image_size: int) -> tuple[dict, str]:
     factors = [max(1.0, p / image_size) for p in patch]
     if all(f == 1.0 for f in factors):
         return {}, (f"nnU-Net's 2d patch {'x'.join(map(str, patch))} fits the {image_size} px SAM input: "
-                    "2d's preprocessed data and patch are used as they are")
+                    f"2d's preprocessed data and patch are used as they are ({RULES['R25'].label})")
     spacing = [s * f for s, f in zip(configuration["spacing"], factors)]
     layout = {
         "spacing": spacing,
@@ -92,12 +93,12 @@ def sam_sized(configuration: dict, image_size: int) -> tuple[dict, str]:
                                                                       factors)],
         "data_identifier": f"{PLANS_NAME}_{SAM_CONFIGURATION}_{image_size}px",
     }
-    shown = lambda values: " x ".join(f"{v:.3g}" for v in values)  # noqa: E731
+    shown = lambda values: " x ".join(f"{v:.3g}" for v in values)
     return layout, (f"nnU-Net's 2d patch {'x'.join(map(str, patch))} at spacing {shown(configuration['spacing'])} "
                     f"would be resized to the {image_size} px SAM input inside the network; instead the data are "
                     f"resampled to spacing {shown(spacing)} (the same field of view, the resolution SAM sees) and "
                     f"patches are {'x'.join(map(str, layout['patch_size']))}, so augmentation runs on what SAM sees "
-                    "(own preprocessed data; --native-patches keeps 2d's)")
+                    f"(own preprocessed data; --native-patches keeps 2d's; {cite('R25')})")
 
 
 class SAMPlanner(ExperimentPlanner):
@@ -144,12 +145,12 @@ class SAMPlanner(ExperimentPlanner):
         )
         if options.prompts is not None:
             plan.prompts = check_mode(options.prompts)
-            plan.reasons["prompts"] = (f"set by the user (--prompts {options.prompts}): each training image is "
-                                       "prompted with its reference's boxes/points half of the time, else promptless")
+            plan.reasons["prompts"] = ("each training image is prompted with its reference's boxes/points half of the "
+                                       f"time, else promptless; {set_by_user(f'--prompts {options.prompts}')}")
             plan.overridden.append("prompts")
         layout, plan.reasons["patch_size"] = sam_sized(plans["configurations"]["2d"], choice.image_size)
         if options.native_patches:
-            layout, plan.reasons["patch_size"] = {}, "set by the user (--native-patches): nnU-Net's 2d patch and data"
+            layout, plan.reasons["patch_size"] = {}, f"nnU-Net's 2d patch and data, {set_by_user('--native-patches')}"
             plan.overridden.append("patch_size")
         plans["configurations"][SAM_CONFIGURATION] = {
             "inherits_from": "2d",

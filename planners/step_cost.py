@@ -8,16 +8,17 @@ set-up costs no encoder at all per iteration, only once per slice when the cache
 
 from __future__ import annotations
 
-from functools import cache, lru_cache
+from functools import cache
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from autosam.planners.rules import cite, set_by_user
 from autosam.sam.costs import meta_network
 from autosam.sam.setups import Setup
 
 
-@lru_cache(maxsize=None)
+@cache
 def forward_gflops(backbone: str, image_size: int, num_classes: int) -> tuple[float, float]:
     """(image encoder, mask decoder with its prompt-free inputs) forward GFLOPs for one image."""
     network = meta_network(Setup(backbone, "dec", "vanilla"), image_size, num_classes, 3)
@@ -41,8 +42,7 @@ def iteration_gflops(setup: Setup, image_size: int, num_classes: int, embedding_
 def embedding_cache_reason(setup: Setup, image_size: int, num_classes: int, enabled: bool) -> str:
     """The plan's reason for ``embedding_cache``, with the compute it saves for ``setup``."""
     if not enabled:
-        return ("set by the user (--no-embedding-cache): decoder-only set-ups encode every augmented patch in "
-                "every iteration")
+        return f"decoder-only set-ups encode every augmented patch in every iteration, {set_by_user('--no-embedding-cache')}"
     encoder, _ = forward_gflops(setup.backbone, image_size, num_classes)
     without = iteration_gflops(setup, image_size, num_classes, False)
     cached = iteration_gflops(setup, image_size, num_classes, True)
@@ -50,9 +50,8 @@ def embedding_cache_reason(setup: Setup, image_size: int, num_classes: int, enab
               f"{encoder:.2f} GFLOPs once per slice to build the cache" if not setup.trains_encoder else
               f"{setup.name} trains the encoder, so it does not use the cache")
     return ("decoder-only set-ups train the mask decoder on image embeddings encoded once per preprocessed slice "
-            "(the frozen encoder's output never changes), at the price of nnU-Net's augmentation of the training "
-            f"patches; validation and prediction run the whole network ({saving}; --no-embedding-cache keeps "
-            "the normal path)")
+            f"({cite('R22')}); validation and prediction run the whole network ({saving}; --no-embedding-cache "
+            "keeps the normal path)")
 
 
 def nnunet_forward_gflops(configuration: dict, input_channels: int, num_classes: int) -> float:
@@ -73,8 +72,8 @@ def nnunet_forward_gflops(configuration: dict, input_channels: int, num_classes:
 
 @cache
 def measured_gflops_per_second(device: str = "cpu", seconds: float = 0.3) -> float:
-    """This machine's float32 matrix-multiply rate on ``device``, timed for about ``seconds`` (the clock of the
-    step-cost model: a training step reaches a share of it, ``STEP_EFFICIENCY``)."""
+    """This machine's float32 matrix-multiply rate on ``device``, timed for about ``seconds``: what bounds the
+    step timing's cost, and its stand-in for a network too large to time (``step_timing.py``)."""
     import time
 
     n = 512
@@ -88,8 +87,3 @@ def measured_gflops_per_second(device: str = "cpu", seconds: float = 0.3) -> flo
         torch.cuda.synchronize(device)
     return 2 * n**3 * done / (time.perf_counter() - started) / 1e9
 
-
-# The share of the measured matrix-multiply rate a whole training step reaches (data loading, augmentation, small
-# kernels and the optimiser included). Not yet calibrated: 1.0 until a timed run (the demo's job table against its
-# real time) gives the factor.
-STEP_EFFICIENCY = 1.0

@@ -24,7 +24,7 @@ def test_plan_previews_and_status_reads_back(planned_demo) -> None:
     plans_file = planned_demo["nnUNet_preprocessed"] / "Dataset901_BUSIDemo" / "autosamPlans.json"
     before = plans_file.read_bytes()
     summary = autosam.plan(901, device="cpu", setup="test_vit_dec_lora", image_size=64, from_scratch=True)
-    assert summary["setup"] == "test_vit_dec_lora" and summary["reasons"]["setup"] == "set by the user (--setup)"
+    assert summary["setup"] == "test_vit_dec_lora" and summary["reasons"]["setup"] == "set by the user: --setup (R27 (user))"
     assert plans_file.read_bytes() == before
     assert autosam.status("901")[0].startswith("plan: test_vit_encdec_lora at 64 px")
     assert autosam.validate(901) is not None

@@ -311,7 +311,7 @@ def _run(dataset: Dataset, sam_options, options: RunOptions, ray_address: str | 
             preprocess(dataset, 1, configurations)
             plan_baselines(dataset, chosen)
         rows = planned_jobs(dataset, len(options.folds) * len(seeds), list(configurations), baseline_budget,
-                            sam_budget, sam_plan, planned.batch_size)
+                            sam_budget, sam_plan, planned.batch_size, str(torch_device))
         for line in job_table(rows, torch_device.type, baseline_budget.epochs is not None):
             print(line)
         trainings = baseline_trainings(chosen, baseline_budget)
