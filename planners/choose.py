@@ -144,25 +144,26 @@ def _weight_bytes(backbone: str, size: int, shape: dict) -> int:
 
 
 def refuse_impossible_memory(pool: list[Setup], size: int, shape: dict, hardware: Hardware, dataset: str) -> None:
-    """Before any candidate is probed: when the lightest backbone's weights alone (with the CUDA context) exceed
-    the budget, nothing fits. One line naming the flag and the memory the lightest set-up needs at ``size``
-    (the smallest image size) and the smallest batch."""
+    """Before the candidates are probed: when the lightest backbone's weights alone (with the CUDA context) exceed
+    the budget, nothing fits. One line naming the flag and the memory the lightest set-up needs at ``size`` (the
+    smallest image size) and the smallest batch, from one probe."""
     weights = {b: _weight_bytes(b, size, shape) for b in dict.fromkeys(s.backbone for s in pool)}
     lightest = min(weights, key=weights.get)
     floor = weights[lightest] * ALLOCATOR_OVERHEAD + CUDA_CONTEXT_BYTES if hardware.device == "cuda" else weights[lightest]
     if floor <= _budget_bytes(hardware):
         return
-    needed = min((evaluate(s, size, shape, hardware) for s in pool if s.backbone == lightest),
-                 key=lambda c: c.predicted_memory_gb)
+    # its lightest set-up: decoder-only before encoder updates, LoRA before adapters before vanilla
+    setup = min((s for s in pool if s.backbone == lightest),
+                key=lambda s: (s.scope != "dec", ("lora", "adapter", "vanilla").index(s.method)))
+    needed = evaluate(setup, size, shape, hardware)
     cuda = hardware.device == "cuda"
     fix = (f"give --gpu-memory {math.ceil(needed.predicted_memory_gb / MEMORY_HEADROOM)} or more" if cuda else
            f"plan on a machine with {math.ceil(needed.predicted_memory_gb / CPU_MEMORY_SHARE)} GB of RAM or more")
     raise AutosamError(
         f"{dataset}: no set-up fits {hardware.description}: {lightest}'s weights alone"
         + (" and the CUDA context" if cuda else "")
-        + f" need {floor / GIB:.2f} GB of the {_budget_bytes(hardware) / GIB:.2f} GB usable; the smallest, "
-        f"{needed.setup.name} at {size} px with batch {MIN_BATCH}, needs about {needed.predicted_memory_gb:.1f} GB "
-        f"({fix})")
+        + f" need {floor / GIB:.2f} GB of the {_budget_bytes(hardware) / GIB:.2f} GB usable; the lightest set-up, "
+        f"{setup.name} at {size} px with batch {MIN_BATCH}, needs about {needed.predicted_memory_gb:.1f} GB ({fix})")
 
 
 def choose(facts: DatasetFacts, hardware: Hardware, num_classes: int, channels: int, patch: tuple[int, int],

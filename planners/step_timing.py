@@ -1,19 +1,22 @@
 """Seconds per training step and per validation iteration of the networks a run will train, timed on the device:
-the real network (SAM's planned set-up, nnU-Net's planned network) built with random weights, one warm-up and two
-timed training steps (forward, backward, optimiser; the faster counts) and one timed validation forward at the
-planned input.
+the real network (SAM's planned set-up, nnU-Net's planned network) built with random weights, one warm-up
+training step (forward, backward, optimiser) of one image, two timed steps at the timed batch (the faster counts,
+so a moment's contention from another process does not set the clock of a whole run) and one timed validation
+forward.
 
 Timing the networks themselves keeps the job table's clock calibrated when step costs change (new attention, new
-backbones, new baselines) without a table of factors. The cost is bounded: the timed batch is the largest that the
-matrix-multiply clock (``step_cost.measured_gflops_per_second``) puts under ``TIMING_BUDGET_S`` per step (three
-steps and a forward are run), and the
-time scales to the planned batch by counted FLOPs; a network whose single-image step is over the budget is not
-timed, and its FLOPs over the matrix-multiply rate stand in. Not timed: data loading and augmentation (background
-workers), torch.compile (SAM's encoder blocks on CUDA), fold set-up and the final validation.
+backbones, new baselines) without a table of factors. The cost is bounded: the timed batch is the largest, up to
+the planned one, that the one-image warm-up puts within ``TIMING_BUDGET_S`` per step, and the seconds scale to
+the planned batch by counted FLOPs (linear in the batch); a network whose one-image step the matrix-multiply
+clock (``step_cost.measured_gflops_per_second``) puts over ``UNTIMED_S`` is not built at all, and its FLOPs at
+that rate stand in. Not timed: data loading and augmentation (background workers), torch.compile (SAM's encoder
+blocks on CUDA), fold set-up and the final validation.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +33,11 @@ from autosam.planners.step_cost import (
 from autosam.sam.model import build_network
 from autosam.sam.setups import Setup
 
-TIMING_BUDGET_S = 1.0  # the most one timed training step may take, by the matrix-multiply clock
+TIMING_BUDGET_S = 1.0  # the most one timed training step should take
+UNTIMED_S = 30.0  # a one-image step the matrix-multiply clock puts over this is not timed
+
+Work = Callable[[], None]
+Measured = tuple[float, float, int]  # seconds of a training step and of a validation forward, at this batch
 
 
 @dataclass(frozen=True)
@@ -40,55 +47,49 @@ class StepTime:
     basis: str  # what the seconds rest on, for the job table
 
 
-def timing_batch(step_gflops_per_image: float, batch: int, gflops_per_second: float, budget_s: float) -> int | None:
-    """The largest batch up to ``batch`` whose training step the clock puts within ``budget_s``; None: not even
-    one image."""
-    fits = int(budget_s * gflops_per_second / step_gflops_per_image) if step_gflops_per_image > 0 else batch
-    return min(batch, fits) or None
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
 
 
-def _device_reachable(device: str) -> bool:
-    return not device.startswith("cuda") or torch.cuda.is_available()
+def _clock(device: str, work: Work) -> float:
+    _sync(device)
+    started = time.perf_counter()
+    work()
+    _sync(device)
+    return time.perf_counter() - started
 
 
-def _timed(device: str, step: Callable[[], None], validate: Callable[[], None]) -> tuple[float, float]:
-    """(seconds of ``step``, the faster of two, of ``validate``) after one warm-up step: a moment's contention
-    from another process should not set the clock of a whole run."""
-
-    def clock(work: Callable[[], None]) -> float:
-        if device.startswith("cuda"):
-            torch.cuda.synchronize(device)
-        started = time.perf_counter()
-        work()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - started
-
-    step()
-    return min(clock(step), clock(step)), clock(validate)
+def _timed(device: str, at_batch: Callable[[int], tuple[Work, Work]], batch: int, budget_s: float) -> Measured:
+    """``at_batch(b)``: the training step and the validation forward at batch b."""
+    one_image = _clock(device, at_batch(1)[0])  # the warm-up, and what sizes the timed batch
+    timed = max(1, min(batch, int(budget_s / one_image)))
+    step, validate = at_batch(timed)
+    return min(_clock(device, step), _clock(device, step)), _clock(device, validate), timed
 
 
-def _estimate(
+def scaled_step_time(
     train_gflops: float,
     val_gflops: float,
     batch: int,
     device: str,
-    budget_s: float,
-    measure: Callable[[int], tuple[float, float]],
+    measure: Callable[[], Measured],
+    untimed_s: float = UNTIMED_S,
 ) -> StepTime:
-    """``train_gflops``/``val_gflops``: one image's; ``measure(b)``: the timed seconds at batch b."""
-    if not _device_reachable(device):
+    """The seconds of a step of ``batch`` images: ``measure()``'s, scaled from its batch by FLOPs, or (a network
+    too large to time, or no such device here) the FLOPs at the matrix-multiply rate. ``train_gflops`` and
+    ``val_gflops``: one image's."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
         return StepTime(float("nan"), float("nan"), f"not timed: no {device} on this machine")
     rate = measured_gflops_per_second(device)
-    timed = timing_batch(train_gflops, batch, rate, budget_s)
-    if timed is None:
+    if train_gflops / rate > untimed_s:
         return StepTime(
             train_gflops * batch / rate,
             val_gflops * batch / rate,
-            f"FLOPs at the {rate:.0f} GFLOP/s matmul rate (a step is over the {budget_s:g} s timing cap)",
+            f"not timed (one image's step over {untimed_s:g} s): FLOPs at the {rate:.0f} GFLOP/s matmul rate",
         )
-    train, val = measure(timed)
-    scale = batch / timed  # FLOPs grow with the batch
+    train, val, timed = measure()
+    scale = batch / timed
     basis = "timed" if timed == batch else f"timed at batch {timed}, x{scale:g} by FLOPs"
     return StepTime(train * scale, val * scale, basis)
 
@@ -103,19 +104,19 @@ def sam_step_time(
     gradient_checkpointing: bool = False,
     precision: str = "bf16",
     budget_s: float = TIMING_BUDGET_S,
+    untimed_s: float = UNTIMED_S,
 ) -> StepTime:
     """SAM's training step as the trainer runs it (on cached embeddings for decoder-only set-ups with the cache)
     and its validation forward, at ``image_size`` px."""
     encoder, decoder = forward_gflops(setup.backbone, image_size, num_classes)
-    return _estimate(
+    network = (setup, image_size, num_classes, device, embedding_cache, gradient_checkpointing, precision)
+    return scaled_step_time(
         iteration_gflops(setup, image_size, num_classes, embedding_cache),
         encoder + decoder,
         batch,
         device,
-        budget_s,
-        lambda b: _time_sam(
-            setup, image_size, num_classes, b, device, embedding_cache, gradient_checkpointing, precision
-        ),
+        lambda: _time_sam(*network, batch, budget_s),
+        untimed_s,
     )
 
 
@@ -124,39 +125,43 @@ def _time_sam(
     setup: Setup,
     image_size: int,
     num_classes: int,
-    batch: int,
     device: str,
     embedding_cache: bool,
     gradient_checkpointing: bool,
     precision: str,
-) -> tuple[float, float]:
+    batch: int,
+    budget_s: float,
+) -> Measured:
     network = build_network(setup, image_size, num_classes, 1, gradient_checkpointing=gradient_checkpointing)
     network.precision = precision
     network.to(device).train()
     optimiser = torch.optim.AdamW([p for p in network.parameters() if p.requires_grad])
-    x = torch.randn(batch, 1, image_size, image_size, device=device)
-    if embedding_cache and not setup.trains_encoder:  # the cached step: the decoder alone, on embeddings
-        with torch.no_grad(), network._autocast(x.device):
-            embeddings = network.encode(x)
+    cached = embedding_cache and not setup.trains_encoder  # the cached step: the decoder alone, on embeddings
 
-        def loss() -> torch.Tensor:  # one decoder call per slice, as trainers/cached.py has it
-            with network._autocast(x.device):
-                return sum(network.decode(e[None], (image_size, image_size)).float().mean() for e in embeddings)
-    else:
+    def at_batch(b: int) -> tuple[Work, Work]:
+        x = torch.randn(b, 1, image_size, image_size, device=device)
+        if cached:
+            with torch.no_grad(), network._autocast(x.device):
+                embeddings = network.encode(x)
 
         def loss() -> torch.Tensor:
-            return network(x).float().mean()
+            if not cached:
+                return network(x).float().mean()
+            with network._autocast(x.device):  # one decoder call per slice, as trainers/cached.py has it
+                return sum(network.decode(e[None], (image_size, image_size)).float().mean() for e in embeddings)
 
-    def step() -> None:
-        optimiser.zero_grad(set_to_none=True)
-        loss().backward()
-        optimiser.step()
+        def step() -> None:
+            optimiser.zero_grad(set_to_none=True)
+            loss().backward()
+            optimiser.step()
 
-    def validate() -> None:
-        with torch.no_grad():
-            network(x)
+        def validate() -> None:
+            with torch.no_grad():
+                network(x)
 
-    return _timed(device, step, validate)
+        return step, validate
+
+    return _timed(device, at_batch, batch, budget_s)
 
 
 def nnunet_step_time(
@@ -166,33 +171,28 @@ def nnunet_step_time(
     batch: int,
     device: str,
     budget_s: float = TIMING_BUDGET_S,
+    untimed_s: float = UNTIMED_S,
 ) -> StepTime:
     """nnU-Net's planned network (a resolved configuration of its plans) with deep supervision, SGD as its trainer
     has it, at its patch size."""
     forward = nnunet_forward_gflops(configuration, input_channels, num_classes)
-    described = _described(configuration)
-    return _estimate(
+    described = json.dumps(
+        {"architecture": configuration["architecture"], "patch_size": list(configuration["patch_size"])}, sort_keys=True
+    )
+    return scaled_step_time(
         3 * forward,
         forward,
         batch,
         device,
-        budget_s,
-        lambda b: _time_nnunet(described, input_channels, num_classes, b, device),
-    )
-
-
-def _described(configuration: dict) -> str:
-    import json
-
-    return json.dumps(
-        {"architecture": configuration["architecture"], "patch_size": configuration["patch_size"]}, sort_keys=True
+        lambda: _time_nnunet(described, input_channels, num_classes, device, batch, budget_s),
+        untimed_s,
     )
 
 
 @cache
-def _time_nnunet(described: str, input_channels: int, num_classes: int, batch: int, device: str) -> tuple[float, float]:
-    import json
-
+def _time_nnunet(
+    described: str, input_channels: int, num_classes: int, device: str, batch: int, budget_s: float
+) -> Measured:
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
     configuration = json.loads(described)
@@ -207,18 +207,23 @@ def _time_nnunet(described: str, input_channels: int, num_classes: int, batch: i
         deep_supervision=True,
     ).to(device)
     optimiser = torch.optim.SGD(network.parameters(), 0.01, momentum=0.99, nesterov=True)
-    x = torch.randn(batch, input_channels, *configuration["patch_size"], device=device)
-    autocast = torch.autocast("cuda") if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
+    # nnU-Net's trainer: fp16 autocast on CUDA, none on a CPU
+    autocast = (lambda: torch.autocast("cuda")) if device.startswith("cuda") else contextlib.nullcontext
 
-    def step() -> None:
-        optimiser.zero_grad(set_to_none=True)
-        with autocast:
-            loss = sum(output.float().mean() for output in network(x))
-        loss.backward()
-        optimiser.step()
+    def at_batch(b: int) -> tuple[Work, Work]:
+        x = torch.randn(b, input_channels, *configuration["patch_size"], device=device)
 
-    def validate() -> None:
-        with torch.no_grad(), autocast:
-            network(x)
+        def step() -> None:
+            optimiser.zero_grad(set_to_none=True)
+            with autocast():
+                loss = sum(output.float().mean() for output in network(x))
+            loss.backward()
+            optimiser.step()
 
-    return _timed(device, step, validate)
+        def validate() -> None:
+            with torch.no_grad(), autocast():
+                network(x)
+
+        return step, validate
+
+    return _timed(device, at_batch, batch, budget_s)

@@ -12,6 +12,7 @@ from autosam.paths import Dataset
 from autosam.planners.hardware import detect_hardware
 from autosam.planners.sam_planner import SamOptions
 from autosam.plans import read_sam_plan
+from tests.test_planners_choose import assert_every_reason_tagged
 
 OTHER = "NVIDIA H100 80GB HBM3 (79 GB)"
 
@@ -58,3 +59,9 @@ def test_plan_previews_and_writes_no_plan(planned_demo, capsys) -> None:
     assert main(["plan", "-d", "901", "--setup", "test_vit_dec_lora", "--image-size", "64", "--from-scratch"]) == 0
     assert "test_vit_dec_lora" in capsys.readouterr().out
     assert plans_file.read_bytes() == before
+    # every reason the planner writes names its rule, those it adds itself (--prompts, --native-patches) too
+    assert main(["plan", "-d", "901", "--setup", "test_vit_dec_lora", "--image-size", "64", "--from-scratch",
+                 "--prompts", "box", "--native-patches", "--json"]) == 0
+    reasons = json.loads(capsys.readouterr().out)["reasons"]
+    assert {"prompts", "patch_size", "setup", "base_checkpoint"} <= set(reasons)
+    assert_every_reason_tagged(reasons)

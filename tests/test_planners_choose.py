@@ -8,9 +8,10 @@ from autosam.data.image_digests import dataset_digests
 from autosam.errors import AutosamError
 from autosam.experiments.demo import DEMO_DATA
 from autosam.planners.choose import choose, evaluate
-from autosam.planners.explain import plan_summary, plan_text
+from autosam.planners.explain import RULE_TAG, plan_summary, plan_text
 from autosam.planners.fingerprint import DatasetFacts, modality_of, pretrained_present
 from autosam.planners.hardware import Hardware
+from autosam.planners.rules import RULES
 from autosam.planners.sam_planner import SamOptions, sam_sized
 from autosam.planners.step_cost import forward_gflops
 from autosam.plans import SamPlan
@@ -242,3 +243,36 @@ def test_planner_never_starts_from_a_checkpoint_whose_lineage_saw_the_dataset(tm
     # a checkpoint whose images were not recorded (an older catalogue) is never chosen either
     old = CatalogueEntry("old", "old.pth", "vit_t", None, None, "test", "imagenet", "US", "mobile_sam")
     assert check_lineage(old, "old", {}).refused and "not recorded" in check_lineage(old, "old", {}).problem()
+
+
+def test_every_reason_the_planner_writes_names_a_rule_and_its_tag() -> None:
+    # the choices of the tests above (their memory probes are cached), and sam_sized's two cases; the reasons the
+    # planner adds itself (--prompts, --native-patches) are checked in tests/test_experiments_run_plan.py
+    cpu = Hardware("cpu", 24, "CPU")
+    choices = [_choose(_facts(), _gpu(80)), _choose(_facts(slices=20), cpu, from_scratch=True),
+               _choose(_facts(modality="FLAIR", checkpoints=["ssl_mri_vit_b"]), _gpu(24)),
+               _choose(_facts(slices=20), _gpu(8)),
+               _choose(_facts(), _gpu(24), setup="vit_t_encdec_adapter", image_size=384, batch_size=3,
+                       num_epochs=2, iterations_per_epoch=5, checkpoint="mobile_sam", embedding_cache=False)]
+    reasons = [(f, r) for c in choices for f, r in c.reasons.items()]
+    reasons += [("patch_size", sam_sized({"patch_size": p, "spacing": [1.0, 1.0],
+                                          "median_image_size_in_voxels": p}, 256)[1]) for p in ([128, 128], [512, 512])]
+    assert {"few_shot", "embedding_cache", "precision", "lora_rank", "predicted_memory_gb"} <= {f for f, _ in reasons}
+    assert_every_reason_tagged({f"{field} ({i})": reason for i, (field, reason) in enumerate(reasons)})
+
+
+def assert_every_reason_tagged(reasons: dict[str, str]) -> None:
+    """Each reason cites at least one rule of rules.json with its tag."""
+    for field, reason in reasons.items():
+        tags = RULE_TAG.findall(reason)
+        assert tags and all(rule in RULES for rule, _ in tags), (field, reason)
+
+
+def test_an_impossible_memory_budget_is_refused_before_the_candidates_are_probed() -> None:
+    from autosam.sam.memory import _probe
+
+    before = _probe.cache_info().misses
+    with pytest.raises(AutosamError, match=r"vit_t's weights alone and the CUDA context need .* the lightest set-up, "
+                                           r"vit_t_dec_lora at 256 px .* \(give --gpu-memory [1-9] or more\)"):
+        choose(_facts(), _gpu(0.5), 5, 1, (512, 512), SamOptions())  # 5 classes: probes no other test made
+    assert _probe.cache_info().misses - before <= 2  # one set-up (with and without checkpointing), not 18 per size
