@@ -65,3 +65,11 @@ def test_plan_previews_and_writes_no_plan(planned_demo, capsys) -> None:
     reasons = json.loads(capsys.readouterr().out)["reasons"]
     assert {"prompts", "patch_size", "setup", "base_checkpoint"} <= set(reasons)
     assert_every_reason_tagged(reasons)
+
+
+def test_run_refuses_a_missing_base_file_before_any_training(planned_demo, monkeypatch, capsys) -> None:
+    monkeypatch.delenv("AUTOSAM_CHECKPOINT_DIR", raising=False)
+    assert main(["run", "-d", "901", "-f", "0", "--epochs", "1", "--iterations", "1", "--device", "cpu", "--replan",
+                 "--setup", "vit_t_encdec_lora", "--image-size", "256", "--checkpoint", "mobile_sam"]) == 2
+    assert "mobile_sam.pt not found" in capsys.readouterr().err
+    assert not list(planned_demo["nnUNet_results"].glob("*/*/fold_0"))  # nnU-Net did not train first

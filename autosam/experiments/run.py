@@ -298,6 +298,8 @@ def _run(dataset: Dataset, sam_options, options: RunOptions, ray_address: str | 
         refuse_seen_base(dataset, read_sam_plan(dataset).plan, sam_folder, options.folds, options.allow_seen_base)
     planned = read_sam_plan(dataset)
     sam_plan = planned.plan
+    if sam_plan.base_checkpoint is not None and ray_address is None:  # (Ray's workers look for it themselves)
+        sam_plan.base_checkpoint.locate()  # a missing base file: refused now, not after nnU-Net's trainings
     baseline_budget, sam_budget, policy = budgets(options, sam_plan, planned.batch_size)
     seeds = check_seeds(options.seeds or [sam_plan.seed if options.seed is None else options.seed])
     seed = seeds[0]  # the first seed's models are the comparison's, find_best's and predict's
