@@ -90,7 +90,7 @@ def scaled_step_time(
         )
     train, val, timed = measure()
     scale = batch / timed
-    basis = "timed" if timed == batch else f"timed at batch {timed}, x{scale:g} by FLOPs"
+    basis = "timed" if timed == batch else f"timed at batch {timed}, x{scale:.3g} by FLOPs"
     return StepTime(train * scale, val * scale, basis)
 
 
