@@ -133,7 +133,8 @@ def job_table(rows: list[Job], device: str, equal_budget: bool) -> list[str]:
         steps = f"{job.steps:,} ({job.epochs}x{job.iterations})"
         lines.append(
             f"{job.name:<20}{job.folds:>6}{steps:>22}{job.gflops_per_step:>13.1f}"
-            f"{job.time.train_seconds:>8.2f}{_duration(job.seconds):>11}"
+            f"{'?' if math.isnan(job.time.train_seconds) else f'{job.time.train_seconds:.2f}':>8}"
+            f"{_duration(job.seconds):>11}"
         )
     bases = {job.time.basis for job in rows}
     basis = (
