@@ -8,6 +8,7 @@ import copy
 import json
 
 import pytest
+import torch
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from autosam.experiments.job_table import job_table, jobs
@@ -58,6 +59,8 @@ def test_the_timing_follows_the_network_and_scales_by_counted_flops(planned_demo
     assert (measured.train_seconds, measured.val_seconds) == pytest.approx((1.2, 0.4))
     assert measured.basis == "timed at batch 1, x4 by FLOPs"
     assert sam_step_time(setup, 64, 2, 4, "cpu", budget_s=0).basis == "timed at batch 1, x4 by FLOPs"
+    if not torch.cuda.is_available():  # a plan for a GPU this machine lacks (--gpu-memory): no time, not a crash
+        assert scaled_step_time(1.0, 0.5, 4, "cuda", lambda: (0.3, 0.1, 1)).basis.startswith("not timed: no cuda")
     # a network too large to time: its counted FLOPs at the matmul rate stand in, so twice the FLOPs, twice the time
     small, large = (sam_step_time(setup, size, 2, 4, "cpu", untimed_s=0) for size in (64, 128))
     assert small.basis.startswith("not timed")
