@@ -260,8 +260,9 @@ def choose(facts: DatasetFacts, hardware: Hardware, num_classes: int, channels: 
         overridden.append("batch_size")
     reasons["gradient_checkpointing"] = (cite("R12") if checkpointing else
                                          f"not needed: the set-up fits without it ({RULES['R12'].label})")
-    reasons["precision"] = ("bf16 autocast where the trainer runs on a CUDA GPU that supports it, fp32 on a CPU "
-                            f"({cite('R21')}; benchmarks/step_overhead.py --precision measures it)")
+    reasons["precision"] = ("bf16 autocast where the trainer runs on a CUDA GPU that supports it (weights, gradients "
+                            f"and AdamW state stay fp32, no loss scaling), fp32 on a CPU ({cite('R21')}; "
+                            "benchmarks/step_overhead.py --precision measures it)")
     reasons["embedding_cache"] = embedding_cache_reason(setup, size, num_classes, options.embedding_cache)
     if not options.embedding_cache:
         overridden.append("embedding_cache")
