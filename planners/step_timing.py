@@ -2,7 +2,7 @@
 the real network (SAM's planned set-up, nnU-Net's planned network) built with random weights, one warm-up
 training step (forward, backward, optimiser) of one image, two timed steps at the timed batch (the faster counts,
 so a moment's contention from another process does not set the clock of a whole run) and one timed validation
-forward; when the one-image step alone is over the budget, it is the measurement.
+forward; when the one-image step alone is over the budget, it is timed once more at one image instead.
 
 Timing the networks themselves keeps the job table's clock calibrated when step costs change (new attention, new
 backbones, new baselines) without a table of factors. The cost is bounded: the timed batch is the largest, up to
@@ -62,11 +62,11 @@ def _clock(device: str, work: Work) -> float:
 
 def _timed(device: str, at_batch: Callable[[int], tuple[Work, Work]], batch: int, budget_s: float) -> Measured:
     """``at_batch(b)``: the training step and the validation forward at batch b. A one-image step already over
-    the budget is not repeated: it is the measurement."""
+    the budget is timed once more at one image (the faster of the two counts), not at a larger batch."""
     step, validate = at_batch(1)
     one_image = _clock(device, step)  # the warm-up, and what sizes the timed batch
     if one_image > budget_s:
-        return one_image, _clock(device, validate), 1
+        return min(one_image, _clock(device, step)), _clock(device, validate), 1
     timed = max(1, min(batch, int(budget_s / one_image)))
     step, validate = at_batch(timed)
     return min(_clock(device, step), _clock(device, step)), _clock(device, validate), timed
