@@ -93,6 +93,8 @@ def scaled_step_time(
             f"not timed (one image's step over {untimed_s:g} s): FLOPs at the {rate:.0f} GFLOP/s matmul rate",
         )
     train, val, timed = measure()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()  # the timed network's blocks back to the GPU before a trainer plans on them
     scale = batch / timed
     basis = "timed" if timed == batch else f"timed at batch {timed}, x{scale:.3g} by FLOPs"
     return StepTime(train * scale, val * scale, basis)
