@@ -72,9 +72,9 @@ def reference_model(checkout: Path, setup: Setup, size: int, device: torch.devic
     if str(checkout) not in sys.path:
         sys.path.insert(0, str(checkout))
     # models/sam_LoRa.py imports icecream's debugging print and never calls it: stand in for it if absent
-    sys.modules.setdefault(
-        "icecream", importlib.util.find_spec("icecream") and __import__("icecream") or ModuleType("icecream", "absent")
-    )
+    if "icecream" not in sys.modules:
+        icecream = importlib.util.find_spec("icecream") and __import__("icecream") or ModuleType("icecream", "absent")
+        sys.modules["icecream"] = icecream
     sys.modules["icecream"].__dict__.setdefault("ic", print)
     from models.sam.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
     from models.sam_LoRa import LoRA_Sam
