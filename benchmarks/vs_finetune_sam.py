@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from autosam.sam.attention import use_fused_attention
+from autosam.sam.frozen import store_frozen_weights
 from autosam.sam.memory import nnunet_loss
 from autosam.sam.model import build_network
 from autosam.sam.registry import get_backbone
@@ -165,6 +166,8 @@ def autosam_step(
     network = build_network(setup, size, NUM_CLASSES, 1).to(device).train()
     use_fused_attention(network, fused)
     network.compute_dtype = dtype
+    if dtype == torch.bfloat16:  # as the trainer does under bf16 autocast
+        store_frozen_weights(network, dtype)
     trainable = [p for p in network.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-4, weight_decay=0.1, fused=device.type == "cuda")
     loss = nnunet_loss()
