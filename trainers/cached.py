@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from nnunetv2.utilities.helpers import dummy_context
 
 from autosam.trainers import embedding_cache
@@ -102,6 +103,14 @@ def embedding_loss(loss, logits: list[torch.Tensor], targets: list[torch.Tensor]
     return torch.stack([loss(x, t[None]) for x, t in zip(logits, targets)]).mean()
 
 
+def decode_slices(network, embeddings: torch.Tensor, sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
+    """Each slice's float32 logits (1, K, H, W) at its own size: one decoder call for the batch, then each
+    slice resized as ``network.decode(embedding, size)`` resizes it."""
+    logits = network.decode(embeddings)
+    return [F.interpolate(x[None].float(), size=size, mode="bilinear", align_corners=False)
+            for x, size in zip(logits, sizes)]
+
+
 def cached_train_step(trainer, batch: EmbeddingBatch) -> dict:
     """nnU-Net's ``train_step`` with the decoder fed cached embeddings instead of the network fed a patch."""
     network = trainer._sam_network()
@@ -111,7 +120,7 @@ def cached_train_step(trainer, batch: EmbeddingBatch) -> dict:
     trainer.optimizer.zero_grad(set_to_none=True)
     with torch.autocast(device.type, enabled=True) if device.type == "cuda" else dummy_context():
         with network._autocast(device):  # the network's own precision, as in its forward
-            logits = [network.decode(e[None], tuple(t.shape[-2:])) for e, t in zip(embeddings, targets)]
+            logits = decode_slices(network, embeddings, [tuple(t.shape[-2:]) for t in targets])
         loss = embedding_loss(trainer.loss, logits, targets, trainer.configuration_manager.batch_dice)
     optimiser_step(trainer, loss)
     return {"loss": loss.detach()}  # moved to the CPU once per epoch (the trainer's on_train_epoch_end)
