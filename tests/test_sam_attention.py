@@ -190,11 +190,15 @@ def test_flop_counts_are_pinned_for_the_fused_and_the_explicit_attention_graph(n
     assert forward_flops(use_fused_attention(network, fused=False)) == explicit
 
 
-def test_no_graph_breaks_in_a_lora_block_with_an_adapter() -> None:
+@pytest.mark.parametrize("window", [4, 0])  # a windowed block (6 x 6 tokens padded to 8 x 8), a global block
+def test_no_graph_breaks_in_a_lora_block_with_an_adapter(window: int) -> None:
     """torch.compile sees one graph through peft's LoRA, the adapter's hook and the fused attention."""
-    network = build_network(Setup.parse("test_vit_encdec_adapter"), 64, 3, 1)
-    block = network.sam.image_encoder.blocks[1]  # the global block
+    block = sam_encoder.Block(dim=32, num_heads=2, use_rel_pos=True, window_size=window,
+                              input_size=(window, window) if window else (6, 6))
+    use_fused_attention(block)
+    attach_adapter(block, "adapter", block.attn, 32)  # as add_encoder_adapters attaches it
     inject_adapter_in_model(LoraConfig(r=2, lora_alpha=2, target_modules=["qkv"]), block)
     torch._dynamo.reset()
-    explanation = torch._dynamo.explain(block)(torch.randn(2, 4, 4, 32))
+    explanation = torch._dynamo.explain(block)(torch.randn(2, 6, 6, 32))
     assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
