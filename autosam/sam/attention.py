@@ -128,13 +128,15 @@ class FusedViTAttention(sam_encoder.Attention):
         r_q = q.reshape(batch, self.num_heads, height, width, -1)
         table_h = relative_table(height, height, self.rel_pos_h).to(r_q.dtype)
         table_w = relative_table(width, width, self.rel_pos_w).to(r_q.dtype)
-        rel_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, table_h).reshape(batch, self.num_heads, tokens, height)
-        rel_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, table_w).reshape(batch, self.num_heads, tokens, width)
+        # (B, heads, height, width, height) and (..., width): products batched over the table's own axis
+        rel_h = r_q @ table_h.transpose(1, 2)
+        rel_w = (r_q.transpose(2, 3) @ table_w.transpose(1, 2)).transpose(2, 3)
         if q.is_cuda and tokens >= FLEX_MIN_TOKENS and torch.compiler.is_compiling():
-            return _flex_attention(q, k, v, rel_h, rel_w, width)
+            shape = (batch, self.num_heads, tokens, -1)
+            return _flex_attention(q, k, v, rel_h.reshape(shape), rel_w.reshape(shape), width)
         if EXPLICIT_CPU_TRAINING and q.device.type == "cpu" and torch.is_grad_enabled() and rel_h.requires_grad:
             # CPU SDPA runs its math path when the mask needs gradients: the explicit product is cheaper
-            scores = ((q * self.scale) @ k.transpose(-2, -1)).view(batch, self.num_heads, tokens, height, width)
+            scores = ((q * self.scale) @ k.transpose(-2, -1)).view(batch, self.num_heads, height, width, height, width)
             scores = (scores + rel_h[..., :, None] + rel_w[..., None, :]).view(batch, self.num_heads, tokens, tokens)
             return scores.softmax(dim=-1) @ v
         bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(batch, self.num_heads, tokens, tokens)
@@ -142,9 +144,15 @@ class FusedViTAttention(sam_encoder.Attention):
 
 
 class FusedViTBlock(sam_encoder.Block):
-    """segment-anything's block, its window partition left to ``FusedViTAttention`` (after the projection)."""
+    """segment-anything's block, its window partition left to ``FusedViTAttention`` (after the projection).
+
+    The tokens are made contiguous first: the patch embedding hands them on as a permuted view of its
+    convolution's output, and every residual add keeps that layout, so in segment-anything each layer norm
+    and linear of every block copies its input (a fifth of a CPU training step). Here only the first block
+    copies, once."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous()
         x = x + self.attn(self.norm1(x), window_size=self.window_size)
         return x + self.mlp(self.norm2(x))
 
