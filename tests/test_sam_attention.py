@@ -48,8 +48,10 @@ def _original_and_fused(original: nn.Module, lora_target: str | None = "qkv") ->
         config = LoraConfig(r=2, lora_alpha=2, target_modules=[lora_target], lora_dropout=0.0)
         inject_adapter_in_model(config, original)
     for name, p in original.named_parameters():  # peft froze them; their gradients are checked too
-        p.requires_grad_(p.requires_grad or any(part in name for part in ("rel_pos", "attention_biases", "qkv.base_layer.bias",
-                                                                          "adapter")))
+        p.requires_grad_(
+            p.requires_grad
+            or any(part in name for part in ("rel_pos", "attention_biases", "qkv.base_layer.bias", "adapter"))
+        )
     _randomised(original)
     fused = use_fused_attention(copy.deepcopy(original))
     return original, fused
@@ -96,8 +98,13 @@ def test_vit_block_matches_segment_anything(
     original, fused = _original_and_fused(block)
     assert type(fused) is FusedViTBlock and type(fused.attn) is FusedViTAttention
     assert type(original) is sam_encoder.Block and type(original.attn) is sam_encoder.Attention
-    assert {"attn.rel_pos_h", "attn.rel_pos_w", "attn.qkv.lora_A.default.weight", "attn.qkv.base_layer.bias",
-            "adapter.up.weight"} <= {n for n, p in fused.named_parameters() if p.requires_grad}
+    assert {
+        "attn.rel_pos_h",
+        "attn.rel_pos_w",
+        "attn.qkv.lora_A.default.weight",
+        "attn.qkv.base_layer.bias",
+        "adapter.up.weight",
+    } <= {n for n, p in fused.named_parameters() if p.requires_grad}
     _check_same(original, fused, torch.randn(2, grid, grid, 32))
 
 
@@ -193,8 +200,9 @@ def test_flop_counts_are_pinned_for_the_fused_and_the_explicit_attention_graph(n
 @pytest.mark.parametrize("window", [4, 0])  # a windowed block (6 x 6 tokens padded to 8 x 8), a global block
 def test_no_graph_breaks_in_a_lora_block_with_an_adapter(window: int) -> None:
     """torch.compile sees one graph through peft's LoRA, the adapter's hook and the fused attention."""
-    block = sam_encoder.Block(dim=32, num_heads=2, use_rel_pos=True, window_size=window,
-                              input_size=(window, window) if window else (6, 6))
+    block = sam_encoder.Block(
+        dim=32, num_heads=2, use_rel_pos=True, window_size=window, input_size=(window, window) if window else (6, 6)
+    )
     use_fused_attention(block)
     attach_adapter(block, "adapter", block.attn, 32)  # as add_encoder_adapters attaches it
     inject_adapter_in_model(LoraConfig(r=2, lora_alpha=2, target_modules=["qkv"]), block)

@@ -1,14 +1,17 @@
 """SAM's attentions through fused kernels, with the official parameters and state-dict keys.
 
-Each class here subclasses segment-anything's or MobileSAM's own attention and replaces only ``forward``:
-no parameter, buffer or name changes, so official checkpoints load unchanged and peft's LoRA on ``qkv`` or
-``q_proj``/``k_proj``/``v_proj`` wraps the same modules. ``use_fused_attention(model)`` switches a built model's
-attentions to these classes in place (``fused=False`` switches them back, for comparisons with the original).
+Each class here subclasses segment-anything's or MobileSAM's own block or attention and replaces only
+``forward``: no parameter, buffer or name changes, so official checkpoints load unchanged and peft's LoRA on
+``qkv`` or ``q_proj``/``k_proj``/``v_proj`` wraps the same modules. ``use_fused_attention(model)`` switches a
+built model's classes in place (``fused=False`` switches them back, for comparisons with the original).
 
 * ViT blocks (global and windowed): ``scaled_dot_product_attention`` with segment-anything's decomposed
   relative-position term as its additive ``attn_mask``. It holds the (B, heads, N, N) bias, but no score,
   softmax or cast copies of it. Inside ``torch.compile`` on CUDA, global blocks use FlexAttention with the
-  term added by a ``score_mod`` instead: no N x N tensor at all.
+  term added by a ``score_mod`` instead: no N x N tensor at all. On a CPU, when the term needs gradients (the
+  encoder trains), explicit products (SDPA's CPU kernels would take their unfused math path there).
+  A windowed block projects only its real tokens (segment-anything projects the zero padding too: at 256 px
+  ViT-B's 16 x 16 tokens are padded to 28 x 28), and the blocks work on contiguous tokens.
 * TinyViT (MobileSAM): the learned per-head bias table gathered once per forward as the ``attn_mask``.
 * The mask decoder's attentions: plain SDPA (their token batch of 1 broadcast to the image batch).
 
