@@ -120,7 +120,8 @@ class FusedViTAttention(sam_encoder.Attention):
             .permute(0, 1, 4, 2, 5, 3, 6)
             .reshape(batch, rows * window_size, cols * window_size, -1)
         )
-        return self.proj(out[:, :height, :width])
+        # contiguous: a linear on the strided crop would run as a batched product with its weight expanded
+        return self.proj(out[:, :height, :width].contiguous())
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """(B, heads, N, head_dim) queries, keys, values of an ``height`` x ``width`` grid -> attention output."""
