@@ -9,13 +9,17 @@ encoder without prompts, mask decoder with ``multimask_output=True``, MONAI Dice
 decoder's S/4 resolution, AdamW. autosam's step is nnU-Net's: the network's forward, nnU-Net's Dice + CE at the
 patch resolution, backward, gradient clipping at 12, AdamW. Random weights (step time does not depend on them).
 
-Variants, each warmed up by one step, then timed interleaved over ``--rounds`` rounds (median of the rounds'
-medians of ``--steps`` steps):
+Variants, each warmed up by one step, then timed interleaved over ``--rounds`` rounds, every other round in
+reverse order. Printed: the median over rounds of each round's median of ``--steps`` steps, the fastest round,
+``reference/variant`` = the median over rounds of the round's reference time over the variant's (the pair
+closest in time, robust to a load that drifts on a shared machine) and the ratio of the fastest rounds:
   reference          finetune-SAM's step
-  autosam-explicit   autosam with segment-anything's own attention classes (the explicit N x N path)
-  autosam            autosam as it trains (fused attention, one decoder call per batch)
+  autosam-explicit   autosam with segment-anything's own block and attention classes
+  autosam            autosam as it trains (autosam/sam/attention.py: windowed blocks project only their real
+                     tokens, contiguous tokens, SDPA or explicit products; one decoder call per batch)
   autosam-cache      decoder-only set-ups: the step on cached image embeddings (trainers/cached.py)
-and, with ``--bf16``, autosam under bf16 autocast (for CPUs with native bf16: avx512_bf16 / amx).
+and, with ``--bf16``, autosam under bf16 autocast with its frozen linear and convolution weights stored in
+bf16, as the trainer runs bf16 (for CPUs with native bf16: avx512_bf16 / amx).
 
     python benchmarks/vs_finetune_sam.py /path/to/finetune-SAM
     python benchmarks/vs_finetune_sam.py /path/to/finetune-SAM --setups vit_b_encdec_lora --image-size 256 --batch 2
@@ -36,6 +40,7 @@ import torch
 from torch import nn
 
 from autosam.sam.attention import use_fused_attention
+from autosam.sam.frozen import store_frozen_weights
 from autosam.sam.memory import nnunet_loss
 from autosam.sam.model import build_network
 from autosam.sam.registry import get_backbone
@@ -72,9 +77,9 @@ def reference_model(checkout: Path, setup: Setup, size: int, device: torch.devic
     if str(checkout) not in sys.path:
         sys.path.insert(0, str(checkout))
     # models/sam_LoRa.py imports icecream's debugging print and never calls it: stand in for it if absent
-    sys.modules.setdefault(
-        "icecream", importlib.util.find_spec("icecream") and __import__("icecream") or ModuleType("icecream", "absent")
-    )
+    if "icecream" not in sys.modules:
+        icecream = importlib.util.find_spec("icecream") and __import__("icecream") or ModuleType("icecream", "absent")
+        sys.modules["icecream"] = icecream
     sys.modules["icecream"].__dict__.setdefault("ic", print)
     from models.sam.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
     from models.sam_LoRa import LoRA_Sam
@@ -165,6 +170,8 @@ def autosam_step(
     network = build_network(setup, size, NUM_CLASSES, 1).to(device).train()
     use_fused_attention(network, fused)
     network.compute_dtype = dtype
+    if dtype == torch.bfloat16:  # as the trainer does under bf16 autocast
+        store_frozen_weights(network, dtype)
     trainable = [p for p in network.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-4, weight_decay=0.1, fused=device.type == "cuda")
     loss = nnunet_loss()
@@ -218,7 +225,10 @@ def main() -> None:
         f"{args.rounds} rounds x {args.steps} steps, interleaved",
         flush=True,
     )
-    print(f"{'set-up':22} {'variant':18} {'ms/step':>9} {'reference/variant':>18}", flush=True)
+    print(
+        f"{'set-up':22} {'variant':18} {'ms/step':>9} {'min ms':>8} {'reference/variant':>16} {'ratio of mins':>14}",
+        flush=True,
+    )
     for name in args.setups:
         setup = Setup.parse(name, lora_rank=LORA_RANK, lora_alpha=float(LORA_RANK))
         if get_backbone(setup.backbone).is_tiny_vit or setup.method == "adapter":
@@ -240,13 +250,16 @@ def main() -> None:
         for step in variants.values():  # warm-up, once per variant
             step()
         times: dict[str, list[float]] = {k: [] for k in variants}
-        for _ in range(args.rounds):
-            for key, step in variants.items():
-                times[key].append(_median_s(step, args.steps, device))
-        reference = statistics.median(times["reference"])
+        for round_ in range(args.rounds):  # every other round in reverse order: a drifting load favours no one
+            for key in list(variants)[:: -1 if round_ % 2 else 1]:
+                times[key].append(_median_s(variants[key], args.steps, device))
         for key in variants:
-            seconds = statistics.median(times[key])
-            print(f"{name:22} {key:18} {1000 * seconds:>9.0f} {reference / seconds:>17.2f}x", flush=True)
+            ratios = [r / t for r, t in zip(times["reference"], times[key])]
+            print(
+                f"{name:22} {key:18} {1000 * statistics.median(times[key]):>9.0f} {1000 * min(times[key]):>8.0f} "
+                f"{statistics.median(ratios):>15.2f}x {min(times['reference']) / min(times[key]):>13.2f}x",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

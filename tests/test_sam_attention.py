@@ -13,10 +13,13 @@ from segment_anything.modeling import image_encoder as sam_encoder
 from segment_anything.modeling import transformer as sam_transformer
 from torch import nn
 
+from autosam.sam import attention
+from autosam.sam.adapter import attach_adapter
 from autosam.sam.attention import (
     FusedDecoderAttention,
     FusedTinyViTAttention,
     FusedViTAttention,
+    FusedViTBlock,
     _flex_attention,
     relative_table,
     tiny_vit_sam,
@@ -35,7 +38,7 @@ def _randomised(module: nn.Module) -> nn.Module:
     torch.manual_seed(0)
     with torch.no_grad():
         for name, p in module.named_parameters():
-            if "rel_pos" in name or "attention_biases" in name or "lora_B" in name:
+            if "rel_pos" in name or "attention_biases" in name or "lora_B" in name or "adapter.up" in name:
                 p.normal_(0, 0.5)
     return module
 
@@ -45,7 +48,10 @@ def _original_and_fused(original: nn.Module, lora_target: str | None = "qkv") ->
         config = LoraConfig(r=2, lora_alpha=2, target_modules=[lora_target], lora_dropout=0.0)
         inject_adapter_in_model(config, original)
     for name, p in original.named_parameters():  # peft froze them; their gradients are checked too
-        p.requires_grad_(p.requires_grad or "rel_pos" in name or "attention_biases" in name)
+        p.requires_grad_(
+            p.requires_grad
+            or any(part in name for part in ("rel_pos", "attention_biases", "qkv.base_layer.bias", "adapter"))
+        )
     _randomised(original)
     fused = use_fused_attention(copy.deepcopy(original))
     return original, fused
@@ -69,23 +75,36 @@ def _check_same(original: nn.Module, fused: nn.Module, *inputs: torch.Tensor) ->
         torch.testing.assert_close(pg_b[name], pg_a[name], atol=ATOL, rtol=1e-4, msg=name)
 
 
+@pytest.mark.parametrize("explicit_on_cpu", [True, False])  # the CPU training path and SDPA's (CUDA's) path
 @pytest.mark.parametrize(
     ("window", "input_size", "grid"),
     [
         (0, 6, 6),  # global block
-        (4, 6, 6),  # windowed block, grid padded from 6 to 8
+        (4, 6, 6),  # windowed block, grid padded from 6 to 8 (only the real tokens are projected)
+        (4, 4, 5),  # windowed block, padded from 5 to 8 in both directions
         (0, 4, 6),
     ],  # global block whose rel-pos tables were made for 4 tokens: interpolated to 11 entries
 )
-def test_vit_block_matches_segment_anything(window: int, input_size: int, grid: int) -> None:
+def test_vit_block_matches_segment_anything(
+    window: int, input_size: int, grid: int, explicit_on_cpu: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outputs and gradients of input, LoRA, rel-pos tables, the qkv bias (which padded tokens reach) and an
+    adapter on the attention's output."""
+    monkeypatch.setattr(attention, "EXPLICIT_CPU_TRAINING", explicit_on_cpu)
     block = sam_encoder.Block(
         dim=32, num_heads=2, use_rel_pos=True, window_size=window, input_size=(input_size, input_size)
     )
+    attach_adapter(block, "adapter", block.attn, 32)
     original, fused = _original_and_fused(block)
-    assert type(fused.attn) is FusedViTAttention and type(original.attn) is sam_encoder.Attention
-    assert {"attn.rel_pos_h", "attn.rel_pos_w", "attn.qkv.lora_A.default.weight"} <= {
-        n for n, p in fused.named_parameters() if p.requires_grad
-    }
+    assert type(fused) is FusedViTBlock and type(fused.attn) is FusedViTAttention
+    assert type(original) is sam_encoder.Block and type(original.attn) is sam_encoder.Attention
+    assert {
+        "attn.rel_pos_h",
+        "attn.rel_pos_w",
+        "attn.qkv.lora_A.default.weight",
+        "attn.qkv.base_layer.bias",
+        "adapter.up.weight",
+    } <= {n for n, p in fused.named_parameters() if p.requires_grad}
     _check_same(original, fused, torch.randn(2, grid, grid, 32))
 
 
@@ -161,26 +180,33 @@ def test_one_decoder_call_per_batch_equals_the_per_image_loop_of_the_original(na
     torch.testing.assert_close(grad_batched, grad_loop, atol=ATOL, rtol=1e-4)
 
 
-# Forward FLOPs at batch 1 (2 per multiply-add). The fused attentions count what the explicit ones count.
+# Forward FLOPs at batch 1 (2 per multiply-add): (fused, explicit). The fused attentions count what the explicit
+# ones count, except that a windowed block projects only its real tokens (ViT-B at 256 px pads 16 to 28).
 PINNED_FLOPS = {
-    ("test_vit_encdec_lora", 64): 2_521_536,
-    ("test_tiny_vit_encdec_lora", 64): 84_410_304,
-    ("vit_b_encdec_lora", 256): 69_456_500_224,
+    ("test_vit_encdec_lora", 64): (2_521_536, 2_521_536),
+    ("test_tiny_vit_encdec_lora", 64): (84_410_304, 84_410_304),
+    ("vit_b_encdec_lora", 256): (49_449_866_752, 69_456_500_224),
 }
 
 
 @pytest.mark.parametrize(("name", "size"), list(PINNED_FLOPS))
-def test_flop_counts_are_pinned_and_equal_the_explicit_attention_graph(name: str, size: int) -> None:
+def test_flop_counts_are_pinned_for_the_fused_and_the_explicit_attention_graph(name: str, size: int) -> None:
     network = meta_network(Setup.parse(name), size, 3)
-    assert forward_flops(network) == PINNED_FLOPS[name, size]
-    assert forward_flops(use_fused_attention(network, fused=False)) == PINNED_FLOPS[name, size]
+    fused, explicit = PINNED_FLOPS[name, size]
+    assert forward_flops(network) == fused
+    assert forward_flops(use_fused_attention(network, fused=False)) == explicit
 
 
-def test_no_graph_breaks_in_a_lora_block_with_an_adapter() -> None:
+@pytest.mark.parametrize("window", [4, 0])  # a windowed block (6 x 6 tokens padded to 8 x 8), a global block
+def test_no_graph_breaks_in_a_lora_block_with_an_adapter(window: int) -> None:
     """torch.compile sees one graph through peft's LoRA, the adapter's hook and the fused attention."""
-    network = build_network(Setup.parse("test_vit_encdec_adapter"), 64, 3, 1)
-    block = network.sam.image_encoder.blocks[1]  # the global block
+    block = sam_encoder.Block(
+        dim=32, num_heads=2, use_rel_pos=True, window_size=window, input_size=(window, window) if window else (6, 6)
+    )
+    use_fused_attention(block)
+    attach_adapter(block, "adapter", block.attn, 32)  # as add_encoder_adapters attaches it
     inject_adapter_in_model(LoraConfig(r=2, lora_alpha=2, target_modules=["qkv"]), block)
     torch._dynamo.reset()
-    explanation = torch._dynamo.explain(block)(torch.randn(2, 4, 4, 32))
+    explanation = torch._dynamo.explain(block)(torch.randn(2, 6, 6, 32))
     assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1

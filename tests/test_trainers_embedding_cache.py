@@ -14,7 +14,7 @@ from autosam.sam.model import build_network
 from autosam.sam.setups import Setup
 from autosam.sam.weights.base import BaseCheckpoint
 from autosam.trainers import embedding_cache
-from autosam.trainers.cached import embedding_loss
+from autosam.trainers.cached import decode_slices, embedding_loss
 
 SETUP = Setup.parse("test_tiny_vit_dec_lora")
 GRADIENT_TOLERANCE = 1e-5  # relative to the largest gradient entry; float32 summation order differs
@@ -42,7 +42,7 @@ def test_cached_step_gives_the_gradients_of_the_normal_step(batch_dice: bool) ->
     normal = _decoder_gradients(network)
     with torch.no_grad():
         embeddings = network.encode(x)  # what the cache stores
-    cached_logits = [network.decode(e[None], (72, 80)) for e in embeddings]
+    cached_logits = decode_slices(network, embeddings, [(72, 80)] * 3)
     embedding_loss(loss, cached_logits, list(y), batch_dice).backward()
     cached = _decoder_gradients(network)
 
@@ -51,6 +51,27 @@ def test_cached_step_gives_the_gradients_of_the_normal_step(batch_dice: bool) ->
     scale = max(g.abs().max() for g in normal.values())
     worst = max((normal[n] - cached[n]).abs().max() for n in normal) / scale
     assert worst <= GRADIENT_TOLERANCE, f"largest relative gradient difference {worst:.2e}"
+
+
+def test_one_decoder_call_for_the_batch_equals_one_per_slice() -> None:
+    """The cached step decodes its batch in one call; slices of different sizes get what one call each gives."""
+    network = build_network(SETUP, 64, 3, 1).train()
+    for p in network.parameters():  # the decoder starts at zero here and there: make every term count
+        if p.requires_grad:
+            torch.nn.init.normal_(p, std=0.2)
+    embeddings = torch.randn(3, 32, 4, 4)
+    sizes = [(72, 80), (64, 64), (50, 90)]
+    batched = decode_slices(network, embeddings, sizes)
+    sum(x.square().mean() for x in batched).backward()
+    batched_grads = _decoder_gradients(network)
+    looped = [network.decode(e[None], size) for e, size in zip(embeddings, sizes)]
+    sum(x.square().mean() for x in looped).backward()
+    looped_grads = _decoder_gradients(network)
+    for a, b in zip(batched, looped):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    assert batched_grads.keys() == looped_grads.keys() and batched_grads
+    for name in batched_grads:
+        torch.testing.assert_close(batched_grads[name], looped_grads[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
 def _write_cases(folder, shapes: dict[str, tuple[int, int, int]], seed: int = 0) -> None:

@@ -20,13 +20,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from nnunetv2.utilities.helpers import dummy_context
 
 from autosam.trainers import embedding_cache
 
-LOST_AUGMENTATION = ("nnU-Net's spatial and intensity augmentation of the training patches and its random "
-                     "crops are not applied: the decoder trains on the embeddings of whole, un-augmented slices "
-                     "(validation and prediction run the whole network on nnU-Net's patches as usual)")
+LOST_AUGMENTATION = (
+    "nnU-Net's spatial and intensity augmentation of the training patches and its random "
+    "crops are not applied: the decoder trains on the embeddings of whole, un-augmented slices "
+    "(validation and prediction run the whole network on nnU-Net's patches as usual)"
+)
 
 
 @dataclass
@@ -57,8 +60,9 @@ class CachedSlices:
     """An endless iterator of ``EmbeddingBatch`` over the fold's training cases; numpy's global generator draws
     the slices, so a fold checkpoint's generator states make a continued run draw what an unbroken one would."""
 
-    def __init__(self, folder: Path, cases: list[str], batch_size: int, oversample_foreground: float,
-                 probabilistic: bool = False) -> None:
+    def __init__(
+        self, folder: Path, cases: list[str], batch_size: int, oversample_foreground: float, probabilistic: bool = False
+    ) -> None:
         self.folder, self.cases, self.batch_size = Path(folder), list(cases), batch_size
         self.oversample_foreground, self.probabilistic = oversample_foreground, probabilistic
         self._open: dict[str, dict] = {}
@@ -73,7 +77,7 @@ class CachedSlices:
             return np.random.uniform() < self.oversample_foreground
         return not j < round(self.batch_size * (1 - self.oversample_foreground))
 
-    def __iter__(self) -> "CachedSlices":
+    def __iter__(self) -> CachedSlices:
         return self
 
     def __next__(self) -> EmbeddingBatch:
@@ -97,9 +101,21 @@ def embedding_loss(loss, logits: list[torch.Tensor], targets: list[torch.Tensor]
     Dice sums over every pixel of the batch, so the slices laid end to end as one image give exactly the loss of
     the stacked batch; per-image Dice averages the loss of each slice."""
     if batch_dice:
-        return loss(torch.cat([x.flatten(2) for x in logits], 2)[..., None],
-                    torch.cat([t.flatten(1) for t in targets], 1)[None, ..., None])
+        return loss(
+            torch.cat([x.flatten(2) for x in logits], 2)[..., None],
+            torch.cat([t.flatten(1) for t in targets], 1)[None, ..., None],
+        )
     return torch.stack([loss(x, t[None]) for x, t in zip(logits, targets)]).mean()
+
+
+def decode_slices(network, embeddings: torch.Tensor, sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
+    """Each slice's float32 logits (1, K, H, W) at its own size: one decoder call for the batch, then each
+    slice resized as ``network.decode(embedding, size)`` resizes it."""
+    logits = network.decode(embeddings)
+    return [
+        F.interpolate(x[None].float(), size=size, mode="bilinear", align_corners=False)
+        for x, size in zip(logits, sizes)
+    ]
 
 
 def cached_train_step(trainer, batch: EmbeddingBatch) -> dict:
@@ -111,7 +127,7 @@ def cached_train_step(trainer, batch: EmbeddingBatch) -> dict:
     trainer.optimizer.zero_grad(set_to_none=True)
     with torch.autocast(device.type, enabled=True) if device.type == "cuda" else dummy_context():
         with network._autocast(device):  # the network's own precision, as in its forward
-            logits = [network.decode(e[None], tuple(t.shape[-2:])) for e, t in zip(embeddings, targets)]
+            logits = decode_slices(network, embeddings, [tuple(t.shape[-2:]) for t in targets])
         loss = embedding_loss(trainer.loss, logits, targets, trainer.configuration_manager.batch_dice)
     optimiser_step(trainer, loss)
     return {"loss": loss.detach()}  # moved to the CPU once per epoch (the trainer's on_train_epoch_end)
@@ -137,18 +153,29 @@ def cached_training_loader(trainer, nnunet_loader) -> CachedSlices:
         nnunet_loader._finish()
     network = trainer._sam_network()
     network.ensure_base_loaded()
-    key = embedding_cache.cache_key(network, trainer.configuration_manager.configuration,
-                                    trainer.plans_manager.plans, trainer.device)
+    key = embedding_cache.cache_key(
+        network, trainer.configuration_manager.configuration, trainer.plans_manager.plans, trainer.device
+    )
     folder = embedding_cache.cache_folder(trainer.preprocessed_dataset_folder_base, key)
     cases, _ = trainer.do_split()
     dataset = trainer.dataset_class(trainer.preprocessed_dataset_folder, cases)
-    info = embedding_cache.build(network, dataset, cases, folder, trainer.device, key,
-                                 trainer.configuration_manager.batch_size, trainer.print_to_log_file)
+    info = embedding_cache.build(
+        network,
+        dataset,
+        cases,
+        folder,
+        trainer.device,
+        key,
+        trainer.configuration_manager.batch_size,
+        trainer.print_to_log_file,
+    )
     trainer.embedding_cache_info = info  # benchmarks/embedding_cache.py reads the build time
     trainer.print_to_log_file(
         f"Embedding cache {folder}: {info.built} cases encoded now ({info.slices} slices, {info.seconds:.1f} s), "
         f"{info.reused} reused, {info.bytes / 2**20:.1f} MiB; the decoder trains on cached embeddings, the "
-        "encoder runs only for validation")
+        "encoder runs only for validation"
+    )
     trainer.print_to_log_file(f"Augmentation with the embedding cache: {LOST_AUGMENTATION}")
-    return CachedSlices(folder, cases, trainer.batch_size, trainer.oversample_foreground_percent,
-                        trainer.probabilistic_oversampling)
+    return CachedSlices(
+        folder, cases, trainer.batch_size, trainer.oversample_foreground_percent, trainer.probabilistic_oversampling
+    )

@@ -1,14 +1,17 @@
 """SAM's attentions through fused kernels, with the official parameters and state-dict keys.
 
-Each class here subclasses segment-anything's or MobileSAM's own attention and replaces only ``forward``:
-no parameter, buffer or name changes, so official checkpoints load unchanged and peft's LoRA on ``qkv`` or
-``q_proj``/``k_proj``/``v_proj`` wraps the same modules. ``use_fused_attention(model)`` switches a built model's
-attentions to these classes in place (``fused=False`` switches them back, for comparisons with the original).
+Each class here subclasses segment-anything's or MobileSAM's own block or attention and replaces only
+``forward``: no parameter, buffer or name changes, so official checkpoints load unchanged and peft's LoRA on
+``qkv`` or ``q_proj``/``k_proj``/``v_proj`` wraps the same modules. ``use_fused_attention(model)`` switches a
+built model's classes in place (``fused=False`` switches them back, for comparisons with the original).
 
 * ViT blocks (global and windowed): ``scaled_dot_product_attention`` with segment-anything's decomposed
   relative-position term as its additive ``attn_mask``. It holds the (B, heads, N, N) bias, but no score,
   softmax or cast copies of it. Inside ``torch.compile`` on CUDA, global blocks use FlexAttention with the
-  term added by a ``score_mod`` instead: no N x N tensor at all.
+  term added by a ``score_mod`` instead: no N x N tensor at all. On a CPU, when the term needs gradients (the
+  encoder trains), explicit products (SDPA's CPU kernels would take their unfused math path there).
+  A windowed block projects only its real tokens (segment-anything projects the zero padding too: at 256 px
+  ViT-B's 16 x 16 tokens are padded to 28 x 28), and the blocks work on contiguous tokens.
 * TinyViT (MobileSAM): the learned per-head bias table gathered once per forward as the ``attn_mask``.
 * The mask decoder's attentions: plain SDPA (their token batch of 1 broadcast to the image batch).
 
@@ -34,6 +37,10 @@ with warnings.catch_warnings():
 # Global blocks with at least this many tokens use FlexAttention when compiled on CUDA (a windowed block's
 # 196-token bias is small; FlexAttention pays where the N x N bias would be large).
 FLEX_MIN_TOKENS = 1024
+# On a CPU, when the rel-pos term needs gradients (the encoder trains), ViT attention runs as explicit products
+# (SDPA would take its unfused math path there, with its mask handling on top); tests switch it off to check
+# the SDPA path's gradients.
+EXPLICIT_CPU_TRAINING = True
 
 
 @functools.lru_cache(maxsize=64)
@@ -78,28 +85,80 @@ def _flex_attention(
 
 
 class FusedViTAttention(sam_encoder.Attention):
-    """segment-anything's ViT attention (global and windowed blocks) through fused kernels."""
+    """segment-anything's ViT attention (global and windowed blocks) through fused kernels.
+
+    Called by ``FusedViTBlock`` with the block's ``window_size``, it takes the block's unpadded tokens and does
+    the window partition itself, after the ``qkv`` projection: segment-anything pads the normalised tokens with
+    zeros and projects every padded token, whose projection is that of a zero token; here only the real tokens
+    are projected (and, after attention, only they go through ``proj``), the padded positions take the zero
+    token's projection. Same function, same gradients (the padding still reaches the ``qkv`` bias and LoRA
+    through the zero token's projection); at 256 px a windowed block pads its 16 x 16 tokens to 28 x 28."""
+
+    def forward(self, x: torch.Tensor, window_size: int = 0) -> torch.Tensor:
+        batch, height, width, channels = x.shape
+        qkv = self.qkv(x)
+        if not window_size:
+            q, k, v = qkv.reshape(batch, height * width, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+            out = self._attend(q, k, v, height, width).transpose(1, 2)
+            return self.proj(out.reshape(batch, height, width, -1))
+        pad_h, pad_w = -height % window_size, -width % window_size
+        if pad_h or pad_w:
+            zero_token = self.qkv(x.new_zeros(1, 1, 1, channels))
+            qkv = torch.cat([qkv, zero_token.expand(batch, height, pad_w, -1)], dim=2)
+            qkv = torch.cat([qkv, zero_token.expand(batch, pad_h, width + pad_w, -1)], dim=1)
+        rows, cols = (height + pad_h) // window_size, (width + pad_w) // window_size
+        # (B, rows, win, cols, win, 3, heads, head_dim) -> (3, B * windows, heads, win * win, head_dim)
+        q, k, v = (
+            qkv.reshape(batch, rows, window_size, cols, window_size, 3, self.num_heads, -1)
+            .permute(5, 0, 1, 3, 6, 2, 4, 7)
+            .reshape(3, batch * rows * cols, self.num_heads, window_size * window_size, -1)
+            .unbind(0)
+        )
+        out = self._attend(q, k, v, window_size, window_size)  # (B * windows, heads, win * win, head_dim)
+        out = (
+            out.reshape(batch, rows, cols, self.num_heads, window_size, window_size, -1)
+            .permute(0, 1, 4, 2, 5, 3, 6)
+            .reshape(batch, rows * window_size, cols * window_size, -1)
+        )
+        # contiguous: a linear on the strided crop would run as a batched product with its weight expanded
+        return self.proj(out[:, :height, :width].contiguous())
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """(B, heads, N, head_dim) queries, keys, values of an ``height`` x ``width`` grid -> attention output."""
+        if not self.use_rel_pos:
+            return F.scaled_dot_product_attention(q, k, v)
+        batch, tokens = q.shape[0], height * width
+        # segment-anything's decomposed term, from the unscaled queries (add_decomposed_rel_pos)
+        r_q = q.reshape(batch, self.num_heads, height, width, -1)
+        table_h = relative_table(height, height, self.rel_pos_h).to(r_q.dtype)
+        table_w = relative_table(width, width, self.rel_pos_w).to(r_q.dtype)
+        # (B, heads, height, width, height) and (..., width): products batched over the table's own axis
+        rel_h = r_q @ table_h.transpose(1, 2)
+        rel_w = (r_q.transpose(2, 3) @ table_w.transpose(1, 2)).transpose(2, 3)
+        if q.is_cuda and tokens >= FLEX_MIN_TOKENS and torch.compiler.is_compiling():
+            shape = (batch, self.num_heads, tokens, -1)
+            return _flex_attention(q, k, v, rel_h.reshape(shape), rel_w.reshape(shape), width)
+        if EXPLICIT_CPU_TRAINING and q.device.type == "cpu" and torch.is_grad_enabled() and rel_h.requires_grad:
+            # CPU SDPA runs its math path when the mask needs gradients: the explicit product is cheaper
+            scores = ((q * self.scale) @ k.transpose(-2, -1)).view(batch, self.num_heads, height, width, height, width)
+            scores = (scores + rel_h[..., :, None] + rel_w[..., None, :]).view(batch, self.num_heads, tokens, tokens)
+            return scores.softmax(dim=-1) @ v
+        bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(batch, self.num_heads, tokens, tokens)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+
+
+class FusedViTBlock(sam_encoder.Block):
+    """segment-anything's block, its window partition left to ``FusedViTAttention`` (after the projection).
+
+    The tokens are made contiguous first: the patch embedding hands them on as a permuted view of its
+    convolution's output, and every residual add keeps that layout, so in segment-anything each layer norm
+    and linear of every block copies its input (a fifth of a CPU training step). Here only the first block
+    copies, once."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, height, width, _ = x.shape
-        tokens = height * width
-        # (3, B, heads, N, head_dim)
-        q, k, v = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-        if not self.use_rel_pos:
-            out = F.scaled_dot_product_attention(q, k, v)
-        else:
-            # segment-anything's decomposed term, from the unscaled queries (add_decomposed_rel_pos)
-            r_q = q.reshape(batch, self.num_heads, height, width, -1)
-            table_h = relative_table(height, height, self.rel_pos_h).to(r_q.dtype)
-            table_w = relative_table(width, width, self.rel_pos_w).to(r_q.dtype)
-            rel_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, table_h).reshape(batch, self.num_heads, tokens, height)
-            rel_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, table_w).reshape(batch, self.num_heads, tokens, width)
-            if x.is_cuda and tokens >= FLEX_MIN_TOKENS and torch.compiler.is_compiling():
-                out = _flex_attention(q, k, v, rel_h, rel_w, width)
-            else:
-                bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(batch, self.num_heads, tokens, tokens)
-                out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        return self.proj(out.transpose(1, 2).reshape(batch, height, width, -1))
+        x = x.contiguous()
+        x = x + self.attn(self.norm1(x), window_size=self.window_size)
+        return x + self.mlp(self.norm2(x))
 
 
 class FusedTinyViTAttention(tiny_vit_sam.Attention):
@@ -131,6 +190,7 @@ class FusedDecoderAttention(sam_transformer.Attention):
 
 
 FUSED = {
+    sam_encoder.Block: FusedViTBlock,
     sam_encoder.Attention: FusedViTAttention,
     tiny_vit_sam.Attention: FusedTinyViTAttention,
     sam_transformer.Attention: FusedDecoderAttention,

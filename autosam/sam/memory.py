@@ -4,7 +4,8 @@ peak = max(forward/backward, frozen-encoder forward, optimiser step) x allocator
   forward/backward        = weights 4P + AdamW state 8T + activations A(B) + transients W + inputs
   frozen-encoder forward  = weights 4P + AdamW state 8T + inputs + 3 x B x the encoder's largest tensor
   optimiser step          = weights 4P + gradients 4T + AdamW state 8T + foreach temporaries 4T
-P = all parameters, T = trainable ones (fp32). A(B), the bytes autograd saves for backward for a batch, is
+P = all parameters (2 bytes for the frozen linear and convolution weights under bf16, which the trainer stores
+in bf16), T = trainable ones (fp32). A(B), the bytes autograd saves for backward for a batch, is
 measured by running the training forward and nnU-Net's loss on the meta device (no storage, any model size)
 and counting every saved tensor once per storage, at batch 2 and 3 (at batch 1 an attention's queries, keys and
 values can stay views of one projection, so batch 1 is off the line); it is affine in the batch (the prompt
@@ -40,6 +41,7 @@ from torch.utils._pytree import tree_flatten
 
 from autosam.sam.attention import FLEX_MIN_TOKENS
 from autosam.sam.costs import meta_network
+from autosam.sam.frozen import store_frozen_weights
 from autosam.sam.registry import get_backbone
 from autosam.sam.setups import Setup
 
@@ -199,8 +201,10 @@ def _probe(setup_name: str, lora_rank: int, image_size: int, num_classes: int, i
     network = meta_network(setup, image_size, num_classes, input_channels)
     if checkpointing:
         network.enable_gradient_checkpointing()
-    params = list(network.parameters())
     bf16 = precision == "bf16"
+    if bf16:  # the trainer stores frozen linear/convolution weights in bf16 (autosam.sam.frozen)
+        store_frozen_weights(network, torch.bfloat16)
+    params = list(network.parameters())
     with FusedKernelSaves() if bf16 else contextlib.nullcontext(), MetaAutocast() if bf16 else contextlib.nullcontext():
         two, three = (saved_activation_bytes(network, b, image_size, input_channels, patch_size, with_loss=True)
                       for b in (2, 3))
