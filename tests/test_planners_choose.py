@@ -131,14 +131,14 @@ def test_user_overrides_are_recorded() -> None:
 
 
 def test_activations_are_affine_in_batch() -> None:
-    for name in ("test_vit_encdec_lora", "test_tiny_vit_encdec_vanilla", "vit_t_dec_adapter"):
+    for name in ("test_vit_encdec_lora", "test_tiny_vit_encdec_vanilla", "vit_t_dec_adapter", "test_hiera_encdec_lora"):
         size = 256 if name.startswith("vit_t") else 64
         network = meta_network(Setup.parse(name), size, 3)
         two, three, five = (saved_activation_bytes(network, b, size, 1, with_loss=True) for b in (2, 3, 5))
         assert five == two + 3 * (three - two)  # from batch 2 on (memory.py probes at 2 and 3)
 
 
-@pytest.mark.parametrize("setup", all_setups(("test_vit", "test_tiny_vit")), ids=lambda s: s.name)
+@pytest.mark.parametrize("setup", all_setups(("test_vit", "test_tiny_vit", "test_hiera")), ids=lambda s: s.name)
 def test_estimate_matches_a_real_cpu_training_step(setup: Setup) -> None:
     network = build_network(setup, 128, 3, 1)
     measured = measured_training_peak(network, 2, (128, 128))
