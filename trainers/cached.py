@@ -31,9 +31,10 @@ LOST_AUGMENTATION = ("nnU-Net's spatial and intensity augmentation of the traini
 
 @dataclass
 class EmbeddingBatch:
-    """Cached embeddings (B, D, S/16, S/16) and each slice's label map (1, H, W); slices differ in size."""
+    """Cached image features (the embeddings (B, D, S/16, S/16), then SAM 2.1's finer levels) and each slice's
+    label map (1, H, W); slices differ in size."""
 
-    embeddings: torch.Tensor
+    features: tuple[torch.Tensor, ...]
     targets: list[torch.Tensor]
 
 
@@ -77,7 +78,7 @@ class CachedSlices:
         return self
 
     def __next__(self) -> EmbeddingBatch:
-        embeddings, targets = [], []
+        features, targets = [], []
         for j, case in enumerate(np.random.choice(self.cases, self.batch_size, replace=True)):
             entry = self._case(case)
             foreground = entry["foreground"]
@@ -86,10 +87,10 @@ class CachedSlices:
                 slices = foreground[labels[np.random.choice(len(labels))]]
                 z = int(slices[np.random.choice(len(slices))])
             else:
-                z = np.random.randint(entry["embeddings"].shape[0])
-            embeddings.append(entry["embeddings"][z])
+                z = np.random.randint(entry["segmentation"].shape[0])
+            features.append([level[z] for level in entry["features"]])
             targets.append(entry["segmentation"][z][None].long())
-        return EmbeddingBatch(torch.stack(embeddings), targets)
+        return EmbeddingBatch(tuple(torch.stack(level) for level in zip(*features)), targets)
 
 
 def embedding_loss(loss, logits: list[torch.Tensor], targets: list[torch.Tensor], batch_dice: bool) -> torch.Tensor:
@@ -106,12 +107,13 @@ def cached_train_step(trainer, batch: EmbeddingBatch) -> dict:
     """nnU-Net's ``train_step`` with the decoder fed cached embeddings instead of the network fed a patch."""
     network = trainer._sam_network()
     device = trainer.device
-    embeddings = batch.embeddings.to(device, non_blocking=True)
+    features = tuple(level.to(device, non_blocking=True) for level in batch.features)
     targets = [t.to(device, non_blocking=True) for t in batch.targets]
     trainer.optimizer.zero_grad(set_to_none=True)
     with torch.autocast(device.type, enabled=True) if device.type == "cuda" else dummy_context():
         with network._autocast(device):  # the network's own precision, as in its forward
-            logits = [network.decode(e[None], tuple(t.shape[-2:])) for e, t in zip(embeddings, targets)]
+            logits = [network.decode(tuple(level[i:i + 1] for level in features), tuple(t.shape[-2:]))
+                      for i, t in enumerate(targets)]
         loss = embedding_loss(trainer.loss, logits, targets, trainer.configuration_manager.batch_dice)
     optimiser_step(trainer, loss)
     return {"loss": loss.detach()}  # moved to the CPU once per epoch (the trainer's on_train_epoch_end)
