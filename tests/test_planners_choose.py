@@ -7,7 +7,7 @@ import pytest
 from autosam.data.image_digests import dataset_digests
 from autosam.errors import AutosamError
 from autosam.experiments.demo import DEMO_DATA
-from autosam.planners.choose import choose, evaluate
+from autosam.planners.choose import backbone_order, choose, evaluate, family_for
 from autosam.planners.explain import plan_summary, plan_text
 from autosam.planners.fingerprint import DatasetFacts, modality_of, pretrained_present
 from autosam.planners.hardware import Hardware
@@ -242,3 +242,23 @@ def test_planner_never_starts_from_a_checkpoint_whose_lineage_saw_the_dataset(tm
     # a checkpoint whose images were not recorded (an older catalogue) is never chosen either
     old = CatalogueEntry("old", "old.pth", "vit_t", None, None, "test", "imagenet", "US", "mobile_sam")
     assert check_lineage(old, "old", {}).refused and "not recorded" in check_lineage(old, "old", {}).problem()
+
+
+def test_sam2_is_planned_where_rule_r21_says_and_explained_where_not() -> None:
+    """SAM 2.1 when its weights are the only official ones present (its sizes following SAM's rules), or asked
+    for; SAM otherwise, with the reason naming the rule that would choose SAM 2.1."""
+    only_sam2 = _facts(slices=300, checkpoints=("sam2.1_hiera_base_plus",))
+    assert family_for(only_sam2, SamOptions(), None)[0] == "sam2"
+    assert family_for(only_sam2, SamOptions(from_scratch=True), None)[0] == "sam"
+    assert family_for(only_sam2, SamOptions(setup="vit_t_dec_lora"), None)[0] == "sam"
+    family, reason = family_for(_facts(checkpoints=("sam2.1_hiera_base_plus", "sam_vit_b")), SamOptions(), None)
+    assert family == "sam" and "SAM, the study's family" in reason and "no study has compared SAM 2.1 with SAM" in reason
+    assert family_for(_facts(), SamOptions(family="sam2"), None) == ("sam2", "set by the user (--family)")
+    assert backbone_order(_facts(slices=300), _gpu(40), False, family="sam2")[0] == "sam2_bplus"
+    assert backbone_order(_facts(slices=2000), _gpu(80), False, family="sam2")[0] == "sam2_l"
+    assert backbone_order(_facts(), Hardware("cpu", 16, "this CPU"), False, family="sam2")[0] == "sam2_t"
+
+    choice = _choose(only_sam2, _gpu(40))  # the whole planner: 18 SAM 2.1 candidates, the chosen one explained
+    assert choice.setup.name == "sam2_bplus_encdec_lora" and "R21" in choice.reasons["family"]
+    assert choice.reasons["base_checkpoint"].startswith("the official sam2_bplus weights")
+    assert {c.setup.backbone for c in choice.candidates} == {"sam2_t", "sam2_bplus", "sam2_l"}

@@ -10,6 +10,8 @@ image_size, num_classes)`` returns the family's model class with autosam's image
 
 from __future__ import annotations
 
+import copy
+import functools
 from dataclasses import dataclass
 from functools import partial
 
@@ -126,8 +128,14 @@ BACKBONES: dict[str, Backbone] = {
 
 #: The backbones of the study's 18 set-ups.
 STUDY_BACKBONES = ("vit_t", "vit_b", "vit_h")
-#: SAM 2.1's backbones, the rows 'autosam ablate --family sam2' adds.
-SAM2_BACKBONES = ("sam2_t", "sam2_s", "sam2_bplus", "sam2_l")
+#: The backbones each family plans and ablates from: the study's three, and SAM 2.1's sizes nearest them
+#: (Hiera-S is registered for --setup and --checkpoint).
+FAMILY_BACKBONES = {"sam": STUDY_BACKBONES, "sam2": ("sam2_t", "sam2_bplus", "sam2_l")}
+
+
+def family_backbones(family: str) -> tuple[str, ...]:
+    """The backbones of ``family`` ("sam", "sam2", or "all": both, SAM's first)."""
+    return tuple(b for f in (FAMILY_BACKBONES if family == "all" else (family,)) for b in FAMILY_BACKBONES[f])
 
 
 def get_backbone(name: str) -> Backbone:
@@ -229,7 +237,13 @@ def build_sam(backbone: str, image_size: int = 1024, num_classes: int = 4) -> nn
 
 
 def build_sam_on_meta(backbone: str, image_size: int = 1024, num_classes: int = 4) -> nn.Module:
-    """The same model with no storage, for counting parameters, FLOPs and memory on any machine."""
+    """The same model with no storage, for counting parameters, FLOPs and memory on any machine (a copy of one
+    built once per backbone, size and class count: the planner probes several set-ups of each)."""
+    return copy.deepcopy(_meta_model(backbone, image_size, num_classes))
+
+
+@functools.lru_cache(maxsize=16)
+def _meta_model(backbone: str, image_size: int, num_classes: int) -> nn.Module:
     spec = get_backbone(backbone)
     if spec.is_tiny_vit or spec.family == "sam2":
         # TinyViT's and Hiera's constructors call .item(), which meta tensors cannot do: built on the CPU.
