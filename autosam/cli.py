@@ -31,10 +31,10 @@ def _print_table(rows: list[dict], columns: list[tuple[str, str]]) -> None:
 
 def cmd_setups(args: argparse.Namespace) -> None:
     from autosam.sam.costs import setup_costs
-    from autosam.sam.registry import STUDY_BACKBONES, check_image_size, get_backbone
+    from autosam.sam.registry import check_image_size, family_backbones, get_backbone
     from autosam.sam.setups import all_setups
 
-    backbones = (args.backbone,) if args.backbone else STUDY_BACKBONES
+    backbones = (args.backbone,) if args.backbone else family_backbones(args.family or "sam")
     size = args.image_size or 1024
     for name in backbones:
         check_image_size(get_backbone(name), size)
@@ -392,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
 
     p = _verb(verbs, "setups", "list the fine-tuning set-ups with parameter counts and FLOPs",
-              ("backbone", "image_size", "json"))
+              ("backbone", "image_size", "json", "family"))
     p.add_argument("--num-classes", type=int, default=2, help="output classes incl. background (default 2)")
     p.set_defaults(func=cmd_setups)
 
