@@ -70,10 +70,11 @@ def test_ddp_on_two_cpu_processes_keeps_ranks_equal_and_rank_0_writes(planned_de
         assert "--gpus 2: no CUDA GPU is visible to torch; add --device cpu" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("backbone", ["test_vit", "test_tiny_vit"])
+@pytest.mark.parametrize("backbone", ["test_vit", "test_tiny_vit", "test_hiera"])
 def test_every_trainable_tensor_gets_a_gradient(backbone: str) -> None:
     """Why DDP runs without find_unused_parameters: no set-up leaves a trainable tensor out of the loss (the
-    frozen prompt encoder, IoU head and TinyViT classifier do not count: DDP skips frozen tensors)."""
+    frozen prompt encoder, IoU head and TinyViT classifier, SAM 2.1's video modules do not count: DDP skips frozen
+    tensors)."""
     # two channels: the learnable channel mixer in front of the encoder
     for scope, method, channels in itertools.product(("dec", "encdec"), ("vanilla", "adapter", "lora"), (1, 2)):
         network = build_network(Setup.parse(f"{backbone}_{scope}_{method}"), 64, 2, channels)
