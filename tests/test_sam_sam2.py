@@ -155,3 +155,20 @@ def test_export_is_loaded_by_the_official_builder_with_the_same_logits(official_
     assert not torch.allclose(ours, _autosam_logits(_network("test_hiera_encdec_lora", official_checkpoint, channels=3)
                                                     .eval(), image), atol=1e-3)  # the fine-tuning is in the export
     assert torch.allclose(ours, low_res, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", ["sam2_t", "sam2_s", "sam2_bplus", "sam2_l"])
+def test_every_official_size_has_the_released_layout(backbone: str, tmp_path: Path) -> None:
+    """The full-size models of SAM 2.1's four configuration files, as its builder makes them (what its released
+    checkpoints hold), pass autosam's key-and-shape check and load into autosam's model at another size."""
+    from autosam.sam.registry import build_sam, get_backbone
+    from autosam.sam.weights.base import check_compatible
+
+    config = get_backbone(backbone).encoder.config
+    released = build_sam2(config, None, device="cpu", apply_postprocessing=False).state_dict()
+    model = build_sam(backbone, 512, 3)
+    check_compatible(released, model, backbone, tmp_path / "released.pt")
+    own = model.state_dict()
+    assert {k for k in released if not k.startswith("sam_mask_decoder.")} == {k for k in own
+                                                                              if not k.startswith("sam_mask_decoder.")}
