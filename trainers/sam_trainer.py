@@ -159,7 +159,7 @@ class nnUNetTrainerSAM(nnUNetTrainer):
         SAM 2.1's Hiera runs eager: its own configuration marks Hiera-T's compilation as unsupported, and autosam
         has not measured the others on a GPU."""
         wanted = os.environ.get("nnUNet_compile", "true").lower() in ("true", "1", "t")
-        if self.device.type != "cuda" or not wanted or hasattr(self._sam_network().sam, "memory_attention"):
+        if self.device.type != "cuda" or not wanted or get_backbone(self.sam_plan.setup.backbone).family == "sam2":
             return False
         for block in encoder_attention_blocks(self._sam_network().sam.image_encoder):
             block.compile()
