@@ -1,5 +1,6 @@
-"""SAM 2.1 through the whole nnU-Net path: plan with an official-layout checkpoint, train a fold, predict a case
-nnU-Net's predictor has not seen, export what the official builder loads."""
+"""SAM 2.1 through the whole nnU-Net path: plan with an official-layout checkpoint, train a decoder-only fold on the
+embedding cache (all three feature levels), predict a case nnU-Net's predictor has not seen, export what the official
+builder loads."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from autosam_test_backbones import TEST_HIERA_OVERRIDES
 from sam2.build_sam import build_sam2
 
 from autosam.cli import main
+from autosam.trainers import embedding_cache
 from tests.conftest import BUSI, busi_or_demo, case_ids, copy_subset, predict_unseen
 
-SETUP = "test_hiera_encdec_lora"
+SETUP = "test_hiera_dec_lora"
 CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
 
 
@@ -32,7 +34,10 @@ def test_a_sam2_fold_trains_predicts_and_exports(nnunet_folders, tmp_path) -> No
     fold = nnunet_folders["nnUNet_results"] / BUSI / "nnUNetTrainerSAM__autosamPlans__2d_sam" / "fold_0"
     saved = torch.load(fold / "checkpoint_final.pth", weights_only=True)
     assert saved["autosam"]["setup"]["name"] == SETUP
-    assert any(k.startswith("sam.image_encoder.trunk.") and "lora_" in k for k in saved["network_weights"])
+    assert any(k.startswith("sam.sam_mask_decoder.transformer.") and "lora_" in k for k in saved["network_weights"])
+    (cache,) = (nnunet_folders["nnUNet_preprocessed"] / BUSI / embedding_cache.FOLDER).iterdir()
+    features = embedding_cache.open_case(cache, next(cache.glob("*.pt")).stem)["features"]
+    assert [level.shape[-1] for level in features] == [64 // 16, 64 // 4, 64 // 8]  # embedding, then s0 and s1
     assert json.loads((fold / "validation" / "summary.json").read_text())["foreground_mean"]["Dice"] >= 0
 
     image = source / "imagesTr" / f"{cases[-1]}_0000.png"
