@@ -350,7 +350,7 @@ def _setup_reason(setup: Setup, facts: DatasetFacts, hardware: Hardware, ssl: bo
         parts = [cite("R18")]
     else:
         parts = [cite("R1") if setup.trains_encoder else cite("R6"), f"{RULES['R2'].choice}: {cite('R2')}"]
-    small, base, large = FAMILY_BACKBONES[get_backbone(setup.backbone).family]
+    _, base, large = FAMILY_BACKBONES[get_backbone(setup.backbone).family]
     name = _short_name(setup.backbone)
     if checkpoint:
         parts.append(f"{setup.backbone}: the backbone of --checkpoint {checkpoint}, whose weights fit no other")

@@ -11,14 +11,14 @@ import torch
 from autosam.paths import CHECKPOINT_DIR_ENV, Dataset
 from autosam.planners.sam_planner import base_checkpoint_for
 from autosam.pretraining.images import dataset_images, read_labelled_slices
-from autosam.pretraining.prompted import PromptedOptions, Slice, prompted_pretrain, slice_prompts
 from autosam.pretraining.mae import OFFICIAL_CLASSES
+from autosam.pretraining.prompted import PromptedOptions, Slice, prompted_pretrain, slice_prompts
 from autosam.sam.model import build_network
-from autosam.sam.registry import build_sam
-from autosam.trainers.seeding import seed_everything
 from autosam.sam.prompts import bounding_box
+from autosam.sam.registry import build_sam
 from autosam.sam.setups import METHODS, SCOPES, Setup
 from autosam.sam.weights.catalogue import USER_CATALOGUE, sha256_of
+from autosam.trainers.seeding import seed_everything
 
 
 def test_prompts_come_from_autosam_prompts_and_hold_each_object(two_labelled_datasets) -> None:

@@ -15,8 +15,8 @@ and state-dict keys stay the official ones and official checkpoints load unchang
 from __future__ import annotations
 
 import torch
-from sam2.modeling.sam2_base import SAM2Base
 from sam2.modeling.sam.mask_decoder import MaskDecoder
+from sam2.modeling.sam2_base import SAM2Base
 from segment_anything.modeling import Sam
 from torch import nn
 
