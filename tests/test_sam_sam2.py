@@ -172,3 +172,28 @@ def test_every_official_size_has_the_released_layout(backbone: str, tmp_path: Pa
     own = model.state_dict()
     assert {k for k in released if not k.startswith("sam_mask_decoder.")} == {k for k in own
                                                                               if not k.startswith("sam_mask_decoder.")}
+
+
+@pytest.mark.parametrize("box, points", [((6.0, 8.0, 40.0, 50.0), None), (None, ((20.0, 30.0), (50.0, 10.0))),
+                                         ((6.0, 8.0, 40.0, 50.0), ((20.0, 30.0),))], ids=["box", "points", "both"])
+def test_prompts_are_embedded_as_the_official_predictor_embeds_them(box, points, official_checkpoint: Path) -> None:
+    """A box enters SAM 2.1's prompt encoder as two corner points (labels 2, 3) ahead of the clicks, as
+    SAM2ImagePredictor passes it: the same multimask logits as the predictor's for the same prompt."""
+    network = _network("test_hiera_dec_vanilla", official_checkpoint, channels=3).eval()
+    predictor = SAM2ImagePredictor(official_model(checkpoint=official_checkpoint))
+    predictor._bb_feat_sizes = [(SIZE // s, SIZE // s) for s in (4, 8, 16)]
+    image = np.random.default_rng(2).random((SIZE, SIZE, 3)).astype(np.float32)
+    predictor.set_image(image)
+    labels = [1] * len(points) if points else None
+    _, _, expected = predictor.predict(point_coords=np.array(points) if points else None,
+                                       point_labels=np.array(labels) if points else None,
+                                       box=np.array(box) if box else None, multimask_output=True, return_logits=True)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    x = ((torch.from_numpy(image) - mean) / std).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        features = network.encode(x)
+        sparse, dense = network.sam.embed_prompts(
+            (torch.tensor([points]), torch.tensor([labels])) if points else None,
+            torch.tensor([box]) if box else None)
+        ours = network.sam.decode_features(features, sparse, dense)[0, 1:]
+    assert torch.allclose(ours, torch.as_tensor(expected), atol=1e-4)

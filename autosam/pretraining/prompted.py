@@ -112,7 +112,7 @@ def forward_objects(sam, batch: list[Slice], prompts: list[dict[int, Prompt]], m
     device = next(sam.parameters()).device
     images = torch.stack([s.image.float().expand(3, -1, -1) for s in batch]).to(device)
     features = sam.embed(scale_minmax(images) if minmax else images)  # image_models.py: either family
-    encoder, size = sam.prompt_encoder, images.shape[-1]
+    size = images.shape[-1]
     logits, objects, ignored = [], [], []
     for i, (item, image_prompts_) in enumerate(zip(batch, prompts)):
         image_features = tuple(level[i:i + 1] for level in features)
@@ -124,7 +124,7 @@ def forward_objects(sam, batch: list[Slice], prompts: list[dict[int, Prompt]], m
                           torch.tensor(prompt.labels, device=device)[None])
             if prompt.box is not None:
                 boxes = torch.tensor(prompt.box, device=device)[None]
-            sparse, dense = encoder(points=points, boxes=boxes, masks=None)
+            sparse, dense = sam.embed_prompts(points, boxes)
             low_res = sam.decode_features(image_features, sparse, dense)[:, :1]  # the single-mask output
             logits.append(F.interpolate(low_res.float(), size=(size, size), mode="bilinear", align_corners=False))
             objects.append(label == k)

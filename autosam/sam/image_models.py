@@ -7,6 +7,7 @@ and state-dict keys stay the official ones and official checkpoints load unchang
 * ``embed(x)`` -> the image features the mask decoder reads, a tuple: the stride-16 embedding first, then (SAM 2)
   the stride-4 and stride-8 features its decoder adds while upscaling. The embedding cache stores this tuple.
 * ``decode_features(features, sparse, dense)`` -> (B, tokens, S/4, S/4) mask logits, one decoder call per batch.
+* ``embed_prompts(points, boxes)`` -> sparse and dense prompt embeddings, as the family's own predictor makes them.
 * ``input_size``, ``prompt_encoder``, ``mask_decoder``; ``ENCODER_SIDE``: the parameter names that belong to the
   image side (they train only in encoder + decoder set-ups); ``UNUSED``: the parameters the network never uses
   (always frozen).
@@ -37,6 +38,9 @@ class SamImage(Sam):
     def embed(self, x: torch.Tensor) -> Features:
         return (self.image_encoder(x),)
 
+    def embed_prompts(self, points: tuple[torch.Tensor, torch.Tensor] | None, boxes: torch.Tensor | None):
+        return self.prompt_encoder(points=points, boxes=boxes, masks=None)
+
     def decode_features(self, features: Features, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         # The prompt tokens (batch 1 when promptless) broadcast against the image batch in the decoder's matmuls.
         return self.mask_decoder.predict_masks(image_embeddings=features[0], image_pe=self.prompt_encoder.get_dense_pe(),
@@ -52,8 +56,9 @@ class Sam2Image(SAM2Base):
     """
 
     ENCODER_SIDE = ("image_encoder.", "sam_mask_decoder.conv_s0.", "sam_mask_decoder.conv_s1.", "no_mem_embed")
+    # (the object-score token is used: it takes part in every decoder call; only its head is not)
     UNUSED = ("sam_prompt_encoder.", "sam_mask_decoder.iou_prediction_head.", "sam_mask_decoder.pred_obj_score_head.",
-              "sam_mask_decoder.obj_score_token.", "memory_attention.", "memory_encoder.", "mask_downsample.",
+              "memory_attention.", "memory_encoder.", "mask_downsample.",
               "obj_ptr_proj.", "obj_ptr_tpos_proj.", "maskmem_tpos_enc", "no_mem_pos_enc", "no_obj_ptr",
               "no_obj_embed_spatial")
 
@@ -90,8 +95,18 @@ class Sam2Image(SAM2Base):
         """``forward_image`` (Hiera, FPN neck, the decoder's projections of the two finest levels) and, as in image
         mode, the no-memory embedding added to the coarsest level."""
         fpn = self.forward_image(x)["backbone_fpn"][-self.num_feature_levels:]
-        embedding = fpn[-1] + self.no_mem_embed.view(1, -1, 1, 1)
+        embedding = fpn[-1] + self.no_mem_embed.view(1, -1, 1, 1) if self.directly_add_no_mem_embed else fpn[-1]
         return (embedding, *fpn[:-1])
+
+    def embed_prompts(self, points: tuple[torch.Tensor, torch.Tensor] | None, boxes: torch.Tensor | None):
+        """As ``SAM2ImagePredictor._predict``: a box enters as its two corners, points labelled 2 and 3, ahead of
+        the clicks, with no box input (so the prompt encoder always adds its padding point)."""
+        if boxes is not None:
+            corners = boxes.reshape(-1, 2, 2)
+            labels = torch.tensor([[2, 3]], dtype=torch.int, device=boxes.device).repeat(corners.shape[0], 1)
+            points = (corners, labels) if points is None else (torch.cat([corners, points[0]], 1),
+                                                               torch.cat([labels, points[1]], 1))
+        return self.sam_prompt_encoder(points=points, boxes=None, masks=None)
 
     def decode_features(self, features: Features, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         embedding, *high_res = features

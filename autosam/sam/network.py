@@ -151,7 +151,6 @@ class SamSegmenter(nn.Module):
                   height: int, width: int) -> torch.Tensor:
         """``logits`` with each prompted class's channel replaced by the decoder's answer to its prompt.
         The prompt encoder takes coordinates in the SAM input frame: patch pixels are scaled per axis."""
-        encoder = self.sam.prompt_encoder
         scale = torch.tensor([self.image_size / width, self.image_size / height], device=logits.device)
         images = []
         for i, (image_logits, image_prompts) in enumerate(zip(logits, prompts)):
@@ -166,7 +165,7 @@ class SamSegmenter(nn.Module):
                     points = (coords[None], torch.tensor(prompt.labels, device=logits.device)[None])
                 if prompt.box is not None:
                     boxes = ((torch.tensor(prompt.box, device=logits.device).view(2, 2) + 0.5) * scale - 0.5).view(1, 4)
-                sparse, dense = encoder(points=points, boxes=boxes, masks=None)
+                sparse, dense = self.sam.embed_prompts(points, boxes)
                 channels[k] = self.sam.decode_features(image_features, sparse, dense)[0, k]
             images.append(torch.stack(channels))
         return torch.stack(images)
