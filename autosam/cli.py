@@ -322,7 +322,7 @@ SHARED_FLAGS: dict[str, tuple[tuple[str, ...], dict]] = {
                                            "sam2_s, sam2_bplus, sam2_l"}),
     "family": (("--family",), {"choices": ("sam", "sam2", "all"), "metavar": "{sam,sam2,all}",
                                "help": "SAM (ViT, MobileSAM) or SAM 2.1 (Hiera): plan and run choose from this family "
-                                       "(default: SAM unless only SAM 2.1 weights are present, rule R21); ablate "
+                                       "(default: SAM unless only SAM 2.1 weights are present, rule R28); ablate "
                                        "'all' runs this family's 18 set-ups (all: both families, 36)"}),
     "image_size": (("--image-size",), {"type": int, "metavar": "PX",
                                        "help": "SAM input size in pixels, a multiple of 64 (default: planned; "

@@ -100,7 +100,7 @@ def _of_the_modality(facts: DatasetFacts) -> dict[str, dict]:
 
 
 def family_for(facts: DatasetFacts, options, fixed_backbone: str | None) -> tuple[str, str]:
-    """R21: the family the set-ups come from, and why."""
+    """R28: the family the set-ups come from, and why."""
     if options.setup or fixed_backbone:
         backbone = fixed_backbone or Setup.parse(options.setup).backbone
         return get_backbone(backbone).family, f"the family of {'--setup' if options.setup else '--checkpoint'}"
@@ -110,14 +110,14 @@ def family_for(facts: DatasetFacts, options, fixed_backbone: str | None) -> tupl
     present = {family: [n for n in facts.checkpoints_present if n in CATALOGUE
                         and get_backbone(CATALOGUE[n].backbone).family == family] for family in FAMILY_BACKBONES}
     if present["sam2"] and not present["sam"] and not options.from_scratch:
-        return "sam2", f"SAM 2.1: its weights ({', '.join(present['sam2'])}) are the only official ones present ({cite('R21')})"
-    return "sam", f"SAM, the study's family ({cite('R21')})"
+        return "sam2", f"SAM 2.1: its weights ({', '.join(present['sam2'])}) are the only official ones present ({cite('R28')})"
+    return "sam", f"SAM, the study's family ({cite('R28')})"
 
 
 def backbone_order(facts: DatasetFacts, hardware: Hardware, ssl: bool, pretrained: str | None = None,
                    family: str = "sam") -> list[str]:
     """``pretrained``: the backbone of an in-domain self-supervised checkpoint (R19), first on a GPU. SAM 2.1's
-    sizes take the places of ViT-T, ViT-B and ViT-H (R21); "all": SAM's order, then SAM 2.1's."""
+    sizes take the places of ViT-T, ViT-B and ViT-H (R28); "all": SAM's order, then SAM 2.1's."""
     if family == "all":
         return [b for f in FAMILY_BACKBONES for b in backbone_order(facts, hardware, ssl, pretrained, f)]
     small, base, large = FAMILY_BACKBONES[family]
@@ -181,6 +181,9 @@ def choose(facts: DatasetFacts, hardware: Hardware, num_classes: int, channels: 
     if options.family or options.setup or fixed_backbone:
         overridden.append("family")
     order = backbone_order(facts, hardware, ssl, next(iter(own.values()), None), family)
+    if family == "sam2" and "family" not in overridden:  # chosen for the weights present: those sizes first
+        present = {CATALOGUE[n].backbone for n in facts.checkpoints_present if n in CATALOGUE}
+        order = sorted(order, key=lambda b: b not in present)
     rank = lambda c: (c.setup.scope != "encdec", ("lora", "adapter", "vanilla").index(c.setup.method),  # noqa: E731
                       order.index(c.setup.backbone) if c.setup.backbone in order else len(order))
     rank_option = {} if options.lora_rank is None else {"lora_rank": options.lora_rank,
@@ -359,7 +362,7 @@ def _setup_reason(setup: Setup, facts: DatasetFacts, hardware: Hardware, ssl: bo
     elif setup.backbone == large:
         parts.append(f"{name}: {facts.num_foreground_slices} labelled slices ({cite('R4')})")
     elif setup.backbone == base:
-        parts.append(f"{name}: {cite('R3')}" + ("; the SSL MRI weights are ViT-B" if ssl else ""))
+        parts.append(f"{name}: {cite('R3')}" + ("; the SSL MRI weights are ViT-B" if ssl and base == "vit_b" else ""))
     else:
         parts.append(f"{name}: a larger backbone does not fit ({cite('R5')})")
     return "; ".join(parts)
@@ -380,6 +383,8 @@ def _why_not(c: Candidate, best: Candidate, facts: DatasetFacts, hardware: Hardw
         return f"{RULES['R6'].label}: decoder-only is a fallback when no encoder update fits"
     if c.setup.method != best.setup.method:
         return f"{RULES['R2'].label}: {best.setup.method} is preferred to {c.setup.method}"
+    if get_backbone(c.setup.backbone).family != get_backbone(best.setup.backbone).family:
+        return f"{RULES['R28'].label}: {RULES['R28'].evidence}"
     if hardware.device == "cpu":
         return f"{RULES['R5'].label}: on a CPU the smallest backbone keeps training time practical"
     large = FAMILY_BACKBONES[get_backbone(best.setup.backbone).family][-1]

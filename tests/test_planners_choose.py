@@ -244,7 +244,7 @@ def test_planner_never_starts_from_a_checkpoint_whose_lineage_saw_the_dataset(tm
     assert check_lineage(old, "old", {}).refused and "not recorded" in check_lineage(old, "old", {}).problem()
 
 
-def test_sam2_is_planned_where_rule_r21_says_and_explained_where_not() -> None:
+def test_sam2_is_planned_where_rule_r28_says_and_explained_where_not() -> None:
     """SAM 2.1 when its weights are the only official ones present (its sizes following SAM's rules), or asked
     for; SAM otherwise, with the reason naming the rule that would choose SAM 2.1."""
     only_sam2 = _facts(slices=300, checkpoints=("sam2.1_hiera_base_plus",))
@@ -258,7 +258,8 @@ def test_sam2_is_planned_where_rule_r21_says_and_explained_where_not() -> None:
     assert backbone_order(_facts(slices=2000), _gpu(80), False, family="sam2")[0] == "sam2_l"
     assert backbone_order(_facts(), Hardware("cpu", 16, "this CPU"), False, family="sam2")[0] == "sam2_t"
 
-    choice = _choose(only_sam2, _gpu(40))  # the whole planner: 18 SAM 2.1 candidates, the chosen one explained
-    assert choice.setup.name == "sam2_bplus_encdec_lora" and "R21" in choice.reasons["family"]
-    assert choice.reasons["base_checkpoint"].startswith("the official sam2_bplus weights")
+    # the whole planner: 18 SAM 2.1 candidates; with only Hiera-T's weights present, Hiera-T first (its weights)
+    choice = _choose(_facts(slices=300, checkpoints=("sam2.1_hiera_tiny",)), _gpu(40))
+    assert choice.setup.name == "sam2_t_encdec_lora" and "R28" in choice.reasons["family"]
+    assert choice.reasons["base_checkpoint"].startswith("the official sam2_t weights")
     assert {c.setup.backbone for c in choice.candidates} == {"sam2_t", "sam2_bplus", "sam2_l"}

@@ -56,8 +56,8 @@ def test_parameter_totals_are_the_official_models(official_checkpoint: Path) -> 
     projections of the fine levels and the no-memory embedding; LoRA adds r x (in + out) per wrapped projection."""
     official = official_model()
     decoder = official.sam_mask_decoder
-    used_decoder = (_count(decoder) - _count(decoder, "iou_prediction_head.", "pred_obj_score_head.", "obj_score_token.",
-                                             "conv_s0.", "conv_s1."))
+    # the object-score token takes part in every decoder call and trains; its head, like the IoU head, is unused
+    used_decoder = _count(decoder) - _count(decoder, "iou_prediction_head.", "pred_obj_score_head.", "conv_s0.", "conv_s1.")
     image_side = _count(official, "image_encoder.", "sam_mask_decoder.conv_s0.", "sam_mask_decoder.conv_s1.",
                         "no_mem_embed")
     expected = {"test_hiera_dec_vanilla": used_decoder, "test_hiera_encdec_vanilla": used_decoder + image_side}
@@ -85,6 +85,10 @@ def test_every_setup_trains_its_tensors_and_leaves_the_rest(setup: Setup, offici
     assert logits.shape == (2, 3, 48, 56)
     torch.nn.functional.cross_entropy(logits, torch.randint(0, 3, (2, 48, 56))).backward()
     assert all(p.grad is not None for p in trainable)  # (LoRA's A and an adapter's down start with zero gradients)
+    assert all(p.grad is None for p in network.parameters() if not p.requires_grad)
+    image_side = [p.requires_grad for n, p in network.sam.named_parameters()
+                  if n.startswith(("sam_mask_decoder.conv_s0.", "sam_mask_decoder.conv_s1.", "no_mem_embed"))]
+    assert set(image_side) == {setup.trains_whole_encoder}  # SAM 2.1's image side beyond Hiera
     optimiser.step()
     assert all(torch.equal(p, frozen[n]) for n, p in network.named_parameters() if n in frozen)
     image_side_trains = any(p.requires_grad for n, p in network.named_parameters() if n.startswith("sam.image_encoder."))

@@ -65,8 +65,9 @@ def cache_key(network: SamSegmenter, configuration: dict, plans: dict, device: t
         "format_version": FORMAT_VERSION,
         "backbone": network.setup.backbone,
         "image_size": network.image_size,
-        # the checkpoint's sha256; without one (from scratch, unknown file) the encoder's weights themselves
-        "base_sha256": sha256 or "weights:" + _tensor_digest(network.sam.image_encoder.state_dict().values()),
+        # the checkpoint's sha256; without one (from scratch, unknown file) the image side's weights themselves
+        "base_sha256": sha256 or "weights:" + _tensor_digest(
+            v for k, v in network.sam.state_dict().items() if k.startswith(network.sam.ENCODER_SIDE)),
         "input_channels": network.input_channels,
         "channel_mixer": _tensor_digest(mixer.state_dict().values()) if mixer is not None else None,
         "normalisation": network.normalisation,

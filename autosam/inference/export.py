@@ -19,6 +19,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from peft import LoraConfig, get_peft_model
 
 from autosam.errors import AutosamError, CheckpointError
@@ -95,14 +96,29 @@ def _lora_as_peft(network: SamSegmenter):
 def _sam2_loading(backbone: str, image_size: int, num_classes: int, checkpoint: Path) -> str:
     config = get_backbone(backbone).encoder
     overrides = [*config.overrides] + ([f"++model.image_size={image_size}"] if image_size != STOCK_IMAGE_SIZE else [])
-    call = (f"sam2.build_sam.build_sam2('{config.config}', '{checkpoint}'"
+    call = (f"sam2.build_sam.build_sam2('{config.config}', '{checkpoint}', device='cpu'"
             + (f", hydra_overrides_extra={overrides!r}" if overrides else "") + ")")
     if num_classes == STOCK_MASK_TOKENS:
         return f"loads unchanged with {call}"
+    if num_classes < STOCK_MASK_TOKENS:
+        return (f"loads unchanged with {call}; its mask decoder's tokens 0-{num_classes - 1} are the classes "
+                f"(background first), tokens {num_classes}-{STOCK_MASK_TOKENS - 1} untrained placeholders that "
+                "SAM2Base's fixed 4 tokens need")
     return (f"holds {num_classes} class tokens where SAM2Base builds {STOCK_MASK_TOKENS} (its mask decoder's "
             f"num_multimask_outputs=3 is fixed): loads into SAM 2.1's own classes with the decoder built with "
             f"num_multimask_outputs={num_classes - 1}, as autosam.sam.registry.build_sam('{backbone}', {image_size}, "
             f"{num_classes}) builds it; the rest is {call}'s model")
+
+
+def _with_stock_tokens(state: dict, network: SamSegmenter) -> dict:
+    """SAM 2.1 with fewer class tokens than SAM2Base's fixed 4: the missing tokens and their heads taken from a
+    freshly built 4-token model, so SAM 2.1's own builder loads the file (the classes keep tokens 0..K-1)."""
+    stock = build_sam(network.setup.backbone, network.image_size, STOCK_MASK_TOKENS).state_dict()
+    padded = {}
+    for key, value in stock.items():
+        own = state.get(key)
+        padded[key] = value if own is None else own if own.shape == value.shape else torch.cat([own, value[len(own):]])
+    return padded
 
 
 def stock_loading(backbone: str, image_size: int, num_classes: int, checkpoint: Path) -> str:
@@ -143,8 +159,11 @@ def export_network(network: SamSegmenter, output: Path, source: str = "model") -
         peft_model.save_pretrained(str(peft_folder))
     state = peft_model.merge_and_unload().state_dict() if peft_model else _stock_copy(network).state_dict()
     state = {k: v.detach().clone().contiguous() for k, v in state.items()}
+    sam2 = get_backbone(network.setup.backbone).family == "sam2"
+    if sam2 and network.num_classes < STOCK_MASK_TOKENS:
+        state = _with_stock_tokens(state, network)
     try:
-        atomic_torch_save({"model": state} if get_backbone(network.setup.backbone).family == "sam2" else state, output)
+        atomic_torch_save({"model": state} if sam2 else state, output)
     except BaseException:
         if peft_folder:  # all or nothing: a retry must not find half an export in its way
             shutil.rmtree(peft_folder, ignore_errors=True)
