@@ -31,10 +31,10 @@ def _print_table(rows: list[dict], columns: list[tuple[str, str]]) -> None:
 
 def cmd_setups(args: argparse.Namespace) -> None:
     from autosam.sam.costs import setup_costs
-    from autosam.sam.registry import STUDY_BACKBONES, check_image_size, get_backbone
+    from autosam.sam.registry import check_image_size, family_backbones, get_backbone
     from autosam.sam.setups import all_setups
 
-    backbones = (args.backbone,) if args.backbone else STUDY_BACKBONES
+    backbones = (args.backbone,) if args.backbone else family_backbones(args.family or "sam")
     size = args.image_size or 1024
     for name in backbones:
         check_image_size(get_backbone(name), size)
@@ -199,7 +199,8 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     ablate(args.dataset, args.setups, RunOptions(folds=_fold_numbers(args.folds),
                                                  epochs=args.epochs,
                                                  iterations=args.iterations, device=args.device, ensembles=False,
-                                                 seed=args.seed, gpu_memory=args.gpu_memory), args.ray)
+                                                 seed=args.seed, gpu_memory=args.gpu_memory), args.ray,
+           family=args.family or "sam")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -317,7 +318,12 @@ SHARED_FLAGS: dict[str, tuple[tuple[str, ...], dict]] = {
                              "help": "a fixed set-up, e.g. vit_b_encdec_lora (autosam setups lists them); predict "
                                      "and export also take 'planned'"}),
     "backbone": (("--backbone",), {"metavar": "NAME",
-                                   "help": "image encoder: vit_t, vit_b, vit_h (also vit_l)"}),
+                                   "help": "image encoder: vit_t, vit_b, vit_h (also vit_l), or SAM 2.1's sam2_t, "
+                                           "sam2_s, sam2_bplus, sam2_l"}),
+    "family": (("--family",), {"choices": ("sam", "sam2", "all"), "metavar": "{sam,sam2,all}",
+                               "help": "SAM (ViT, MobileSAM) or SAM 2.1 (Hiera): plan and run choose from this family "
+                                       "(default: SAM unless only SAM 2.1 weights are present, rule R28); ablate "
+                                       "'all' runs this family's 18 set-ups (all: both families, 36)"}),
     "image_size": (("--image-size",), {"type": int, "metavar": "PX",
                                        "help": "SAM input size in pixels, a multiple of 64 (default: planned; "
                                                "setups and pretrain: 1024)"}),
@@ -353,7 +359,7 @@ SHARED_FLAGS: dict[str, tuple[tuple[str, ...], dict]] = {
 }
 # What every SAM planning verb lets the user fix; the planner chooses the rest.
 PLAN_FLAGS = ("gpu_memory", "device", "setup", "image_size", "batch_size", "checkpoint", "checkpoint_dir", "seed",
-              "epochs", "iterations", "from_scratch", "max_image_gb")
+              "epochs", "iterations", "from_scratch", "max_image_gb", "family")
 
 
 def shared_flags() -> dict[str, argparse.ArgumentParser]:
@@ -386,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
 
     p = _verb(verbs, "setups", "list the fine-tuning set-ups with parameter counts and FLOPs",
-              ("backbone", "image_size", "json"))
+              ("backbone", "image_size", "json", "family"))
     p.add_argument("--num-classes", type=int, default=2, help="output classes incl. background (default 2)")
     p.set_defaults(func=cmd_setups)
 
@@ -419,9 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = _verb(verbs, "ablate", "train the study's set-ups on the same folds and budget; heat map",
-              ("dataset", "folds", "device", "epochs", "iterations", "seed", "gpu_memory", "ray"))
+              ("dataset", "folds", "device", "epochs", "iterations", "seed", "gpu_memory", "ray", "family"))
     p.add_argument("--setups", nargs="+", default=["all"], metavar="NAME",
-                   help="'all' (the 18) or set-up names")
+                   help="'all' (the 18 of --family, SAM's by default) or set-up names of either family")
     p.set_defaults(func=cmd_ablate)
 
     p = _verb(verbs, "demo", "the bundled BUSI subset through 'autosam run' on a CPU-sized budget", ("device", "seed"))

@@ -15,9 +15,9 @@ from autosam.planners.rules import RULES, cite, set_by_user
 from autosam.planners.step_cost import embedding_cache_reason, iteration_gflops
 from autosam.sam.costs import meta_network
 from autosam.sam.memory import ALLOCATOR_OVERHEAD, CUDA_CONTEXT_BYTES, GIB, estimate_training_memory
-from autosam.sam.registry import IMAGE_SIZE_STEP, STUDY_BACKBONES, get_backbone
+from autosam.sam.registry import FAMILY_BACKBONES, IMAGE_SIZE_STEP, family_backbones, get_backbone
 from autosam.sam.setups import DEFAULT_LORA_RANK, Setup, all_setups
-from autosam.sam.weights.catalogue import RANDOM_START, checkpoint_backbone
+from autosam.sam.weights.catalogue import CATALOGUE, RANDOM_START, checkpoint_backbone
 
 MEMORY_HEADROOM = 0.9  # R17
 CPU_MEMORY_SHARE = 0.5  # a CPU run shares RAM with data loading and the system
@@ -101,17 +101,38 @@ def _of_the_modality(facts: DatasetFacts) -> dict[str, dict]:
             if e.get("modality") == facts.modality and e.get("started_from") != RANDOM_START}
 
 
-def backbone_order(facts: DatasetFacts, hardware: Hardware, ssl: bool, pretrained: str | None = None) -> list[str]:
-    """``pretrained``: the backbone of an in-domain self-supervised checkpoint (R19), first on a GPU."""
+def family_for(facts: DatasetFacts, options, fixed_backbone: str | None) -> tuple[str, str]:
+    """R28: the family the set-ups come from, and why."""
+    if options.setup or fixed_backbone:
+        backbone = fixed_backbone or Setup.parse(options.setup).backbone
+        return get_backbone(backbone).family, set_by_user("--setup" if options.setup else "--checkpoint")
+    if options.family:
+        return options.family, set_by_user(f"--family {options.family}") + (
+            "; both families, SAM's first" if options.family == "all" else "")
+    present = {family: [n for n in facts.checkpoints_present if n in CATALOGUE
+                        and get_backbone(CATALOGUE[n].backbone).family == family] for family in FAMILY_BACKBONES}
+    if present["sam2"] and not present["sam"] and not options.from_scratch:
+        return "sam2", f"SAM 2.1: its weights ({', '.join(present['sam2'])}) are the only official ones present ({cite('R28')})"
+    return "sam", f"SAM, the study's family ({cite('R28')})"
+
+
+def backbone_order(facts: DatasetFacts, hardware: Hardware, ssl: bool, pretrained: str | None = None,
+                   family: str = "sam") -> list[str]:
+    """``pretrained``: the backbone of an in-domain self-supervised checkpoint (R19), first on a GPU. SAM 2.1's
+    sizes take the places of ViT-T, ViT-B and ViT-H (R28); "all": SAM's order, then SAM 2.1's."""
+    if family == "all":
+        return [b for f in FAMILY_BACKBONES for b in backbone_order(facts, hardware, ssl, pretrained, f)]
+    small, base, large = FAMILY_BACKBONES[family]
+    pretrained = pretrained if pretrained in FAMILY_BACKBONES[family] else None
     if hardware.device == "cpu":
-        return ["vit_t", "vit_b", "vit_h"]
+        return [small, base, large]
     if pretrained:
-        return [pretrained] + [b for b in ("vit_b", "vit_t", "vit_h") if b != pretrained]
-    if ssl:
-        return ["vit_b", "vit_t", "vit_h"]
+        return [pretrained] + [b for b in (base, small, large) if b != pretrained]
+    if ssl and family == "sam":
+        return [base, small, large]
     if facts.num_foreground_slices >= LARGE_DATA_SLICES:
-        return ["vit_h", "vit_b", "vit_t"]
-    return ["vit_b", "vit_t", "vit_h"]
+        return [large, base, small]
+    return [base, small, large]
 
 
 def _budget_bytes(hardware: Hardware) -> float:
@@ -184,17 +205,23 @@ def choose(facts: DatasetFacts, hardware: Hardware, num_classes: int, channels: 
         start, reasons["image_size"] = default_image_size(facts, hardware)
         sizes = list(range(start, 255, -IMAGE_SIZE_STEP))  # smaller only when nothing fits (monotonic in memory)
 
-    order = backbone_order(facts, hardware, ssl, next(iter(own.values()), None))
+    # a checkpoint given without a set-up decides the backbone: its weights fit no other
+    fixed_backbone = (checkpoint_backbone(options.checkpoint, options.checkpoint_dir)
+                      if options.checkpoint and not options.setup else None)
+    family, reasons["family"] = family_for(facts, options, fixed_backbone)
+    if options.family or options.setup or fixed_backbone:
+        overridden.append("family")
+    order = backbone_order(facts, hardware, ssl, next(iter(own.values()), None), family)
+    if family == "sam2" and "family" not in overridden:  # chosen for the weights present: those sizes first
+        present = {CATALOGUE[n].backbone for n in facts.checkpoints_present if n in CATALOGUE}
+        order = sorted(order, key=lambda b: b not in present)
     rank = lambda c: (c.setup.scope != "encdec", ("lora", "adapter", "vanilla").index(c.setup.method),
                       order.index(c.setup.backbone) if c.setup.backbone in order else len(order))
     rank_option = {} if options.lora_rank is None else {"lora_rank": options.lora_rank,
                                                          "lora_alpha": float(options.lora_rank)}
-    # a checkpoint given without a set-up decides the backbone: its weights fit no other
-    fixed_backbone = (checkpoint_backbone(options.checkpoint, options.checkpoint_dir)
-                      if options.checkpoint and not options.setup else None)
     pool = [Setup.parse(options.setup, **rank_option)] if options.setup else [
         Setup(s.backbone, s.scope, s.method, **rank_option)
-        for s in all_setups((fixed_backbone,) if fixed_backbone else STUDY_BACKBONES)]
+        for s in all_setups((fixed_backbone,) if fixed_backbone else family_backbones(family))]
     if options.setup:
         overridden.append("setup")
     scratch_only = options.from_scratch and not options.setup  # R18
@@ -362,17 +389,23 @@ def _setup_reason(setup: Setup, facts: DatasetFacts, hardware: Hardware, ssl: bo
         parts = [cite("R18")]
     else:
         parts = [cite("R1") if setup.trains_encoder else cite("R6"), f"{RULES['R2'].choice}: {cite('R2')}"]
+    _, base, large = FAMILY_BACKBONES[get_backbone(setup.backbone).family]
+    name = _short_name(setup.backbone)
     if checkpoint:
         parts.append(f"{setup.backbone}: the backbone of --checkpoint {checkpoint}, whose weights fit no other")
     elif hardware.device == "cpu":
-        parts.append(f"ViT-T: planning for a CPU ({cite('R5')})")
-    elif setup.backbone == "vit_h":
-        parts.append(f"ViT-H: {facts.num_foreground_slices} labelled slices ({cite('R4')})")
-    elif setup.backbone == "vit_b":
-        parts.append(f"ViT-B: {cite('R3')}" + ("; the SSL MRI weights are ViT-B" if ssl else ""))
+        parts.append(f"{name}: planning for a CPU ({cite('R5')})")
+    elif setup.backbone == large:
+        parts.append(f"{name}: {facts.num_foreground_slices} labelled slices ({cite('R4')})")
+    elif setup.backbone == base:
+        parts.append(f"{name}: {cite('R3')}" + ("; the SSL MRI weights are ViT-B" if ssl and base == "vit_b" else ""))
     else:
-        parts.append(f"ViT-T: a larger backbone does not fit ({cite('R5')})")
+        parts.append(f"{name}: a larger backbone does not fit ({cite('R5')})")
     return "; ".join(parts)
+
+
+def _short_name(backbone: str) -> str:
+    return {"vit_t": "ViT-T", "vit_b": "ViT-B", "vit_h": "ViT-H"}.get(backbone, get_backbone(backbone).description)
 
 
 def _why_not(c: Candidate, best: Candidate, facts: DatasetFacts, hardware: Hardware) -> str:
@@ -386,9 +419,12 @@ def _why_not(c: Candidate, best: Candidate, facts: DatasetFacts, hardware: Hardw
         return f"{RULES['R6'].label}: decoder-only is a fallback when no encoder update fits"
     if c.setup.method != best.setup.method:
         return f"{RULES['R2'].label}: {best.setup.method} is preferred to {c.setup.method}"
+    if get_backbone(c.setup.backbone).family != get_backbone(best.setup.backbone).family:
+        return f"{RULES['R28'].label}: {RULES['R28'].evidence}"
     if hardware.device == "cpu":
         return f"{RULES['R5'].label}: on a CPU the smallest backbone keeps training time practical"
-    if "vit_h" in (c.setup.backbone, best.setup.backbone):
-        return (f"{RULES['R4'].label}: ViT-H from {LARGE_DATA_SLICES} labelled slices "
+    large = FAMILY_BACKBONES[get_backbone(best.setup.backbone).family][-1]
+    if large in (c.setup.backbone, best.setup.backbone):
+        return (f"{RULES['R4'].label}: {_short_name(large)} from {LARGE_DATA_SLICES} labelled slices "
                 f"(has {facts.num_foreground_slices})")
     return f"{RULES['R3'].label}: {best.setup.backbone} is preferred; {RULES['R3'].evidence}"

@@ -49,6 +49,7 @@ class SamOptions:
     embedding_cache: bool = True  # False: --no-embedding-cache (decoder-only set-ups encode every patch)
     seed: int | None = None
     prompts: str | None = None  # train with box/point prompts derived from the reference (autosam.sam.prompts.MODES)
+    family: str | None = None  # "sam" or "sam2": the family the planner chooses from (R28); None: by the weights present
 
 
 def base_checkpoint_for(setup: Setup, name: str | None, checkpoint_dir: str | None = None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 from scipy import ndimage
 
@@ -111,8 +112,9 @@ def test_the_jittered_box_contains_the_tight_box_within_the_documented_jitter_an
     assert start_prompt("box", reference, np.ones_like(reference))[0].box == (20.0, 10.0, 49.0, 29.0)
 
 
-def test_each_click_follows_the_rule_on_a_real_network_and_dice_is_recorded() -> None:
-    network = build_network(Setup.parse("test_vit_encdec_lora"), 64, 3, 1).eval()
+@pytest.mark.parametrize("setup", ["test_vit_encdec_lora", "test_hiera_encdec_lora"])
+def test_each_click_follows_the_rule_on_a_real_network_and_dice_is_recorded(setup: str) -> None:
+    network = build_network(Setup.parse(setup), 64, 3, 1).eval()
     torch.manual_seed(1)
     image = torch.randn(1, 48, 56)
     label = np.zeros((48, 56), np.int64)

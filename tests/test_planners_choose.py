@@ -7,11 +7,11 @@ import pytest
 from autosam.data.image_digests import dataset_digests
 from autosam.errors import AutosamError
 from autosam.experiments.demo import DEMO_DATA
-from autosam.planners.choose import choose, evaluate
+from autosam.planners.choose import backbone_order, choose, evaluate, family_for
 from autosam.planners.explain import RULE_TAG, plan_summary, plan_text
 from autosam.planners.fingerprint import DatasetFacts, modality_of, pretrained_present
 from autosam.planners.hardware import Hardware
-from autosam.planners.rules import RULES
+from autosam.planners.rules import RULES, set_by_user
 from autosam.planners.sam_planner import SamOptions, sam_sized
 from autosam.planners.step_cost import forward_gflops
 from autosam.plans import SamPlan
@@ -132,14 +132,14 @@ def test_user_overrides_are_recorded() -> None:
 
 
 def test_activations_are_affine_in_batch() -> None:
-    for name in ("test_vit_encdec_lora", "test_tiny_vit_encdec_vanilla", "vit_t_dec_adapter"):
+    for name in ("test_vit_encdec_lora", "test_tiny_vit_encdec_vanilla", "vit_t_dec_adapter", "test_hiera_encdec_lora"):
         size = 256 if name.startswith("vit_t") else 64
         network = meta_network(Setup.parse(name), size, 3)
         two, three, five = (saved_activation_bytes(network, b, size, 1, with_loss=True) for b in (2, 3, 5))
         assert five == two + 3 * (three - two)  # from batch 2 on (memory.py probes at 2 and 3)
 
 
-@pytest.mark.parametrize("setup", all_setups(("test_vit", "test_tiny_vit")), ids=lambda s: s.name)
+@pytest.mark.parametrize("setup", all_setups(("test_vit", "test_tiny_vit", "test_hiera")), ids=lambda s: s.name)
 def test_estimate_matches_a_real_cpu_training_step(setup: Setup) -> None:
     network = build_network(setup, 128, 3, 1)
     measured = measured_training_peak(network, 2, (128, 128))
@@ -276,3 +276,24 @@ def test_an_impossible_memory_budget_is_refused_before_the_candidates_are_probed
                                            r"vit_t_dec_lora at 256 px .* \(give --gpu-memory [1-9] or more\)"):
         choose(_facts(), _gpu(0.5), 5, 1, (512, 512), SamOptions())  # 5 classes: probes no other test made
     assert _probe.cache_info().misses - before <= 2  # one set-up (with and without checkpointing), not 18 per size
+
+
+def test_sam2_is_planned_where_rule_r28_says_and_explained_where_not() -> None:
+    """SAM 2.1 when its weights are the only official ones present (its sizes following SAM's rules), or asked
+    for; SAM otherwise, with the reason naming the rule that would choose SAM 2.1."""
+    only_sam2 = _facts(slices=300, checkpoints=("sam2.1_hiera_base_plus",))
+    assert family_for(only_sam2, SamOptions(), None)[0] == "sam2"
+    assert family_for(only_sam2, SamOptions(from_scratch=True), None)[0] == "sam"
+    assert family_for(only_sam2, SamOptions(setup="vit_t_dec_lora"), None)[0] == "sam"
+    family, reason = family_for(_facts(checkpoints=("sam2.1_hiera_base_plus", "sam_vit_b")), SamOptions(), None)
+    assert family == "sam" and "SAM, the study's family" in reason and "no study has compared SAM 2.1 with SAM" in reason
+    assert family_for(_facts(), SamOptions(family="sam2"), None) == ("sam2", set_by_user("--family sam2"))
+    assert backbone_order(_facts(slices=300), _gpu(40), False, family="sam2")[0] == "sam2_bplus"
+    assert backbone_order(_facts(slices=2000), _gpu(80), False, family="sam2")[0] == "sam2_l"
+    assert backbone_order(_facts(), Hardware("cpu", 16, "this CPU"), False, family="sam2")[0] == "sam2_t"
+
+    # the whole planner: 18 SAM 2.1 candidates; with only Hiera-T's weights present, Hiera-T first (its weights)
+    choice = _choose(_facts(slices=300, checkpoints=("sam2.1_hiera_tiny",)), _gpu(40))
+    assert choice.setup.name == "sam2_t_encdec_lora" and "R28" in choice.reasons["family"]
+    assert choice.reasons["base_checkpoint"].startswith("the official sam2_t weights")
+    assert {c.setup.backbone for c in choice.candidates} == {"sam2_t", "sam2_bplus", "sam2_l"}

@@ -11,11 +11,14 @@ import torch
 from autosam.paths import CHECKPOINT_DIR_ENV, Dataset
 from autosam.planners.sam_planner import base_checkpoint_for
 from autosam.pretraining.images import dataset_images, read_labelled_slices
+from autosam.pretraining.mae import OFFICIAL_CLASSES
 from autosam.pretraining.prompted import PromptedOptions, Slice, prompted_pretrain, slice_prompts
 from autosam.sam.model import build_network
 from autosam.sam.prompts import bounding_box
+from autosam.sam.registry import build_sam
 from autosam.sam.setups import METHODS, SCOPES, Setup
 from autosam.sam.weights.catalogue import USER_CATALOGUE, sha256_of
+from autosam.trainers.seeding import seed_everything
 
 
 def test_prompts_come_from_autosam_prompts_and_hold_each_object(two_labelled_datasets) -> None:
@@ -71,3 +74,24 @@ def test_prompted_pretraining_lowers_the_loss_and_writes_a_catalogued_base(two_l
                                        written["image_encoder.patch_embed.proj.weight"])
             torch.testing.assert_close(network.sam.mask_decoder.output_upscaling[0].weight,
                                        written["mask_decoder.output_upscaling.0.weight"])
+
+
+def test_prompted_pretraining_of_sam2_trains_its_decoder_and_writes_a_release_layout(two_labelled_datasets,
+                                                                                     tmp_path: Path) -> None:
+    """SAM 2.1's encoder and mask decoder train on prompts (its prompt encoder stays as it started), and the file
+    is what SAM 2.1 releases: the official builder loads it strictly, at the released 1024 px."""
+    from autosam_test_backbones import TEST_HIERA_OVERRIDES
+    from sam2.build_sam import build_sam2
+
+    output = tmp_path / "weights" / "prompted_hiera.pt"
+    prompted_pretrain(output, PromptedOptions(backbone="test_hiera", image_size=64, prompts="box", epochs=1,
+                                              batch_size=4, learning_rate=3e-3, device="cpu"), two_labelled_datasets)
+    seed_everything(0)  # the random start the run drew (its seed, then the same model built)
+    start = build_sam("test_hiera", 64, OFFICIAL_CLASSES).state_dict()
+    official = build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", str(output), device="cpu",
+                          hydra_overrides_extra=[*TEST_HIERA_OVERRIDES, "++model.image_size=1024"],
+                          apply_postprocessing=False).state_dict()
+    changed = {k for k, v in official.items() if not torch.equal(v, start[k])}
+    assert any(k.startswith("sam_mask_decoder.transformer.") for k in changed)
+    assert any(k.startswith("image_encoder.trunk.") for k in changed)
+    assert not any(k.startswith(("sam_prompt_encoder.", "memory_attention.")) for k in changed)

@@ -68,8 +68,9 @@ def test_boxes_are_jittered_and_batches_are_reproducible() -> None:
     assert first == again and any(first) and not all(first)  # a seeded share of the images is prompted
 
 
-def test_a_prompted_forward_changes_only_the_prompted_classes() -> None:
-    network = build_network(Setup.parse("test_vit_encdec_lora"), 64, 4, 1).eval()
+@pytest.mark.parametrize("setup", ["test_vit_encdec_lora", "test_hiera_encdec_lora"])
+def test_a_prompted_forward_changes_only_the_prompted_classes(setup: str) -> None:
+    network = build_network(Setup.parse(setup), 64, 4, 1).eval()
     x = torch.randn(2, 1, 48, 64)
     prompts = [{1: Prompt((3.0, 4.0, 20.0, 30.0))}, {2: Prompt(None, ((5.0, 6.0), (30.0, 40.0)), (1, 0)),
                                                     3: Prompt((10.0, 10.0, 40.0, 30.0), ((20.0, 20.0),), (1,))}]

@@ -14,8 +14,9 @@ from autosam.sam.network import SamSegmenter
 from autosam.sam.registry import build_sam
 from autosam.sam.setups import DECODER_HEAD, METHODS, SCOPES, Setup, all_setups
 
-# vit_t is the real MobileSAM encoder (small enough for the CPU at 256 px); the other two are test sizes.
-BACKBONE_SIZES = {"test_vit": 64, "test_tiny_vit": 64, "vit_t": 256}
+# vit_t is the real MobileSAM encoder (small enough for the CPU at 256 px); the others are test sizes of SAM's,
+# MobileSAM's and SAM 2.1's classes.
+BACKBONE_SIZES = {"test_vit": 64, "test_tiny_vit": 64, "vit_t": 256, "test_hiera": 64}
 SETUPS = all_setups(tuple(BACKBONE_SIZES))
 
 
@@ -43,7 +44,8 @@ def test_gradients_reach_exactly_the_trainable_parameters(setup: Setup) -> None:
     else:
         assert any(n.startswith("sam.image_encoder.") for n in with_grad)
     if setup.method != "vanilla":
-        head = tuple(f"sam.mask_decoder.{part}" for part in DECODER_HEAD)
+        decoder = "sam.sam_mask_decoder" if setup.backbone == "test_hiera" else "sam.mask_decoder"
+        head = tuple(f"{decoder}.{part}" for part in DECODER_HEAD)
         base_with_grad = [n for n in with_grad if not _is_new_module(n) and not n.startswith(head)]
         assert base_with_grad == []
         assert any(_is_new_module(n) for n in with_grad)
@@ -110,7 +112,8 @@ def test_setup_names_round_trip_and_bad_names_are_refused() -> None:
             Setup.parse(bad)
 
 
-@pytest.mark.parametrize("name", ["test_vit_encdec_adapter", "test_tiny_vit_encdec_adapter", "test_vit_encdec_lora"])
+@pytest.mark.parametrize("name", ["test_vit_encdec_adapter", "test_tiny_vit_encdec_adapter", "test_vit_encdec_lora",
+                                  "test_hiera_encdec_adapter"])
 def test_copies_and_pickles_keep_their_own_adapters(name: str) -> None:
     network = build_network(Setup.parse(name), 64, 3, 1, gradient_checkpointing=True)
     with torch.no_grad():

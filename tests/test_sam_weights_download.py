@@ -228,3 +228,24 @@ def test_verify_fix_of_a_changed_pretrained_file_works(tmp_path: Path, capsys) -
     _run_fix(errors[0], capsys, {"pretrain": options})
     code, out, errors = _weights(capsys, "verify", "--checkpoint-dir", str(output.parent))
     assert (code, errors) == (0, []) and f"mine: {output}: verified" in out
+
+
+def test_a_file_with_no_published_hash_is_checked_against_its_first_download(served, monkeypatch, capsys) -> None:
+    """SAM 2.1's publishers give no sha256: the first download's is recorded beside the file, and a file changed
+    afterwards is refused by `weights verify` and by loading, as a file failing a published hash is."""
+    server, _, folder = served
+    monkeypatch.setitem(CATALOGUE, NAME, replace(CATALOGUE[NAME], size=None, sha256=None))
+    code, _, errors = _weights(capsys, "download", NAME, "--checkpoint-dir", str(folder))
+    assert (code, errors) == (0, [])
+    record = folder / f"{NAME}.pth.sha256"
+    assert record.read_text().split()[0] == hashlib.sha256(server.body).hexdigest()
+    code, out, _ = _weights(capsys, "verify", "--checkpoint-dir", str(folder))
+    assert code == 0 and "verified" in out
+
+    changed = bytearray(server.body)
+    changed[-10] ^= 0xFF  # one flipped byte in the tensor data: still a readable checkpoint
+    (folder / f"{NAME}.pth").write_bytes(bytes(changed))
+    code, out, errors = _weights(capsys, "verify", "--checkpoint-dir", str(folder))
+    assert code == 2 and "first download's" in out and len(errors) == 1
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_base_checkpoint(build_sam("test_vit", 64, 4), "test_vit", find_checkpoint(NAME, folder))

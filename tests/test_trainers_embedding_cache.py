@@ -31,9 +31,11 @@ def _decoder_gradients(network) -> dict[str, torch.Tensor]:
     return grads
 
 
-@pytest.mark.parametrize("batch_dice", [True, False])
-def test_cached_step_gives_the_gradients_of_the_normal_step(batch_dice: bool) -> None:
-    network = build_network(SETUP, 64, 3, 1).train()
+@pytest.mark.parametrize("setup, batch_dice", [(SETUP, True), (SETUP, False),
+                                               (Setup.parse("test_hiera_dec_vanilla"), True)])
+def test_cached_step_gives_the_gradients_of_the_normal_step(setup: Setup, batch_dice: bool) -> None:
+    """SAM 2.1's decoder also reads the finer feature levels: they travel with the cached embedding."""
+    network = build_network(setup, 64, 3, 1).train()
     x = torch.randn(3, 1, 72, 80)  # whole slices, not the SAM input size: both paths resize the same way
     y = torch.randint(0, 3, (3, 1, 72, 80))
     loss = _loss(batch_dice)
@@ -41,12 +43,12 @@ def test_cached_step_gives_the_gradients_of_the_normal_step(batch_dice: bool) ->
     loss(network(x), y).backward()  # the normal step: the whole network on the un-augmented slices
     normal = _decoder_gradients(network)
     with torch.no_grad():
-        embeddings = network.encode(x)  # what the cache stores
-    cached_logits = decode_slices(network, embeddings, [(72, 80)] * 3)
+        features = network.encode(x)  # what the cache stores
+    cached_logits = decode_slices(network, features, [(72, 80)] * 3)  # one decoder call, as the cached step
     embedding_loss(loss, cached_logits, list(y), batch_dice).backward()
     cached = _decoder_gradients(network)
 
-    assert normal.keys() == cached.keys() and any("lora_" in n for n in normal)
+    assert normal.keys() == cached.keys() and any("lora_" in n for n in normal) == (setup.method == "lora")
     assert not any(n.startswith("sam.image_encoder.") for n in normal)
     scale = max(g.abs().max() for g in normal.values())
     worst = max((normal[n] - cached[n]).abs().max() for n in normal) / scale
@@ -61,10 +63,10 @@ def test_one_decoder_call_for_the_batch_equals_one_per_slice() -> None:
             torch.nn.init.normal_(p, std=0.2)
     embeddings = torch.randn(3, 32, 4, 4)
     sizes = [(72, 80), (64, 64), (50, 90)]
-    batched = decode_slices(network, embeddings, sizes)
+    batched = decode_slices(network, (embeddings,), sizes)
     sum(x.square().mean() for x in batched).backward()
     batched_grads = _decoder_gradients(network)
-    looped = [network.decode(e[None], size) for e, size in zip(embeddings, sizes)]
+    looped = [network.decode((e[None],), size) for e, size in zip(embeddings, sizes)]
     sum(x.square().mean() for x in looped).backward()
     looped_grads = _decoder_gradients(network)
     for a, b in zip(batched, looped):
@@ -95,9 +97,11 @@ def _network(base_path, image_size: int = 64):
     return network
 
 
-def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Equal up to float32 rounding: the cache encodes slices in batches of another size than the check."""
-    return a.shape == b.shape and torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+def _same(a, b) -> bool:
+    """Feature levels equal up to float32 rounding: the cache encodes slices in batches of another size than the
+    check."""
+    return len(a) == len(b) and all(x.shape == y.shape and torch.allclose(x, y, rtol=1e-5, atol=1e-5)
+                                    for x, y in zip(a, b))
 
 
 def _build(network, tmp_path, cases, identifier: str = "nnUNetPlans_2d"):
@@ -109,7 +113,7 @@ def _build(network, tmp_path, cases, identifier: str = "nnUNetPlans_2d"):
     return embedding_cache.build(network, dataset, cases, folder, torch.device("cpu"), key, 2), dataset
 
 
-def _encoded(network, dataset, case: str) -> torch.Tensor:
+def _encoded(network, dataset, case: str) -> tuple[torch.Tensor, ...]:
     data = torch.from_numpy(np.asarray(dataset.load_case(case)[0][:]))
     with torch.no_grad():
         return network.eval().encode(data.permute(1, 0, 2, 3))
@@ -126,7 +130,7 @@ def test_a_changed_checkpoint_size_or_data_never_reuses_a_stale_cache(tmp_path, 
     info, dataset = _build(first, tmp_path, cases)
     assert (info.built, info.reused, info.slices) == (2, 0, 4)
     entry = embedding_cache.open_case(info.folder, "a")
-    assert _same(entry["embeddings"], _encoded(first, dataset, "a"))
+    assert _same(entry["features"], _encoded(first, dataset, "a"))
     assert entry["segmentation"].min() == 0 and entry["foreground"][1].unique().tolist() == [1]
     again, _ = _build(first, tmp_path, cases)
     assert (again.folder, again.built, again.reused) == (info.folder, 0, 2)
@@ -134,8 +138,8 @@ def test_a_changed_checkpoint_size_or_data_never_reuses_a_stale_cache(tmp_path, 
     second = _network(second_path)  # other base weights: another key, embeddings of these weights
     other, _ = _build(second, tmp_path, cases)
     assert other.folder != info.folder and other.built == 2
-    assert _same(embedding_cache.open_case(other.folder, "a")["embeddings"], _encoded(second, dataset, "a"))
-    assert not _same(embedding_cache.open_case(other.folder, "a")["embeddings"], entry["embeddings"])
+    assert _same(embedding_cache.open_case(other.folder, "a")["features"], _encoded(second, dataset, "a"))
+    assert not _same(embedding_cache.open_case(other.folder, "a")["features"], entry["features"])
 
     scratch = [build_network(SETUP, 64, 3, 1) for _ in range(2)]  # no checkpoint: keyed on the weights
     keys = [embedding_cache.cache_key(n, {"data_identifier": "d", "spacing": [1.0], "normalization_schemes": ["Z"],
@@ -144,7 +148,7 @@ def test_a_changed_checkpoint_size_or_data_never_reuses_a_stale_cache(tmp_path, 
 
     larger, _ = _build(_network(first_path, 128), tmp_path, cases)  # another SAM input size
     assert larger.folder not in (info.folder, other.folder)
-    assert embedding_cache.open_case(larger.folder, "a")["embeddings"].shape[-1] == 2 * entry["embeddings"].shape[-1]
+    assert embedding_cache.open_case(larger.folder, "a")["features"][0].shape[-1] == 2 * entry["features"][0].shape[-1]
 
     _write_cases(tmp_path / "preprocessed" / "nnUNetPlans_2d_sam_128px", {"a": (3, 40, 48), "b": (1, 56, 56)})
     renamed, _ = _build(first, tmp_path, cases, "nnUNetPlans_2d_sam_128px")  # another preprocessed data set
@@ -154,5 +158,5 @@ def test_a_changed_checkpoint_size_or_data_never_reuses_a_stale_cache(tmp_path, 
     (info.folder / "b.pt").write_bytes(b"cut short")  # an unreadable case file is encoded again, never read
     rebuilt, dataset = _build(first, tmp_path, cases)
     assert (rebuilt.folder, rebuilt.built) == (info.folder, 2)
-    assert _same(embedding_cache.open_case(info.folder, "a")["embeddings"], _encoded(first, dataset, "a"))
-    assert not _same(embedding_cache.open_case(info.folder, "a")["embeddings"], entry["embeddings"])
+    assert _same(embedding_cache.open_case(info.folder, "a")["features"], _encoded(first, dataset, "a"))
+    assert not _same(embedding_cache.open_case(info.folder, "a")["features"], entry["features"])

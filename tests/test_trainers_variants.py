@@ -24,8 +24,8 @@ def _configuration(setup: str, learning_rate: float, base: BaseCheckpoint | None
 def test_nnunet_finds_every_variant_through_ext_trainer(monkeypatch) -> None:
     monkeypatch.setenv("nnUNet_extTrainer", str(EXT_TRAINER_DIR))
 
-    assert len(VARIANTS) == 18
-    for setup in all_setups():
+    assert len(VARIANTS) == 18 + 24  # the study's set-ups and SAM 2.1's (four Hiera sizes)
+    for setup in all_setups(("vit_t", "vit_b", "vit_h", "sam2_t", "sam2_s", "sam2_bplus", "sam2_l")):
         name = f"nnUNetTrainerSAM_{setup.name}"
         assert recursive_find_trainer_class_by_name(name) is VARIANTS[name]
 

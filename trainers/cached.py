@@ -34,9 +34,10 @@ LOST_AUGMENTATION = (
 
 @dataclass
 class EmbeddingBatch:
-    """Cached embeddings (B, D, S/16, S/16) and each slice's label map (1, H, W); slices differ in size."""
+    """Cached image features (the embeddings (B, D, S/16, S/16), then SAM 2.1's finer levels) and each slice's
+    label map (1, H, W); slices differ in size."""
 
-    embeddings: torch.Tensor
+    features: tuple[torch.Tensor, ...]
     targets: list[torch.Tensor]
 
 
@@ -81,7 +82,7 @@ class CachedSlices:
         return self
 
     def __next__(self) -> EmbeddingBatch:
-        embeddings, targets = [], []
+        features, targets = [], []
         for j, case in enumerate(np.random.choice(self.cases, self.batch_size, replace=True)):
             entry = self._case(case)
             foreground = entry["foreground"]
@@ -90,10 +91,10 @@ class CachedSlices:
                 slices = foreground[labels[np.random.choice(len(labels))]]
                 z = int(slices[np.random.choice(len(slices))])
             else:
-                z = np.random.randint(entry["embeddings"].shape[0])
-            embeddings.append(entry["embeddings"][z])
+                z = np.random.randint(entry["segmentation"].shape[0])
+            features.append([level[z] for level in entry["features"]])
             targets.append(entry["segmentation"][z][None].long())
-        return EmbeddingBatch(torch.stack(embeddings), targets)
+        return EmbeddingBatch(tuple(torch.stack(level) for level in zip(*features)), targets)
 
 
 def embedding_loss(loss, logits: list[torch.Tensor], targets: list[torch.Tensor], batch_dice: bool) -> torch.Tensor:
@@ -108,10 +109,10 @@ def embedding_loss(loss, logits: list[torch.Tensor], targets: list[torch.Tensor]
     return torch.stack([loss(x, t[None]) for x, t in zip(logits, targets)]).mean()
 
 
-def decode_slices(network, embeddings: torch.Tensor, sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
-    """Each slice's float32 logits (1, K, H, W) at its own size: one decoder call for the batch, then each
-    slice resized as ``network.decode(embedding, size)`` resizes it."""
-    logits = network.decode(embeddings)
+def decode_slices(network, features: tuple[torch.Tensor, ...], sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
+    """Each slice's float32 logits (1, K, H, W) at its own size: one decoder call for the batch's features, then
+    each slice resized as ``network.decode(features, size)`` resizes it."""
+    logits = network.decode(features)
     return [
         F.interpolate(x[None].float(), size=size, mode="bilinear", align_corners=False)
         for x, size in zip(logits, sizes)
@@ -122,12 +123,12 @@ def cached_train_step(trainer, batch: EmbeddingBatch) -> dict:
     """nnU-Net's ``train_step`` with the decoder fed cached embeddings instead of the network fed a patch."""
     network = trainer._sam_network()
     device = trainer.device
-    embeddings = batch.embeddings.to(device, non_blocking=True)
+    features = tuple(level.to(device, non_blocking=True) for level in batch.features)
     targets = [t.to(device, non_blocking=True) for t in batch.targets]
     trainer.optimizer.zero_grad(set_to_none=True)
     with torch.autocast(device.type, enabled=True) if device.type == "cuda" else dummy_context():
         with network._autocast(device):  # the network's own precision, as in its forward
-            logits = decode_slices(network, embeddings, [tuple(t.shape[-2:]) for t in targets])
+            logits = decode_slices(network, features, [tuple(t.shape[-2:]) for t in targets])
         loss = embedding_loss(trainer.loss, logits, targets, trainer.configuration_manager.batch_dice)
     optimiser_step(trainer, loss)
     return {"loss": loss.detach()}  # moved to the CPU once per epoch (the trainer's on_train_epoch_end)

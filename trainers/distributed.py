@@ -81,6 +81,13 @@ def check_world(world_size: int, device: torch.device, batch_size: int, cpu_aske
     if batch_size < world_size:
         raise AutosamError(f"--gpus {world_size}: the global batch size is {batch_size}, and each GPU needs at least "
                            f"one patch; re-plan with --batch-size {world_size} or more, or use fewer GPUs")
+    if batch_size % world_size:
+        # nnU-Net would give the ranks unequal batches, and its batch Dice gathers every rank's per-image sums
+        # with all_gather, which needs equal shapes: the ranks would stop at the first step
+        even = batch_size - batch_size % world_size
+        raise AutosamError(f"--gpus {world_size}: the global batch size {batch_size} does not split evenly over "
+                           f"{world_size} processes (nnU-Net's distributed Dice needs equal shares); re-plan with "
+                           f"--batch-size {even}, or use a number of GPUs that divides {batch_size}")
 
 
 def _rank_main(rank: int, world_size: int, device_type: str, function: Callable, args: tuple) -> None:

@@ -6,8 +6,9 @@ SAM input as the network's forward resizes a patch, no augmentation — and the 
 embeddings (``autosam.trainers.cached``).
 
 Layout: ``nnUNet_preprocessed/DatasetXXX/autosam_embeddings/<key>/`` holds ``key.json`` (what the
-embeddings depend on) and one ``<case>.pt`` per case: the embeddings of its slices (Z, D, S/16, S/16) in the
-dtype the encoder produced, its label map (Z, H, W) and the slices holding each foreground label. ``<key>`` is
+embeddings depend on) and one ``<case>.pt`` per case: the image features of its slices in the dtype the encoder
+produced — a list with the embedding (Z, D, S/16, S/16) and, for SAM 2.1, the two finer levels its decoder reads
+(``SamSegmenter.encode``) — its label map (Z, H, W) and the slices holding each foreground label. ``<key>`` is
 a digest of the base weights (sha256 of the checkpoint; of the encoder's weights without one), backbone,
 image size, input channels and their handling, intensity normalisation, precision and the preprocessed data
 (identifier, spacing, normalisation schemes, intensity properties), so a change to any of them gets a new
@@ -36,7 +37,7 @@ from autosam.sam.network import SamSegmenter, bf16_native
 log = logging.getLogger(__name__)
 
 FOLDER = "autosam_embeddings"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a list of feature levels per case (1: one embedding tensor)
 
 
 def _tensor_digest(tensors: Iterable[torch.Tensor]) -> str:
@@ -64,8 +65,9 @@ def cache_key(network: SamSegmenter, configuration: dict, plans: dict, device: t
         "format_version": FORMAT_VERSION,
         "backbone": network.setup.backbone,
         "image_size": network.image_size,
-        # the checkpoint's sha256; without one (from scratch, unknown file) the encoder's weights themselves
-        "base_sha256": sha256 or "weights:" + _tensor_digest(network.sam.image_encoder.state_dict().values()),
+        # the checkpoint's sha256; without one (from scratch, unknown file) the image side's weights themselves
+        "base_sha256": sha256 or "weights:" + _tensor_digest(
+            v for k, v in network.sam.state_dict().items() if k.startswith(network.sam.ENCODER_SIDE)),
         "input_channels": network.input_channels,
         "channel_mixer": _tensor_digest(mixer.state_dict().values()) if mixer is not None else None,
         "normalisation": network.normalisation,
@@ -148,13 +150,13 @@ def build(network: SamSegmenter, dataset, cases: list[str], folder: Path, device
             for case in tqdm(todo, desc="embedding cache", unit="case", disable=None):
                 signature = _signature(source, case)  # read before the data: a newer file is encoded again later
                 data, seg, _, properties = dataset.load_case(case)
-                embeddings = []
+                batches = []
                 for z0 in range(0, data.shape[1], batch_size):
                     x = torch.from_numpy(np.asarray(data[:, z0:z0 + batch_size], dtype=np.float32))
                     with network._autocast(device):  # the precision training and prediction compute in
-                        embeddings.append(network.encode(x.permute(1, 0, 2, 3).to(device)).cpu())
+                        batches.append([level.cpu() for level in network.encode(x.permute(1, 0, 2, 3).to(device))])
                 segmentation = torch.from_numpy(np.asarray(seg[0]).astype(np.int16)).clamp_min_(0)  # -1 -> 0, as nnU-Net's transforms
-                atomic_torch_save({"signature": signature, "embeddings": torch.cat(embeddings),
+                atomic_torch_save({"signature": signature, "features": [torch.cat(level) for level in zip(*batches)],
                                    "segmentation": segmentation, "foreground": _foreground_slices(properties)},
                                   folder / f"{case}.pt")
                 slices += data.shape[1]

@@ -161,9 +161,11 @@ class nnUNetTrainerSAM(nnUNetTrainer):
 
     def compile_blocks(self) -> bool:
         """torch.compile each image-encoder block on CUDA (one compiled graph serves every block of a shape,
-        FlexAttention in the global blocks), unless nnUNet_compile is false (``autosam train --no-compile``)."""
+        FlexAttention in the global blocks), unless nnUNet_compile is false (``autosam train --no-compile``).
+        SAM 2.1's Hiera runs eager: its own configuration marks Hiera-T's compilation as unsupported, and autosam
+        has not measured the others on a GPU."""
         wanted = os.environ.get("nnUNet_compile", "true").lower() in ("true", "1", "t")
-        if self.device.type != "cuda" or not wanted:
+        if self.device.type != "cuda" or not wanted or get_backbone(self.sam_plan.setup.backbone).family == "sam2":
             return False
         for block in encoder_attention_blocks(self._sam_network().sam.image_encoder):
             block.compile()

@@ -1,4 +1,5 @@
-"""The 18 fixed set-ups as trainers, ``nnUNetTrainerSAM_<backbone>_<scope>_<method>``, for ablations.
+"""The fixed set-ups as trainers, ``nnUNetTrainerSAM_<backbone>_<scope>_<method>``, for ablations: the study's 18
+(ViT-T, ViT-B, ViT-H) and SAM 2.1's 24 (Hiera-T, -S, -B+, -L).
 
 Each trains the set-up it names, at that set-up's learning rate, whatever set-up the plan chose.
 """
@@ -6,80 +7,20 @@ Each trains the set-up it names, at that set-up's learning rate, whatever set-up
 from __future__ import annotations
 
 from autosam.errors import AutosamError
+from autosam.sam.registry import STUDY_BACKBONES
+from autosam.sam.setups import all_setups
 from autosam.trainers.sam_trainer import nnUNetTrainerSAM
 
-
-class nnUNetTrainerSAM_vit_t_dec_vanilla(nnUNetTrainerSAM):
-    setup_override = "vit_t_dec_vanilla"
+VARIANT_BACKBONES = (*STUDY_BACKBONES, "sam2_t", "sam2_s", "sam2_bplus", "sam2_l")
 
 
-class nnUNetTrainerSAM_vit_t_dec_adapter(nnUNetTrainerSAM):
-    setup_override = "vit_t_dec_adapter"
+def _variant(setup: str) -> type[nnUNetTrainerSAM]:
+    """``nnUNetTrainerSAM_<setup>``, a module-level class (nnU-Net finds trainers by name; Ray and DDP pickle them)."""
+    name = f"{nnUNetTrainerSAM.__name__}_{setup}"
+    return type(name, (nnUNetTrainerSAM,), {"setup_override": setup, "__module__": __name__, "__qualname__": name})
 
 
-class nnUNetTrainerSAM_vit_t_dec_lora(nnUNetTrainerSAM):
-    setup_override = "vit_t_dec_lora"
-
-
-class nnUNetTrainerSAM_vit_t_encdec_vanilla(nnUNetTrainerSAM):
-    setup_override = "vit_t_encdec_vanilla"
-
-
-class nnUNetTrainerSAM_vit_t_encdec_adapter(nnUNetTrainerSAM):
-    setup_override = "vit_t_encdec_adapter"
-
-
-class nnUNetTrainerSAM_vit_t_encdec_lora(nnUNetTrainerSAM):
-    setup_override = "vit_t_encdec_lora"
-
-
-class nnUNetTrainerSAM_vit_b_dec_vanilla(nnUNetTrainerSAM):
-    setup_override = "vit_b_dec_vanilla"
-
-
-class nnUNetTrainerSAM_vit_b_dec_adapter(nnUNetTrainerSAM):
-    setup_override = "vit_b_dec_adapter"
-
-
-class nnUNetTrainerSAM_vit_b_dec_lora(nnUNetTrainerSAM):
-    setup_override = "vit_b_dec_lora"
-
-
-class nnUNetTrainerSAM_vit_b_encdec_vanilla(nnUNetTrainerSAM):
-    setup_override = "vit_b_encdec_vanilla"
-
-
-class nnUNetTrainerSAM_vit_b_encdec_adapter(nnUNetTrainerSAM):
-    setup_override = "vit_b_encdec_adapter"
-
-
-class nnUNetTrainerSAM_vit_b_encdec_lora(nnUNetTrainerSAM):
-    setup_override = "vit_b_encdec_lora"
-
-
-class nnUNetTrainerSAM_vit_h_dec_vanilla(nnUNetTrainerSAM):
-    setup_override = "vit_h_dec_vanilla"
-
-
-class nnUNetTrainerSAM_vit_h_dec_adapter(nnUNetTrainerSAM):
-    setup_override = "vit_h_dec_adapter"
-
-
-class nnUNetTrainerSAM_vit_h_dec_lora(nnUNetTrainerSAM):
-    setup_override = "vit_h_dec_lora"
-
-
-class nnUNetTrainerSAM_vit_h_encdec_vanilla(nnUNetTrainerSAM):
-    setup_override = "vit_h_encdec_vanilla"
-
-
-class nnUNetTrainerSAM_vit_h_encdec_adapter(nnUNetTrainerSAM):
-    setup_override = "vit_h_encdec_adapter"
-
-
-class nnUNetTrainerSAM_vit_h_encdec_lora(nnUNetTrainerSAM):
-    setup_override = "vit_h_encdec_lora"
-
+globals().update({cls.__name__: cls for cls in map(_variant, (s.name for s in all_setups(VARIANT_BACKBONES)))})
 
 PLANNED = "planned"  # --setup planned: the set-up the plan chose (trainer nnUNetTrainerSAM)
 VARIANTS: dict[str, type[nnUNetTrainerSAM]] = {
@@ -88,12 +29,13 @@ VARIANTS: dict[str, type[nnUNetTrainerSAM]] = {
 
 
 def trainer_class(name: str) -> type[nnUNetTrainerSAM]:
-    """``nnUNetTrainerSAM`` or one of the 18 variants, by trainer name."""
+    """``nnUNetTrainerSAM`` or one of the fixed set-ups' variants, by trainer name."""
     if name == nnUNetTrainerSAM.__name__:
         return nnUNetTrainerSAM
     if name not in VARIANTS:
         setup = name.removeprefix(nnUNetTrainerSAM.__name__ + "_")
-        raise AutosamError(f"--setup {setup}: not one of the 18 set-ups (list them with 'autosam setups')")
+        raise AutosamError(f"--setup {setup}: no trainer for this set-up; the fixed set-ups are the study's 18 and "
+                           "SAM 2.1's 24 (list them with 'autosam setups')")
     return VARIANTS[name]
 
 

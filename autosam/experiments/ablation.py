@@ -24,6 +24,7 @@ from autosam.files import atomic_write_json, atomic_write_text
 from autosam.paths import Dataset, configure_training_processes, require_folders
 from autosam.planners.preprocess import preprocess_sam_data
 from autosam.plans import PLANS_NAME, SAM_CONFIGURATION, read_sam_plan
+from autosam.sam.registry import family_backbones
 from autosam.sam.setups import Setup, all_setups
 from autosam.trainers.fold_jobs import Training, fold_jobs
 from autosam.trainers.fold_training import Budget
@@ -51,7 +52,7 @@ def cache_note(plan, names: list[str]) -> list[str]:
     ]
 
 
-def ablate(dataset: Dataset, setups: list[str], options, ray_address: str | None = None) -> Path:
+def ablate(dataset: Dataset, setups: list[str], options, ray_address: str | None = None, family: str = "sam") -> Path:
     """``options``: a ``run.RunOptions`` (folds, budget, device, seed), read and never changed. The dataset must
     be planned. ``ray_address``: train on Ray ("" starts a local instance); a set-up with a fold that failed
     twice there is named in the table instead of scored."""
@@ -63,7 +64,7 @@ def ablate(dataset: Dataset, setups: list[str], options, ray_address: str | None
     groups, splits = load_groups(preprocessed), read_splits(preprocessed)
     plan = read_sam_plan(dataset).plan
     chosen = plan.setup.name
-    names = [s.name for s in all_setups()] if setups == ["all"] else setups
+    names = [s.name for s in all_setups(family_backbones(family))] if setups == ["all"] else setups
     notes = [SELECTION_NOTE] + cache_note(plan, names)
     trainers = {setup: trainer_for_setup(setup) for setup in names}  # refuses an unknown set-up before training
     preprocess_sam_data(dataset)

@@ -47,6 +47,8 @@ from autosam.planners.hardware import detect_hardware
 from autosam.planners.preprocess import baseline_configurations, plan, preprocess
 from autosam.planners.sam_planner import BASELINE_PLANS
 from autosam.plans import PLANS_NAME, SAM_CONFIGURATION, PlannedSam, SamPlan, has_sam_plan, read_plans, read_sam_plan
+from autosam.sam.registry import get_backbone
+from autosam.sam.setups import Setup
 from autosam.sam.weights.safe_load import load_fold_checkpoint
 from autosam.trainers.cached import LOST_AUGMENTATION
 from autosam.trainers.fold_jobs import FoldJob, Training, fold_jobs
@@ -215,7 +217,8 @@ def conditions(dataset: Dataset, plan: SamPlan, baselines: list[Baseline], skipp
     setup, size, base = sorted(trained)[0] if len(trained) == 1 else planned
     start = ("trained from random weights (no checkpoint): this says nothing about pretrained SAM"
              if base == "from-scratch" else f"fine-tuned from {base}")
-    lines = [f"SAM: {setup} at {size} px, {start}; planned for {plan.hardware}"]
+    family = get_backbone(Setup.parse(setup).backbone).description  # e.g. "SAM ViT-B", "SAM 2.1 Hiera-T"
+    lines = [f"SAM: {setup} ({family}) at {size} px, {start}; planned for {plan.hardware}"]
     if trained != {planned}:
         as_trained = ", ".join(f"{t[0]} at {t[1]} px from {t[2]}" for t in sorted(trained))
         lines.append(f"WARNING: the SAM folds were trained as {as_trained}, but the plan now says {planned[0]} at "

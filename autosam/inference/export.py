@@ -1,8 +1,10 @@
 """A fine-tuned fold out of autosam: a stock SAM checkpoint, and for LoRA the adapter in peft's own format.
 
-The checkpoint is a plain state dict in the official key layout (``image_encoder.*``, ``prompt_encoder.*``,
-``mask_decoder.*``) with LoRA folded into the base weights by peft's ``merge_and_unload``: segment-anything's
-own classes load it with nothing of autosam installed. For a LoRA set-up the folder next to it holds what
+The checkpoint is in the official key layout with LoRA folded into the base weights by peft's
+``merge_and_unload``: for SAM a plain state dict (``image_encoder.*``, ``prompt_encoder.*``, ``mask_decoder.*``)
+that segment-anything's own classes load, for SAM 2.1 ``{"model": state dict}`` with every key of ``SAM2Base``
+(the video modules as the base checkpoint had them) that the sam2 package's ``build_sam2`` loads with its
+configuration file, with nothing of autosam installed. For a LoRA set-up the folder next to it holds what
 ``PeftModel.save_pretrained`` writes (``adapter_config.json``, ``adapter_model.safetensors``): the LoRA
 weights plus the retrained decoder head as peft ``modules_to_save``, to apply on the base checkpoint with
 ``PeftModel.from_pretrained``. Adapters are extra modules that stock SAM cannot hold, so adapter set-ups
@@ -17,6 +19,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from peft import LoraConfig, get_peft_model
 
 from autosam.errors import AutosamError, CheckpointError
@@ -29,7 +32,7 @@ from autosam.sam.registry import build_sam, get_backbone
 from autosam.sam.setups import DECODER_HEAD
 from autosam.sam.weights.base import official_view
 
-STOCK_IMAGE_SIZE, STOCK_MASK_TOKENS = 1024, 4  # what segment-anything's and MobileSAM's registries build
+STOCK_IMAGE_SIZE, STOCK_MASK_TOKENS = 1024, 4  # what the official builders make (SAM and SAM 2.1 alike)
 REGISTRIES = {"vit_b": "segment_anything", "vit_l": "segment_anything", "vit_h": "segment_anything",
               "vit_t": "mobile_sam"}
 
@@ -51,10 +54,11 @@ def _refuse_unexportable(network: SamSegmenter, source: str) -> None:
 
 
 def _head_modules(network: SamSegmenter) -> list[str]:
-    """The decoder modules that train besides LoRA, by name in a stock SAM."""
-    decoder = network.sam.mask_decoder
-    names = [f"mask_decoder.{part}" for part in DECODER_HEAD if part != "output_hypernetworks_mlps"]
-    return names + [f"mask_decoder.output_hypernetworks_mlps.{i}" for i in range(len(decoder.output_hypernetworks_mlps))]
+    """The decoder modules that train besides LoRA, by name in a stock SAM (``sam_mask_decoder`` in SAM 2.1)."""
+    sam = network.sam
+    decoder = next(name for name, module in sam.named_children() if module is sam.mask_decoder)
+    names = [f"{decoder}.{part}" for part in DECODER_HEAD if part != "output_hypernetworks_mlps"]
+    return names + [f"{decoder}.output_hypernetworks_mlps.{i}" for i in range(len(sam.mask_decoder.output_hypernetworks_mlps))]
 
 
 def _stock_copy(network: SamSegmenter):
@@ -89,8 +93,38 @@ def _lora_as_peft(network: SamSegmenter):
     return peft_model
 
 
+def _sam2_loading(backbone: str, image_size: int, num_classes: int, checkpoint: Path) -> str:
+    config = get_backbone(backbone).encoder
+    overrides = [*config.overrides] + ([f"++model.image_size={image_size}"] if image_size != STOCK_IMAGE_SIZE else [])
+    call = (f"sam2.build_sam.build_sam2('{config.config}', '{checkpoint}', device='cpu'"
+            + (f", hydra_overrides_extra={overrides!r}" if overrides else "") + ")")
+    if num_classes == STOCK_MASK_TOKENS:
+        return f"loads unchanged with {call}"
+    if num_classes < STOCK_MASK_TOKENS:
+        return (f"loads unchanged with {call}; its mask decoder's tokens 0-{num_classes - 1} are the classes "
+                f"(background first), tokens {num_classes}-{STOCK_MASK_TOKENS - 1} untrained placeholders that "
+                "SAM2Base's fixed 4 tokens need")
+    return (f"holds {num_classes} class tokens where SAM2Base builds {STOCK_MASK_TOKENS} (its mask decoder's "
+            f"num_multimask_outputs=3 is fixed): loads into SAM 2.1's own classes with the decoder built with "
+            f"num_multimask_outputs={num_classes - 1}, as autosam.sam.registry.build_sam('{backbone}', {image_size}, "
+            f"{num_classes}) builds it; the rest is {call}'s model")
+
+
+def _with_stock_tokens(state: dict, network: SamSegmenter) -> dict:
+    """SAM 2.1 with fewer class tokens than SAM2Base's fixed 4: the missing tokens and their heads taken from a
+    freshly built 4-token model, so SAM 2.1's own builder loads the file (the classes keep tokens 0..K-1)."""
+    stock = build_sam(network.setup.backbone, network.image_size, STOCK_MASK_TOKENS).state_dict()
+    padded = {}
+    for key, value in stock.items():
+        own = state.get(key)
+        padded[key] = value if own is None else own if own.shape == value.shape else torch.cat([own, value[len(own):]])
+    return padded
+
+
 def stock_loading(backbone: str, image_size: int, num_classes: int, checkpoint: Path) -> str:
     """How to load an exported checkpoint with the stock libraries."""
+    if get_backbone(backbone).family == "sam2":
+        return _sam2_loading(backbone, image_size, num_classes, checkpoint)
     registry = REGISTRIES.get(backbone)
     if registry and image_size == STOCK_IMAGE_SIZE and num_classes == STOCK_MASK_TOKENS:
         return f"loads unchanged with {registry}.sam_model_registry['{backbone}'](checkpoint='{checkpoint}')"
@@ -124,8 +158,12 @@ def export_network(network: SamSegmenter, output: Path, source: str = "model") -
     if peft_model:  # written before merging, which folds the LoRA weights away
         peft_model.save_pretrained(str(peft_folder))
     state = peft_model.merge_and_unload().state_dict() if peft_model else _stock_copy(network).state_dict()
+    state = {k: v.detach().clone().contiguous() for k, v in state.items()}
+    sam2 = get_backbone(network.setup.backbone).family == "sam2"
+    if sam2 and network.num_classes < STOCK_MASK_TOKENS:
+        state = _with_stock_tokens(state, network)
     try:
-        atomic_torch_save({k: v.detach().clone().contiguous() for k, v in state.items()}, output)
+        atomic_torch_save({"model": state} if sam2 else state, output)
     except BaseException:
         if peft_folder:  # all or nothing: a retry must not find half an export in its way
             shutil.rmtree(peft_folder, ignore_errors=True)
@@ -141,6 +179,16 @@ def _input_note(network: SamSegmenter) -> str:
             f"patches of 'patch_size' (sliding window, as nnU-Net predicts),{scaling} {channels}, resized bilinearly "
             f"to {network.image_size} x {network.image_size} where a patch differs, fed to image_encoder directly "
             "(not Sam.preprocess, whose pixel statistics the network never saw)")
+
+
+def _decoding(network: SamSegmenter) -> str:
+    steps = ("forward_image(x) -> backbone_fpn's last 3 levels, no_mem_embed added to the coarsest (SAM 2.1's image "
+             "mode) -> sam_prompt_encoder(points=None, boxes=None, masks=None) -> sam_mask_decoder.predict_masks(..., "
+             "repeat_image=False, high_res_features=[the two finer levels])[0]"
+             if get_backbone(network.setup.backbone).family == "sam2" else
+             "image_encoder(x) -> prompt_encoder(points=None, boxes=None, masks=None) -> mask_decoder.predict_masks(...)[0]")
+    return (steps + ": one logit map per class token at a quarter of the input size, upsampled bilinearly; argmax "
+            "over the tokens gives the label map")
 
 
 def export(dataset: Dataset, fold: str, output: Path, setup: str | None = None,
@@ -176,9 +224,7 @@ def export(dataset: Dataset, fold: str, output: Path, setup: str | None = None,
         "spacing": trained_on.spacing,
         "patch_size": trained_on.patch_size,
         "input": _input_note(network),
-        "decoding": "image_encoder(x) -> prompt_encoder(points=None, boxes=None, masks=None) -> "
-                    "mask_decoder.predict_masks(...)[0]: one logit map per class token at a quarter of the input "
-                    "size, upsampled bilinearly; argmax over the tokens gives the label map",
+        "decoding": _decoding(network),
         "base": saved["base"],
         "peft_folder": str(exported.peft_folder) if exported.peft_folder else None,
         "loading": exported.loading,

@@ -237,11 +237,11 @@ def save_and_register(sam, options: PretrainOptions, output: Path, source: str, 
 
 def _write(sam, backbone: str, output: Path) -> Path:
     """The whole SAM at the backbone's native size (pos_embed and global rel-pos tables resized, as on load),
-    so segment-anything's and MobileSAM's own builders load the file unchanged."""
+    so segment-anything's, MobileSAM's and SAM 2.1's own builders load the file unchanged."""
     spec = get_backbone(backbone)
     native = build_sam(backbone, spec.native_image_size, OFFICIAL_CLASSES)
     state = {k: v.detach().clone().contiguous() for k, v in _fit_to_model(sam.state_dict(), native, spec).items()}
     if output.exists():  # appeared while training
         raise AutosamError(f"{output}: exists; autosam never overwrites a file, choose another -o")
-    atomic_torch_save(state, output)
+    atomic_torch_save({"model": state} if spec.family == "sam2" else state, output)  # as each family releases them
     return output

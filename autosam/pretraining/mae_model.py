@@ -7,12 +7,14 @@ mask token (as SimMIM does for windowed encoders).
 
 - ViT (ImageEncoderViT): the patch embedding is the 16-px grid; a masked patch's token becomes the mask token
   before the positional embedding is added.
-- TinyViT (MobileSAM): the patch embedding is a 4-px grid (two stride-2 convolutions); every 4 x 4 block of
-  cells under a masked 16-px patch becomes the mask token, so the masked fraction of the patch-embedding grid
-  equals that of the 16-px grid. The stem's overlapping 3 x 3 convolutions would see a few pixels into a
-  masked patch from its visible neighbours, so masked pixels are also zeroed in the input (for both encoders).
+- TinyViT (MobileSAM) and Hiera (SAM 2.1): the patch embedding is a 4-px grid (TinyViT: two stride-2
+  convolutions; Hiera: one 7 x 7 stride-4 convolution); every 4 x 4 block of cells under a masked 16-px patch
+  becomes the mask token, so the masked fraction of the patch-embedding grid equals that of the 16-px grid. The
+  stems' overlapping convolutions would see a few pixels into a masked patch from its visible neighbours, so
+  masked pixels are also zeroed in the input (for every encoder).
 
-A light decoder (two 1 x 1 convolutions on the encoder's neck output) predicts each patch's pixels,
+A light decoder (two 1 x 1 convolutions on the encoder's stride-16 output: SAM's neck, SAM 2.1's FPN level the
+mask decoder reads) predicts each patch's pixels,
 normalised per patch (MAE's ``norm_pix_loss``); the loss is the mean squared error on masked patches only.
 The decoder and the mask token are discarded after pretraining: only the encoder's weights are kept.
 """
@@ -26,7 +28,7 @@ from torch import nn
 
 from autosam.sam.registry import PATCH_SIZE
 
-TINY_VIT_STEM_STRIDE = 4  # TinyViT's patch embedding: two stride-2 convolutions
+STEM_STRIDE = 4  # TinyViT's patch embedding (two stride-2 convolutions) and Hiera's (one stride-4 convolution)
 DECODER_WIDTH = 512
 
 
@@ -65,14 +67,17 @@ class MaskedAutoencoder(nn.Module):
             raise ValueError(f"mask_ratio must be between 0 and 1 (exclusive), got {mask_ratio}")
         self.encoder = sam.image_encoder
         self.mask_ratio = mask_ratio
+        self.is_hiera = hasattr(self.encoder, "trunk")  # SAM 2.1: Hiera trunk + FPN neck
         self.is_vit = isinstance(self.encoder, ImageEncoderViT)
-        if self.is_vit:
-            embed_dim = self.encoder.patch_embed.proj.out_channels
+        self.patch_embed = self.encoder.trunk.patch_embed if self.is_hiera else self.encoder.patch_embed
+        if self.is_vit or self.is_hiera:
+            embed_dim = self.patch_embed.proj.out_channels
         else:
-            embed_dim = self.encoder.patch_embed.embed_dim
+            embed_dim = self.patch_embed.embed_dim
         self.mask_token = nn.Parameter(torch.zeros(embed_dim))
         nn.init.trunc_normal_(self.mask_token, std=0.02)
-        neck_channels = next(m.out_channels for m in reversed(list(self.encoder.neck)) if isinstance(m, nn.Conv2d))
+        neck_channels = (self.encoder.neck.d_model if self.is_hiera else
+                         next(m.out_channels for m in reversed(list(self.encoder.neck)) if isinstance(m, nn.Conv2d)))
         self.decoder = nn.Sequential(
             nn.Conv2d(neck_channels, DECODER_WIDTH, 1), nn.GELU(),
             nn.Conv2d(DECODER_WIDTH, PATCH_SIZE * PATCH_SIZE * in_chans, 1),
@@ -84,8 +89,10 @@ class MaskedAutoencoder(nn.Module):
             token = self.mask_token.to(tokens.dtype)
             if self.is_vit:  # (B, H/16, W/16, C)
                 return torch.where(mask[..., None], token, tokens)
-            cells = mask.repeat_interleave(PATCH_SIZE // TINY_VIT_STEM_STRIDE, 1).repeat_interleave(
-                PATCH_SIZE // TINY_VIT_STEM_STRIDE, 2)  # (B, H/4, W/4)
+            cells = mask.repeat_interleave(PATCH_SIZE // STEM_STRIDE, 1).repeat_interleave(
+                PATCH_SIZE // STEM_STRIDE, 2)  # (B, H/4, W/4)
+            if self.is_hiera:  # (B, H/4, W/4, C)
+                return torch.where(cells[..., None], token, tokens)
             return torch.where(cells[:, None], token[None, :, None, None], tokens)
         return hook
 
@@ -97,11 +104,13 @@ class MaskedAutoencoder(nn.Module):
         if mask is None:
             mask = random_patch_mask(batch, grid, self.mask_ratio, generator, images.device)
         pixels = mask.repeat_interleave(PATCH_SIZE, 1).repeat_interleave(PATCH_SIZE, 2)
-        handle = self.encoder.patch_embed.register_forward_hook(self._mask_embedding(mask))
+        handle = self.patch_embed.register_forward_hook(self._mask_embedding(mask))
         try:
             features = self.encoder(images.masked_fill(pixels[:, None], 0.0))
         finally:
             handle.remove()
+        if self.is_hiera:
+            features = features["vision_features"]  # the stride-16 level
         predicted = self.decoder(features).flatten(2).transpose(1, 2)  # (B, grid^2, 16*16*C)
         per_patch = F.mse_loss(predicted.float(), normalised_patches(images.float()), reduction="none").mean(-1)
         flat = mask.flatten(1).float()

@@ -111,10 +111,11 @@ def forward_objects(sam, batch: list[Slice], prompts: list[dict[int, Prompt]], m
     """Each object's single-mask logits at the input size (N, 1, S, S), its mask and its ignored pixels."""
     device = next(sam.parameters()).device
     images = torch.stack([s.image.float().expand(3, -1, -1) for s in batch]).to(device)
-    embeddings = sam.image_encoder(scale_minmax(images) if minmax else images)
-    encoder, size = sam.prompt_encoder, images.shape[-1]
+    features = sam.embed(scale_minmax(images) if minmax else images)  # image_models.py: either family
+    size = images.shape[-1]
     logits, objects, ignored = [], [], []
-    for item, embedding, image_prompts_ in zip(batch, embeddings, prompts):
+    for i, (item, image_prompts_) in enumerate(zip(batch, prompts)):
+        image_features = tuple(level[i:i + 1] for level in features)
         label = item.label.to(device)
         for k, prompt in sorted(image_prompts_.items()):
             points = boxes = None  # the prompt encoder adds the half pixel itself
@@ -123,10 +124,8 @@ def forward_objects(sam, batch: list[Slice], prompts: list[dict[int, Prompt]], m
                           torch.tensor(prompt.labels, device=device)[None])
             if prompt.box is not None:
                 boxes = torch.tensor(prompt.box, device=device)[None]
-            sparse, dense = encoder(points=points, boxes=boxes, masks=None)
-            low_res, _ = sam.mask_decoder(image_embeddings=embedding[None], image_pe=encoder.get_dense_pe(),
-                                          sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                          multimask_output=False)
+            sparse, dense = sam.embed_prompts(points, boxes)
+            low_res = sam.decode_features(image_features, sparse, dense)[:, :1]  # the single-mask output
             logits.append(F.interpolate(low_res.float(), size=(size, size), mode="bilinear", align_corners=False))
             objects.append(label == k)
             ignored.append(label == item.ignore_label if item.ignore_label is not None else torch.zeros_like(label,
@@ -169,7 +168,8 @@ def prompted_pretrain(output: str | os.PathLike, options: PromptedOptions, datas
     start, normalisation, ancestors = _start(options, sam)
     minmax = normalisation == "minmax"
     sam.to(device).train()
-    sam.prompt_encoder.requires_grad_(False)
+    for name, parameter in sam.named_parameters():  # the prompt encoder stays as released; unused heads frozen
+        parameter.requires_grad_(not name.startswith(sam.UNUSED))
     trained = [p for p in sam.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(trained, lr=options.learning_rate, weight_decay=options.weight_decay)
     per_epoch = options.iterations or math.ceil(len(slices) / options.batch_size)

@@ -43,7 +43,10 @@ def attach_adapter(owner: nn.Module, name: str, target: nn.Module, dim: int) -> 
 
 
 def encoder_attention_blocks(image_encoder: nn.Module) -> list[nn.Module]:
-    """Transformer blocks of a SAM ViT or of TinyViT's attention stages (its first stage is convolutional)."""
+    """Transformer blocks of a SAM ViT, of SAM 2.1's Hiera or of TinyViT's attention stages (its first stage is
+    convolutional)."""
+    if hasattr(image_encoder, "trunk"):  # SAM 2.1: Hiera trunk + FPN neck
+        return list(image_encoder.trunk.blocks)
     if hasattr(image_encoder, "blocks"):
         return list(image_encoder.blocks)
     return [block for layer in image_encoder.layers[1:] for block in layer.blocks]

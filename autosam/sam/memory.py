@@ -107,11 +107,18 @@ class _KeptByFusedKernels(torch.autograd.Function):
 
 
 class FusedKernelSaves(TorchFunctionMode):
-    """``scaled_dot_product_attention`` on the meta device as CUDA's fused kernels save for backward."""
+    """``scaled_dot_product_attention`` on the meta device as the fused kernels save for backward: every call
+    (CUDA, bf16), or ``unmasked_only`` the calls without a mask (fp32: the CPU's fused kernel takes no mask that
+    needs gradients, but runs SAM 2.1's attentions and the decoder's)."""
+
+    def __init__(self, unmasked_only: bool = False) -> None:
+        super().__init__()
+        self.unmasked_only = unmasked_only
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is F.scaled_dot_product_attention and args[0].is_meta:
+        if (func is F.scaled_dot_product_attention and args[0].is_meta
+                and not (self.unmasked_only and kwargs.get("attn_mask") is not None)):
             q, k, v = args[:3]
             return _KeptByFusedKernels.apply(q, k, v, kwargs.get("attn_mask"))
         return func(*args, **kwargs)
@@ -205,7 +212,7 @@ def _probe(setup_name: str, lora_rank: int, image_size: int, num_classes: int, i
     if bf16:  # the trainer stores frozen linear/convolution weights in bf16 (autosam.sam.frozen)
         store_frozen_weights(network, torch.bfloat16)
     params = list(network.parameters())
-    with FusedKernelSaves() if bf16 else contextlib.nullcontext(), MetaAutocast() if bf16 else contextlib.nullcontext():
+    with FusedKernelSaves(unmasked_only=not bf16), MetaAutocast() if bf16 else contextlib.nullcontext():
         two, three = (saved_activation_bytes(network, b, image_size, input_channels, patch_size, with_loss=True)
                       for b in (2, 3))
         largest = largest_encoder_tensor_bytes(network, image_size)

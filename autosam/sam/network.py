@@ -8,13 +8,13 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
-from segment_anything.modeling import Sam
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
 from autosam.errors import CheckpointError
 from autosam.sam.adapter import encoder_attention_blocks
+from autosam.sam.image_models import Features
 from autosam.sam.prompts import ImagePrompts
 from autosam.sam.weights.base import FROM_SCRATCH, check_base
 
@@ -39,17 +39,17 @@ class SamSegmenter(nn.Module):
     ``"minmax"`` (MedSAM) each image is min-max scaled to [0, 1], the range MedSAM was trained on.
     Size: the patch is resized (bilinear) to the square SAM input, and the decoder's S/4 logits are resized
     back to (H, W). Image encoder -> prompt encoder without prompts -> mask decoder with one mask token per
-    class, all tokens read out (``MaskDecoder.predict_masks``).
+    class, all tokens read out (``MaskDecoder.predict_masks``). ``sam``: either family of ``image_models.py``.
     """
 
-    def __init__(self, sam: Sam, input_channels: int, normalisation: str = "imagenet") -> None:
+    def __init__(self, sam: nn.Module, input_channels: int, normalisation: str = "imagenet") -> None:
         super().__init__()
         if normalisation not in NORMALISATIONS:
             raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
         self.sam = sam
         self.input_channels = input_channels
         self.normalisation = normalisation
-        self.image_size: int = sam.image_encoder.img_size
+        self.image_size: int = sam.input_size
         self.num_classes: int = sam.mask_decoder.num_mask_tokens
         self.setup = None  # the applied fine-tuning set-up (setups.apply_setup)
         # "bf16": bf16 autocast on CUDA GPUs with native bf16 (weights stay fp32); "fp32": no autocast on CUDA.
@@ -90,28 +90,21 @@ class SamSegmenter(nn.Module):
     def encoder_is_trained(self) -> bool:
         return any(p.requires_grad for p in self.sam.image_encoder.parameters())
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Patch (B, C, H, W) -> image embeddings (B, D, S/16, S/16); a frozen encoder runs without gradients.
-        Runs in the caller's precision (``forward`` and the embedding cache set it)."""
+    def encode(self, x: torch.Tensor) -> Features:
+        """Patch (B, C, H, W) -> image features: the embedding (B, D, S/16, S/16), then for SAM 2.1 its finer levels
+        (``image_models.py``); a frozen encoder runs without gradients. Runs in the caller's precision
+        (``forward`` and the embedding cache set it)."""
         x = self._to_sam_input(x)
         if self.encoder_is_trained():
-            return self.sam.image_encoder(x)
+            return self.sam.embed(x)
         with torch.no_grad():  # a frozen encoder keeps no activations for backward
-            return self.sam.image_encoder(x)
+            return self.sam.embed(x)
 
-    def decode(self, embeddings: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
-        """Image embeddings -> promptless per-class logits (B, K, S/4, S/4), or float32 logits resized to
+    def decode(self, features: Features, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """Image features -> promptless per-class logits (B, K, S/4, S/4), or float32 logits resized to
         ``size`` as ``forward`` resizes them to the patch (training on cached embeddings calls this)."""
-        prompts = self.sam.prompt_encoder
-        sparse, dense = prompts(points=None, boxes=None, masks=None)
-        # One decoder call per batch: the prompt tokens (batch 1) broadcast against the image batch, as in
-        # the original's matmuls and in FusedDecoderAttention (the same numbers as one call per image).
-        logits = self.sam.mask_decoder.predict_masks(
-            image_embeddings=embeddings,
-            image_pe=prompts.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-        )[0]
+        sparse, dense = self.sam.prompt_encoder(points=None, boxes=None, masks=None)
+        logits = self.sam.decode_features(features, sparse, dense)  # one decoder call per batch
         if size is None:
             return logits
         return F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
@@ -148,20 +141,20 @@ class SamSegmenter(nn.Module):
 
     def _forward(self, x: torch.Tensor, object_prompts: Sequence[ImagePrompts] | None = None) -> torch.Tensor:
         height, width = x.shape[-2:]
-        embeddings = self.encode(x)
-        logits = self.decode(embeddings)
+        features = self.encode(x)
+        logits = self.decode(features)
         if object_prompts is not None:
-            logits = self._prompted(logits, embeddings, object_prompts, height, width)
+            logits = self._prompted(logits, features, object_prompts, height, width)
         return F.interpolate(logits.float(), size=(height, width), mode="bilinear", align_corners=False)
 
-    def _prompted(self, logits: torch.Tensor, embeddings: torch.Tensor, prompts: Sequence[ImagePrompts],
+    def _prompted(self, logits: torch.Tensor, features: Features, prompts: Sequence[ImagePrompts],
                   height: int, width: int) -> torch.Tensor:
         """``logits`` with each prompted class's channel replaced by the decoder's answer to its prompt.
         The prompt encoder takes coordinates in the SAM input frame: patch pixels are scaled per axis."""
-        encoder = self.sam.prompt_encoder
         scale = torch.tensor([self.image_size / width, self.image_size / height], device=logits.device)
         images = []
-        for image_logits, embedding, image_prompts in zip(logits, embeddings, prompts):
+        for i, (image_logits, image_prompts) in enumerate(zip(logits, prompts)):
+            image_features = tuple(level[i:i + 1] for level in features)
             channels = list(image_logits)
             for k, prompt in sorted(image_prompts.items()):
                 if not 1 <= k < self.num_classes:
@@ -172,10 +165,8 @@ class SamSegmenter(nn.Module):
                     points = (coords[None], torch.tensor(prompt.labels, device=logits.device)[None])
                 if prompt.box is not None:
                     boxes = ((torch.tensor(prompt.box, device=logits.device).view(2, 2) + 0.5) * scale - 0.5).view(1, 4)
-                sparse, dense = encoder(points=points, boxes=boxes, masks=None)
-                channels[k] = self.sam.mask_decoder.predict_masks(
-                    image_embeddings=embedding[None], image_pe=encoder.get_dense_pe(),
-                    sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense)[0][0, k]
+                sparse, dense = self.sam.embed_prompts(points, boxes)
+                channels[k] = self.sam.decode_features(image_features, sparse, dense)[0, k]
             images.append(torch.stack(channels))
         return torch.stack(images)
 

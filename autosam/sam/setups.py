@@ -5,7 +5,12 @@ mask decoder); method ``vanilla`` (every parameter of the scope trains), ``adapt
 every block of the scope, base frozen) or ``lora`` (peft LoRA on the scope's attention projections, base
 frozen). With adapter and LoRA the decoder's output head (mask/IoU tokens, upscaling, hypernetwork MLPs)
 trains too, since its class tokens are new. Always frozen, because the promptless network never uses
-them: the prompt encoder, the IoU prediction head and TinyViT's ImageNet classifier.
+them: the prompt encoder, the IoU prediction head and TinyViT's ImageNet classifier; for SAM 2.1 also its
+object-score head and its video modules (memory attention and encoder, object pointers).
+
+SAM 2.1's "image side" (``Sam2Image.ENCODER_SIDE``) is Hiera, its FPN neck, the mask decoder's projections of
+the two finest feature levels (``conv_s0``/``conv_s1``, run once per image in SAM 2.1's own image mode) and the
+no-memory embedding: they train with the encoder, so a decoder-only set-up can train on cached features.
 """
 
 from __future__ import annotations
@@ -23,8 +28,6 @@ SCOPES = ("dec", "encdec")
 METHODS = ("vanilla", "adapter", "lora")
 DEFAULT_LORA_RANK = 4  # the study's rank, with scale alpha / rank = 1
 DECODER_HEAD = ("iou_token", "mask_tokens", "output_upscaling", "output_hypernetworks_mlps")
-UNUSED = ("sam.prompt_encoder.", "sam.mask_decoder.iou_prediction_head.", "sam.image_encoder.head.",
-          "sam.image_encoder.norm_head.")
 
 
 @dataclass(frozen=True)
@@ -117,15 +120,16 @@ def apply_setup(network: nn.Module, setup: Setup) -> ParameterCount:
             adapter.requires_grad_(True)
     else:
         sam.mask_decoder.requires_grad_(True)
-        if setup.trains_encoder:
-            sam.image_encoder.requires_grad_(True)
+        for name, param in sam.named_parameters():  # the image side, SAM 2.1's decoder projections included
+            if name.startswith(sam.ENCODER_SIDE):
+                param.requires_grad_(setup.trains_encoder)
     for part in DECODER_HEAD:
         getattr(sam.mask_decoder, part).requires_grad_(True)
     if network.channel_mixer is not None and setup.trains_encoder:
         # its gradient flows through the image encoder, which a decoder-only set-up runs without autograd
         network.channel_mixer.requires_grad_(True)
-    for name, param in network.named_parameters():
-        if name.startswith(UNUSED):
+    for name, param in sam.named_parameters():
+        if name.startswith(sam.UNUSED):
             param.requires_grad_(False)
     network.setup = setup
     return count_parameters(network)

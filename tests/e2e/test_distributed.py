@@ -11,12 +11,13 @@ import torch.distributed as dist
 
 import autosam.trainers.sam_trainer as sam_trainer
 from autosam.cli import main
+from autosam.errors import AutosamError
 from autosam.experiments.demo import DEMO_DATASET
 from autosam.paths import Dataset
 from autosam.sam.memory import nnunet_loss
 from autosam.sam.model import build_network
 from autosam.sam.setups import Setup
-from autosam.trainers.distributed import launch
+from autosam.trainers.distributed import check_world, launch
 from autosam.trainers.fold_training import Budget, train_one
 
 EPOCHS, ITERATIONS = 2, 2
@@ -65,15 +66,18 @@ def test_ddp_on_two_cpu_processes_keeps_ranks_equal_and_rank_0_writes(planned_de
     capsys.readouterr()  # nnU-Net can only split a batch into one patch per rank or more: refused before spawning
     assert main(["train", "-d", "901", "-f", "1", "--device", "cpu", "--gpus", "3"]) == 2
     assert "--gpus 3: the global batch size is 2, and each GPU needs at least one patch" in capsys.readouterr().err
+    with pytest.raises(AutosamError, match="batch size 3 does not split evenly over 2 processes.*--batch-size 2"):
+        check_world(2, torch.device("cpu"), 3, cpu_asked=True)  # unequal shares stop nnU-Net's batch Dice
     if not torch.cuda.is_available():  # GPUs asked for, none there: CPU processes only when asked for
         assert main(["train", "-d", "901", "-f", "1", "--gpus", "2"]) == 2
         assert "--gpus 2: no CUDA GPU is visible to torch; add --device cpu" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("backbone", ["test_vit", "test_tiny_vit"])
+@pytest.mark.parametrize("backbone", ["test_vit", "test_tiny_vit", "test_hiera"])
 def test_every_trainable_tensor_gets_a_gradient(backbone: str) -> None:
     """Why DDP runs without find_unused_parameters: no set-up leaves a trainable tensor out of the loss (the
-    frozen prompt encoder, IoU head and TinyViT classifier do not count: DDP skips frozen tensors)."""
+    frozen prompt encoder, IoU head and TinyViT classifier, SAM 2.1's video modules do not count: DDP skips frozen
+    tensors)."""
     # two channels: the learnable channel mixer in front of the encoder
     for scope, method, channels in itertools.product(("dec", "encdec"), ("vanilla", "adapter", "lora"), (1, 2)):
         network = build_network(Setup.parse(f"{backbone}_{scope}_{method}"), 64, 2, channels)

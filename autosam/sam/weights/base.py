@@ -13,13 +13,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from autosam.errors import CheckpointError
-from autosam.sam.registry import BACKBONES, PATCH_SIZE, Backbone, ViTConfig, get_backbone
+from autosam.sam.registry import BACKBONES, PATCH_SIZE, Backbone, HieraConfig, ViTConfig, get_backbone
 from autosam.sam.weights.catalogue import (
     CATALOGUE,
     catalogue_entry,
     catalogue_entry_for,
     find_checkpoint,
     how_to_get,
+    recorded_sha256,
     verify_file,
 )
 
@@ -53,6 +54,14 @@ def describe_encoder(state: dict[str, torch.Tensor]) -> str:
         return f"a ViT (embed dim {dim}, {len(blocks)} blocks)"
     if any(k.startswith("image_encoder.layers.") for k in state):
         return "a TinyViT (vit_t)"
+    hiera = state.get("image_encoder.trunk.patch_embed.proj.weight")
+    if hiera is not None:
+        blocks = len({k.split(".")[3] for k in state if k.startswith("image_encoder.trunk.blocks.")})
+        dim = hiera.shape[0]
+        for b in BACKBONES.values():
+            if isinstance(b.encoder, HieraConfig) and (b.encoder.embed_dim, b.encoder.blocks) == (dim, blocks):
+                return f"{b.name} (SAM 2.1 Hiera, embed dim {dim}, {blocks} blocks)"
+        return f"a SAM 2 Hiera (embed dim {dim}, {blocks} blocks)"
     return "no SAM image encoder"
 
 
@@ -70,10 +79,17 @@ def _is_size_dependent(key: str, backbone: Backbone) -> bool:
 
 
 def _is_class_dependent(key: str) -> bool:
-    """Decoder head tensors whose first dimension is the number of mask tokens."""
+    """Decoder head tensors whose first dimension is the number of mask tokens (SAM's ``mask_decoder.*``, SAM
+    2.1's ``sam_mask_decoder.*``)."""
+    key = key.removeprefix("sam_")
     return key in ("mask_decoder.mask_tokens.weight",) or key.startswith(
         ("mask_decoder.iou_prediction_head.layers.2.", "mask_decoder.output_hypernetworks_mlps.")
     )
+
+
+def _hypernetwork(key: str) -> bool:
+    """One class token's MLP: the model has as many as it has classes, a checkpoint as many as it was made with."""
+    return key.removeprefix("sam_").startswith("mask_decoder.output_hypernetworks_mlps.")
 
 
 def official_view(model: nn.Module) -> dict[str, str]:
@@ -91,7 +107,7 @@ def check_compatible(state: dict[str, torch.Tensor], model: nn.Module, backbone:
     spec = get_backbone(backbone)
     own = model.state_dict()
     expected = {official: own[key] for official, key in official_view(model).items()}
-    missing = [k for k in expected if k not in state and not k.startswith("mask_decoder.output_hypernetworks_mlps.")]
+    missing = [k for k in expected if k not in state and not _hypernetwork(k)]
     unexpected = [k for k in state if k not in expected and not _is_class_dependent(k)]
     wrong = [
         k
@@ -114,10 +130,10 @@ def check_compatible(state: dict[str, torch.Tensor], model: nn.Module, backbone:
             else f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})" if unexpected
             else f"{len(wrong)} keys with other shapes (e.g. {wrong[0]})"
         )
-        raise CheckpointError(
-            f"checkpoint {path}: {detail} for a {spec.name} SAM; pass an official SAM-layout checkpoint "
-            "(image_encoder.*, prompt_encoder.*, mask_decoder.* keys)"
-        )
+        layout = ("an official SAM 2.1 checkpoint (image_encoder.trunk.*, sam_mask_decoder.*, memory_attention.* "
+                  "keys, under 'model')" if spec.family == "sam2" else
+                  "an official SAM-layout checkpoint (image_encoder.*, prompt_encoder.*, mask_decoder.* keys)")
+        raise CheckpointError(f"checkpoint {path}: {detail} for a {spec.name} model; pass {layout}")
 
 
 def _resize_pos_embed(pos: torch.Tensor, grid: int) -> torch.Tensor:
@@ -136,7 +152,7 @@ def _fit_to_model(state: dict[str, torch.Tensor], model: nn.Module, backbone: Ba
     """Resize size-dependent tensors, copy as many class heads as both sides have; keys become the model's."""
     own, view = model.state_dict(), official_view(model)
     target = {official: own[key] for official, key in view.items()}
-    grid = model.image_encoder.img_size // PATCH_SIZE
+    grid = model.input_size // PATCH_SIZE
     fitted = {}
     for key, value in state.items():
         if key not in target:
@@ -190,7 +206,7 @@ def load_base_checkpoint(
         raise CheckpointError(f"checkpoint {path}: no such file" + (f"; {how_to_get(entry, path.parent)}" if known
                                                                      else ""))
     size = entry.size if entry else None
-    sha = expected_sha256 or (entry.sha256 if entry else None)
+    sha = expected_sha256 or (entry.sha256 if entry else None) or recorded_sha256(path)
     actual_sha = verify_file(path, size, sha, user=bool(entry and not entry.official)) if verify else None
     state = read_state_dict(path)
     check_compatible(state, model, backbone, path)

@@ -198,6 +198,17 @@ def _sha256_cached(path: str, _size: int, _mtime_ns: int, chunk: int = 1 << 24) 
     return digest.hexdigest()
 
 
+def recorded_sha256_file(path: Path) -> Path:
+    """Where ``autosam weights download`` records the sha256 of a file whose publisher gives none."""
+    return Path(path).with_name(Path(path).name + ".sha256")
+
+
+def recorded_sha256(path: Path) -> str | None:
+    """The sha256 recorded at the file's first download, when the publisher gives none (else None)."""
+    record = recorded_sha256_file(path)
+    return record.read_text().split()[0] if record.is_file() else None
+
+
 def verify_file(path: Path, size: int | None, sha256: str | None, user: bool = False) -> str:
     """Check size then sha256 (when known); return the file's sha256. ``user``: the file is in a user
     catalogue (written by 'autosam pretrain'), so the fix is to pretrain again, not to download."""

@@ -27,6 +27,8 @@ from autosam.sam.weights.catalogue import (
     CatalogueEntry,
     download_command,
     how_to_get,
+    recorded_sha256,
+    recorded_sha256_file,
     sha256_of,
     user_catalogue,
 )
@@ -49,12 +51,14 @@ def entries(names: list[str], folder: Path) -> list[CatalogueEntry]:
 
 
 def problem(path: Path, entry: CatalogueEntry) -> str | None:
-    """Why ``path`` is not the published file (size first, then sha256), or None when it is."""
+    """Why ``path`` is not the published file (size first, then sha256; for a file whose publisher gives no
+    sha256, the one recorded at its first download), or None when it is."""
     size = path.stat().st_size
     if entry.size is not None and size != entry.size:
         return f"{size} bytes, expected {entry.size} (truncated or another file)"
-    if entry.sha256 is not None and (actual := sha256_of(path)) != entry.sha256:
-        return f"sha256 {actual[:12]}... instead of the published {entry.sha256[:12]}... (corrupt or another release)"
+    expected, whose = (entry.sha256, "published") if entry.sha256 else (recorded_sha256(path), "first download's")
+    if expected is not None and (actual := sha256_of(path)) != expected:
+        return f"sha256 {actual[:12]}... instead of the {whose} {expected[:12]}... (corrupt or another release)"
     return None
 
 
@@ -82,8 +86,8 @@ def status(entry: CatalogueEntry, folder: Path) -> Status:
             got = part.stat().st_size
             return Status(entry, path, f"partial ({got} of {entry.size or '?'} bytes; download resumes)")
         return Status(entry, path, "missing")
-    if entry.size is None and entry.sha256 is None:
-        return Status(entry, path, "present (no published size or sha256 to check)")
+    if entry.size is None and entry.sha256 is None and recorded_sha256(path) is None:
+        return Status(entry, path, "present (no published size or sha256, and no download record, to check)")
     reason = problem(path, entry)
     return Status(entry, path, f"FAILED: {reason}" if reason else "verified")
 
@@ -208,4 +212,7 @@ def download(entry: CatalogueEntry, folder: Path) -> tuple[Path, bool]:
                            f"(a corrupt transfer or another file at that address); it was deleted and nothing was "
                            f"written under {path}; run `{download_command(entry.name, folder)}` again, and if it "
                            "fails the same way, the address serves another release than the catalogue's") from None
+    if entry.sha256 is None:  # nothing published to check against: later loads check against this download
+        recorded_sha256_file(path).write_text(f"{sha256_of(path)}  {entry.filename}\n")
+        log.info("%s: no published sha256; recorded this download's in %s", path, recorded_sha256_file(path))
     return path, True
