@@ -153,8 +153,8 @@ def _time_sam(
         def loss() -> torch.Tensor:
             if not cached:
                 return network(x).float().mean()
-            with network._autocast(x.device):  # one decoder call per slice, as trainers/cached.py has it
-                return sum(network.decode(e[None], (image_size, image_size)).float().mean() for e in embeddings)
+            with network._autocast(x.device):  # one decoder call for the batch, as trainers/cached.py has it
+                return network.decode(embeddings, (image_size, image_size)).float().mean()
 
         def step() -> None:
             optimiser.zero_grad(set_to_none=True)

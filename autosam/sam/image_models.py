@@ -47,6 +47,16 @@ class SamImage(Sam):
                                                sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense)[0]
 
 
+def image_mode(sam: nn.Module) -> nn.Module:
+    """``sam`` with the methods above: a stock SAM (segment-anything's or MobileSAM's registry builds one) gets
+    ``SamImage``'s, in place; its parameters and keys stay as they are."""
+    if not hasattr(sam, "embed"):
+        if not all(hasattr(sam, part) for part in ("image_encoder", "prompt_encoder", "mask_decoder")):
+            raise TypeError(f"{type(sam).__name__} is not a SAM model")
+        sam.__class__ = SamImage
+    return sam
+
+
 class Sam2Image(SAM2Base):
     """SAM 2.1 on single images: Hiera + FPN neck -> (no-memory embedding) -> SAM 2's prompt encoder and mask
     decoder, as ``SAM2ImagePredictor`` runs it. The memory attention, memory encoder and object-pointer heads are

@@ -14,7 +14,7 @@ from torch.utils.checkpoint import checkpoint
 
 from autosam.errors import CheckpointError
 from autosam.sam.adapter import encoder_attention_blocks
-from autosam.sam.image_models import Features
+from autosam.sam.image_models import Features, image_mode
 from autosam.sam.prompts import ImagePrompts
 from autosam.sam.weights.base import FROM_SCRATCH, check_base
 
@@ -46,7 +46,7 @@ class SamSegmenter(nn.Module):
         super().__init__()
         if normalisation not in NORMALISATIONS:
             raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
-        self.sam = sam
+        self.sam = image_mode(sam)
         self.input_channels = input_channels
         self.normalisation = normalisation
         self.image_size: int = sam.input_size
