@@ -325,7 +325,7 @@ SHARED_FLAGS: dict[str, tuple[tuple[str, ...], dict]] = {
                                        "(default: SAM unless only SAM 2.1 weights are present, rule R28); ablate "
                                        "'all' runs this family's 18 set-ups (all: both families, 36)"}),
     "image_size": (("--image-size",), {"type": int, "metavar": "PX",
-                                       "help": "SAM input size in pixels, a multiple of 64 (default: planned; "
+                                       "help": "SAM input size in pixels, a multiple of 64 (SAM 2.1: of 32) (default: planned; "
                                                "setups and pretrain: 1024)"}),
     "batch_size": (("--batch-size",), {"type": int, "metavar": "N",
                                        "help": "images per step (default: planned; pretrain: 8)"}),

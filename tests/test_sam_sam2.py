@@ -71,7 +71,8 @@ def test_parameter_totals_are_the_official_models(official_checkpoint: Path) -> 
     lora_values = sum(4 * (m.in_features + m.out_features) for m in wrapped)
     head = sum(p.numel() for n, p in decoder.named_parameters()
                if n.startswith(("iou_token", "mask_tokens", "output_upscaling", "output_hypernetworks_mlps")))
-    assert len(wrapped) == 5 + 7 * 3  # every Hiera block's qkv; q/k/v of the decoder's 7 attentions (3 per layer + final)
+    # every Hiera block's qkv and two MLP layers; q/k/v of the decoder's 7 attentions (3 per layer + final)
+    assert len(wrapped) == 5 * 3 + 7 * 3
     assert sum(p.numel() for p in lora.parameters() if p.requires_grad) == lora_values + head
 
 

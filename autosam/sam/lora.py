@@ -5,9 +5,10 @@ from __future__ import annotations
 from peft import LoraConfig, inject_adapter_in_model
 from torch import nn
 
-# Full-match regexes over module names: the image encoder's fused qkv (ViT and TinyViT alike) and the
-# q/k/v projections of every attention in the mask decoder's two-way transformer.
-ENCODER_TARGETS = r".*image_encoder\..*\.qkv"
+# Full-match regexes over module names: the image encoder's fused qkv (ViT and TinyViT alike; SAM 2.1's Hiera also
+# its blocks' two MLP layers, as SAM 2 fine-tuning recipes do) and the q/k/v projections of every attention in the
+# mask decoder's two-way transformer.
+ENCODER_TARGETS = r".*image_encoder\..*\.qkv|.*image_encoder\.trunk\.blocks\.\d+\.mlp\.layers\.\d+"
 DECODER_TARGETS = r".*mask_decoder\.transformer\..*\.(q_proj|k_proj|v_proj)"
 
 
