@@ -1,4 +1,5 @@
-"""Memory estimator vs measurement, for every set-up of ViT-T and ViT-B at 256 and 512 px (``--quick``: ViT-T at 256).
+"""Memory estimator vs measurement, for every set-up of ViT-T, ViT-B and SAM 2.1's Hiera-T at 256 and 512 px
+(``--quick``: ViT-T and Hiera-T at 256).
 
 Predicted: ``autosam.sam.memory.estimate_training_memory`` (meta-device probe at batch 1, scaled to the batch).
 Measured: two real AdamW steps with nnU-Net's loss on this machine's CPU, every tensor tracked by torch's
@@ -42,15 +43,15 @@ def measure_cuda(network, batch: int, patch: tuple[int, int]) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="ViT-T at 256 px only")
+    parser.add_argument("--quick", action="store_true", help="ViT-T and Hiera-T at 256 px only")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "memory_estimator.json")
     args = parser.parse_args()
 
-    grid = [(s, 256) for s in all_setups(("vit_t",))]
+    grid = [(s, 256) for s in all_setups(("vit_t", "sam2_t"))]
     if not args.quick:
         grid += [(s, size) for size in (256, 512) for s in all_setups(("vit_b",))] + [
-            (s, 512) for s in all_setups(("vit_t",))]
+            (s, 512) for s in all_setups(("vit_t", "sam2_t"))]
     rows = []
     print(f"{'set-up':<28} {'size':>5} {'batch':>5} {'predicted MiB':>14} {'measured MiB':>13} {'ratio':>6}",
           flush=True)
