@@ -4,9 +4,11 @@
 Predicted: ``autosam.sam.memory.estimate_training_memory`` (meta-device probe at batch 1, scaled to the batch).
 Measured: two real AdamW steps with nnU-Net's loss on this machine's CPU, every tensor tracked by torch's
 MemTracker (on a CUDA machine, add --device cuda: then torch.cuda.max_memory_allocated is the reference).
-Prints the ratio per row and the worst one; writes benchmarks/results/memory_estimator.json.
+With ``--precision bf16`` both run as the trainer runs bf16 (autocast, frozen weights stored in bf16; on a CPU
+that has native bf16, as the planner plans there). Prints the ratio per row and the worst one; writes
+benchmarks/results/memory_estimator.json.
 
-    python benchmarks/memory_estimator.py [--quick]
+    python benchmarks/memory_estimator.py [--quick] [--precision bf16]
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ from pathlib import Path
 
 import torch
 
-from autosam.sam.memory import estimate_training_memory, measured_training_peak, nnunet_loss
+from autosam.sam.frozen import store_frozen_weights
+from autosam.sam.memory import (
+    ALLOCATOR_OVERHEAD,
+    CUDA_CONTEXT_BYTES,
+    estimate_training_memory,
+    measured_training_peak,
+    nnunet_loss,
+)
 from autosam.sam.model import build_network
 from autosam.sam.setups import all_setups
 
@@ -34,8 +43,7 @@ def measure_cuda(network, batch: int, patch: tuple[int, int]) -> int:
     torch.cuda.reset_peak_memory_stats()
     for _ in range(2):
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cuda"):
-            out = loss(network(x), y)
+        out = loss(network(x), y)  # in the network's own precision
         out.backward()
         optimizer.step()
     return torch.cuda.max_memory_allocated()
@@ -45,6 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="ViT-T and Hiera-T at 256 px only")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "memory_estimator.json")
     args = parser.parse_args()
 
@@ -57,12 +66,17 @@ def main() -> None:
           flush=True)
     for setup, size in grid:
         network = build_network(setup, size, NUM_CLASSES, 1)
+        if args.precision == "bf16":  # as the trainer runs it (sam_trainer.py)
+            network.compute_dtype = torch.bfloat16
+            store_frozen_weights(network, torch.bfloat16)
         if args.device == "cuda":
             measured = measure_cuda(network, BATCH, (size, size))
         else:
             measured = measured_training_peak(network, BATCH, (size, size))
         # tensors only: the CUDA allocator's counter, like MemTracker, excludes the context and fragmentation
-        predicted = estimate_training_memory(setup, size, BATCH, NUM_CLASSES, 1, device="cpu").peak
+        peak = estimate_training_memory(setup, size, BATCH, NUM_CLASSES, 1, device=args.device,
+                                        precision=args.precision).peak
+        predicted = (peak - CUDA_CONTEXT_BYTES) / ALLOCATOR_OVERHEAD if args.device == "cuda" else peak
         ratio = predicted / measured
         rows.append({"setup": setup.name, "image_size": size, "batch": BATCH, "predicted": predicted,
                      "measured": measured, "ratio": round(ratio, 3)})
@@ -72,7 +86,7 @@ def main() -> None:
     print(f"worst ratio: {worst['ratio']:.3f} ({worst['setup']} at {worst['image_size']} px); "
           f"range {min(r['ratio'] for r in rows):.3f}-{max(r['ratio'] for r in rows):.3f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"device": args.device, "rows": rows}, indent=2))
+    args.out.write_text(json.dumps({"device": args.device, "precision": args.precision, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import torch
 from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_to_id
 from tqdm import tqdm
 
@@ -15,6 +16,7 @@ from autosam.planners.rules import RULES, cite, set_by_user
 from autosam.planners.step_cost import embedding_cache_reason, iteration_gflops
 from autosam.sam.costs import meta_network
 from autosam.sam.memory import ALLOCATOR_OVERHEAD, CUDA_CONTEXT_BYTES, GIB, estimate_training_memory
+from autosam.sam.network import bf16_hardware, bf16_native
 from autosam.sam.registry import FAMILY_BACKBONES, IMAGE_SIZE_STEP, family_backbones, get_backbone
 from autosam.sam.setups import DEFAULT_LORA_RANK, Setup, all_setups
 from autosam.sam.weights.catalogue import CATALOGUE, RANDOM_START, checkpoint_backbone
@@ -143,9 +145,21 @@ def _budget_bytes(hardware: Hardware) -> float:
 def _estimate(setup: Setup, size: int, batch: int, shape: dict, hardware: Hardware, checkpointing: bool) -> float:
     # the patch the trainer will see: SAM-sized (sam_planner.sam_sized) unless --native-patches
     patch = shape["patch"] if shape["native_patches"] else tuple(min(p, size) for p in shape["patch"])
-    # the trainer runs bf16 autocast on a CUDA GPU (SamPlan.precision), fp32 on a CPU
     return estimate_training_memory(setup, size, batch, shape["num_classes"], shape["channels"], patch,
-                                    checkpointing, hardware.device, "bf16" if hardware.device == "cuda" else "fp32").peak
+                                    checkpointing, hardware.device, training_precision(hardware)).peak
+
+
+def training_precision(hardware: Hardware) -> str:
+    """What the trainer computes in there (SamPlan.precision "bf16" on native bf16 hardware): a GPU planned
+    for is taken to have native bf16 (Ampere or later), a CPU is this one."""
+    return "bf16" if hardware.device == "cuda" or bf16_native(torch.device("cpu")) else "fp32"
+
+
+def precision_here(hardware: Hardware) -> str:
+    """The planned hardware's precision, in words."""
+    if hardware.device == "cuda":
+        return "bf16 on the planned GPU if it is Ampere or later, else nnU-Net's fp16 autocast with loss scaling"
+    return f"{bf16_hardware(torch.device('cpu'))}: {training_precision(hardware)}"
 
 
 def evaluate(setup: Setup, size: int, shape: dict, hardware: Hardware) -> Candidate:
@@ -287,9 +301,10 @@ def choose(facts: DatasetFacts, hardware: Hardware, num_classes: int, channels: 
         overridden.append("batch_size")
     reasons["gradient_checkpointing"] = (cite("R12") if checkpointing else
                                          f"not needed: the set-up fits without it ({RULES['R12'].label})")
-    reasons["precision"] = ("bf16 autocast where the trainer runs on a CUDA GPU that supports it (weights, gradients "
-                            f"and AdamW state stay fp32, no loss scaling), fp32 on a CPU ({cite('R21')}; "
-                            "benchmarks/step_overhead.py --precision measures it)")
+    reasons["precision"] = ("bf16 autocast where the trainer runs on hardware that computes bf16 natively, a CUDA "
+                            "GPU of compute capability 8 or later or a CPU with AVX512-BF16 or AMX (weights, "
+                            "gradients and AdamW state stay fp32, no loss scaling); fp32 elsewhere "
+                            f"({cite('R21')}); {precision_here(hardware)}")
     reasons["embedding_cache"] = embedding_cache_reason(setup, size, num_classes, options.embedding_cache)
     if not options.embedding_cache:
         overridden.append("embedding_cache")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from autosam.data.image_digests import dataset_digests
 from autosam.errors import AutosamError
@@ -16,6 +17,7 @@ from autosam.planners.sam_planner import SamOptions, sam_sized
 from autosam.planners.step_cost import forward_gflops
 from autosam.plans import SamPlan
 from autosam.sam.costs import meta_network
+from autosam.sam.frozen import store_frozen_weights
 from autosam.sam.memory import estimate_training_memory, measured_training_peak, saved_activation_bytes
 from autosam.sam.model import build_network
 from autosam.sam.setups import Setup, all_setups
@@ -144,6 +146,19 @@ def test_estimate_matches_a_real_cpu_training_step(setup: Setup) -> None:
     network = build_network(setup, 128, 3, 1)
     measured = measured_training_peak(network, 2, (128, 128))
     predicted = estimate_training_memory(setup, 128, 2, 3, 1, device="cpu").peak
+    assert 0.85 <= predicted / measured <= 1.15, (predicted, measured)
+
+
+@pytest.mark.parametrize("name", [f"{b}_{s}_lora" for b in ("test_vit", "test_tiny_vit", "test_hiera")
+                                  for s in ("dec", "encdec")])
+def test_estimate_matches_a_real_cpu_training_step_under_bf16_autocast(name: str) -> None:
+    """As the trainer runs on a CPU with native bf16: autocast, frozen weights stored in bf16."""
+    setup = Setup.parse(name)
+    network = build_network(setup, 128, 3, 1)
+    network.compute_dtype = torch.bfloat16
+    store_frozen_weights(network, torch.bfloat16)
+    measured = measured_training_peak(network, 2, (128, 128))
+    predicted = estimate_training_memory(setup, 128, 2, 3, 1, device="cpu", precision="bf16").peak
     assert 0.85 <= predicted / measured <= 1.15, (predicted, measured)
 
 

@@ -16,6 +16,7 @@ from torch import nn
 from autosam.sam import attention
 from autosam.sam.adapter import attach_adapter
 from autosam.sam.attention import (
+    FoldedConv2dBN,
     FusedDecoderAttention,
     FusedTinyViTAttention,
     FusedViTAttention,
@@ -117,6 +118,82 @@ def test_tiny_vit_attention_matches_mobile_sam_in_training_and_evaluation() -> N
     original.eval(), fused.eval()  # evaluation reads the bias gathered once (``ab``)
     with torch.no_grad():
         torch.testing.assert_close(fused(x), original(x), atol=ATOL, rtol=1e-4)
+
+
+def _conv_bn(seed: int) -> nn.Module:
+    """A frozen MobileSAM convolution + batch norm in eval mode, with non-trivial statistics and affine terms."""
+    torch.manual_seed(seed)
+    pair = tiny_vit_sam.Conv2d_BN(4, 6, ks=3, pad=1)
+    with torch.no_grad():
+        pair.c.weight.normal_()
+        pair.bn.running_mean.normal_()
+        pair.bn.running_var.uniform_(0.5, 2.0)
+        pair.bn.weight.normal_()
+        pair.bn.bias.normal_()
+    pair.requires_grad_(False).eval()
+    return pair
+
+
+def test_frozen_conv_bn_runs_folded_and_follows_a_load_and_training_falls_back_to_the_pair() -> None:
+    original = _conv_bn(0)
+    folded = use_fused_attention(copy.deepcopy(original))
+    assert type(folded) is FoldedConv2dBN and folded.state_dict().keys() == original.state_dict().keys()
+    x = torch.randn(2, 4, 8, 8)
+    with torch.inference_mode():  # folded tensors first made under inference mode still serve a training forward
+        folded(x)
+    outputs, grads = [], []
+    for model in (original, folded):
+        xs = x.clone().requires_grad_()
+        out = model(xs)
+        out.pow(2).sum().backward()
+        outputs.append(out)
+        grads.append(xs.grad)
+    torch.testing.assert_close(outputs[1], outputs[0], atol=ATOL, rtol=1e-4)
+    torch.testing.assert_close(grads[1], grads[0], atol=ATOL, rtol=1e-4)
+    other = _conv_bn(1)
+    folded.load_state_dict(other.state_dict())  # in place: the fold is made again
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), other(x), atol=ATOL, rtol=1e-4)
+    folded.train(), other.train()  # batch statistics: the pair itself, running statistics updated
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), other(x), atol=ATOL, rtol=1e-4)
+    torch.testing.assert_close(folded.bn.running_mean, other.bn.running_mean)
+
+
+def test_a_training_tiny_vit_network_runs_its_frozen_batch_norms_folded() -> None:
+    network = build_network(Setup.parse("test_tiny_vit_encdec_lora"), 64, 3, 1).train()
+    norms = [m for m in network.modules() if isinstance(m, nn.BatchNorm2d)]
+    ran = []
+    for norm in norms:
+        norm.register_forward_hook(lambda *_: ran.append(1))
+    assert norms and all(isinstance(m, FoldedConv2dBN) for m in network.modules() if hasattr(m, "bn"))
+    network(torch.randn(2, 1, 64, 64)).sum().backward()
+    assert not ran  # every frozen norm folded into its convolution; none ran as a layer
+
+
+def test_tiny_vit_convolutions_run_channels_last_with_the_contiguous_layouts_numbers() -> None:
+    torch.manual_seed(0)
+    network = build_network(Setup.parse("test_tiny_vit_encdec_lora"), 64, 3, 1).train()
+    encoder = network.sam.image_encoder
+    convs = [m.weight for m in encoder.modules() if isinstance(m, nn.Conv2d) and m.weight.shape[-1] > 1]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    contiguous = copy.deepcopy(network)
+    contiguous.sam.image_encoder.channels_last = False
+    contiguous.sam.image_encoder.to(memory_format=torch.contiguous_format)
+    seen = []
+    encoder.patch_embed.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    x = torch.randn(2, 1, 64, 64)
+    outputs = []
+    for model in (contiguous, network):
+        out = model(x)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        outputs.append(out)
+    assert seen[0].is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(outputs[1], outputs[0], atol=ATOL, rtol=1e-4)
+    trained = [(n, p.grad) for n, p in contiguous.named_parameters() if p.requires_grad]
+    grads = {n: p.grad for n, p in network.named_parameters() if p.requires_grad}
+    for name, expected in trained:  # the layout changes only the order of the sums: equal to fp32 rounding
+        assert (grads[name] - expected).abs().max() <= 1e-5 * expected.abs().max(), name
 
 
 @pytest.mark.parametrize("query_batch", [1, 3])  # prompt tokens of batch 1 broadcast to the image batch

@@ -9,6 +9,7 @@ import torch
 
 from autosam.planners.choose import _estimate
 from autosam.planners.hardware import Hardware
+from autosam.sam import network as network_module
 from autosam.sam.memory import MetaAutocast, estimate_training_memory, nnunet_loss
 from autosam.sam.model import build_network
 from autosam.sam.setups import Setup
@@ -62,12 +63,45 @@ def test_meta_autocast_follows_cudas_casting_rules() -> None:
         assert torch.nn.functional.gelu(scores).dtype == torch.bfloat16  # the rest in their input's type
 
 
-def test_the_planner_estimates_cuda_memory_for_bf16_autocast() -> None:
+def test_meta_autocast_follows_the_cpus_casting_rules() -> None:
+    x, w = torch.empty(2, 8, device="meta"), torch.empty(4, 8, device="meta")
+    with MetaAutocast(rules="cpu"):
+        scores = torch.nn.functional.linear(x, w)
+        assert scores.dtype == torch.bfloat16
+        assert scores.softmax(-1).dtype == torch.bfloat16  # a CPU's autocast leaves softmax and norms alone
+        assert torch.nn.functional.layer_norm(scores, (4,)).dtype == torch.bfloat16
+        assert torch.nn.functional.cross_entropy(scores, torch.zeros(2, dtype=torch.long, device="meta")).dtype \
+            == torch.float32  # losses in fp32
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_bf16_plan_autocasts_on_a_cpu_exactly_when_it_computes_bf16_natively(
+    native: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(network_module, "cpu_bf16_native", lambda: native)
+    seen = []
+    network = build_network(Setup.parse("test_vit_encdec_lora"), 64, 3, 1)
+    network.sam.image_encoder.blocks[0].mlp.lin1.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    network.precision = "bf16"
+    network(torch.randn(1, 1, 64, 64))
+    network.precision = "fp32"  # a plan may say fp32: never autocast then
+    network(torch.randn(1, 1, 64, 64))
+    assert seen == [torch.bfloat16 if native else torch.float32, torch.float32]
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_the_planner_estimates_memory_in_the_precision_the_trainer_will_run(
+    native: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(network_module, "cpu_bf16_native", lambda: native)
     setup = Setup.parse("test_vit_encdec_lora")
     shape = {"num_classes": 3, "channels": 1, "patch": (256, 256), "native_patches": False}
-    gpu = _estimate(setup, 256, 2, shape, Hardware("cuda", 24, "test GPU"), False)
-    bf16, fp32 = (estimate_training_memory(setup, 256, 2, 3, 1, (256, 256), False, "cuda", p).peak
-                  for p in ("bf16", "fp32"))
-    assert gpu == bf16 != fp32
+
+    def estimate(device: str, precision: str) -> int:
+        return estimate_training_memory(setup, 256, 2, 3, 1, (256, 256), False, device, precision).peak
+
+    assert estimate("cuda", "bf16") != estimate("cuda", "fp32")
+    assert _estimate(setup, 256, 2, shape, Hardware("cuda", 24, "test GPU"), False) == estimate("cuda", "bf16")
     cpu = _estimate(setup, 256, 2, shape, Hardware("cpu", 24, "test CPU"), False)
-    assert cpu == estimate_training_memory(setup, 256, 2, 3, 1, (256, 256), False, "cpu", "fp32").peak
+    assert cpu == estimate("cpu", "bf16" if native else "fp32")
+    assert estimate("cpu", "bf16") != estimate("cpu", "fp32")

@@ -32,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from autosam.files import atomic_torch_save, atomic_write_json
-from autosam.sam.network import SamSegmenter, bf16_native
+from autosam.sam.network import SamSegmenter
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +49,7 @@ def _tensor_digest(tensors: Iterable[torch.Tensor]) -> str:
 
 def compute_precision(network: SamSegmenter, device: torch.device) -> str:
     """The dtype the network computes in on ``device`` (``SamSegmenter._autocast``'s rule)."""
-    if network.compute_dtype is not None:
-        return str(network.compute_dtype).removeprefix("torch.")
-    if device.type == "cuda" and network.precision == "bf16" and bf16_native(device):
-        return "bfloat16"
-    return "float32"
+    return str(network.autocast_dtype(device) or torch.float32).removeprefix("torch.")
 
 
 def cache_key(network: SamSegmenter, configuration: dict, plans: dict, device: torch.device) -> dict:

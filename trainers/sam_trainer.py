@@ -23,7 +23,7 @@ from autosam.planners.sam_planner import base_checkpoint_for
 from autosam.plans import SamPlan, network_for_plan, sam_plan_of
 from autosam.sam.adapter import encoder_attention_blocks
 from autosam.sam.frozen import store_frozen_weights
-from autosam.sam.network import SamSegmenter, bf16_native
+from autosam.sam.network import SamSegmenter, bf16_hardware
 from autosam.sam.prompts import batch_prompts, generator_from_torch
 from autosam.sam.registry import get_backbone
 from autosam.sam.setups import Setup
@@ -126,20 +126,21 @@ class nnUNetTrainerSAM(nnUNetTrainer):
         else:
             identity = network.ensure_base_loaded()
             self.print_to_log_file(f"Base weights: {identity.name} (sha256 {identity.sha256})")
-        if network.compute_dtype is not None:  # forced on any device (SamSegmenter._autocast)
-            precision = f"{str(network.compute_dtype).removeprefix('torch.').replace('bfloat16', 'bf16')} autocast"
+        dtype = network.autocast_dtype(self.device)  # the one rule (SamSegmenter._autocast)
+        if dtype is not None:
+            precision = f"{str(dtype).removeprefix('torch.').replace('bfloat16', 'bf16')} autocast"
+            if network.compute_dtype is None:
+                precision += f" ({bf16_hardware(self.device)})"
+            if dtype == torch.bfloat16:
+                self.grad_scaler = None  # bf16 keeps fp32's exponent range: no loss scaling
+                stored = store_frozen_weights(network, dtype)  # autocast computes them in bf16 anyway
+                precision += f"; {stored} frozen linear/convolution tensors stored in bf16 (fp32 in checkpoints)"
         elif self.device.type != "cuda":
-            precision = "fp32"
-        elif network.precision == "bf16" and bf16_native(self.device):
-            precision = "bf16 autocast"
-            self.grad_scaler = None  # bf16 keeps fp32's exponent range: no loss scaling
+            precision = "fp32" + ("" if network.precision == "fp32" else " (this CPU has no native bf16)")
         elif network.precision == "bf16":
             precision = "fp16 autocast with loss scaling (nnU-Net's; this GPU has no native bf16)"
         else:
             precision = "fp32 (autocast off)"
-        if precision == "bf16 autocast":
-            stored = store_frozen_weights(network, torch.bfloat16)  # autocast computes them in bf16 anyway
-            precision += f"; {stored} frozen linear/convolution tensors stored in bf16 (fp32 in checkpoints)"
         self.print_to_log_file(f"Precision: {precision}; trained weights, gradients and AdamW state fp32")
         if self.compile_blocks():
             self.print_to_log_file("torch.compile per encoder block (compiled during the first iterations; "

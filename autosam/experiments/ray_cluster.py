@@ -27,6 +27,7 @@ from autosam.errors import AutosamError
 from autosam.paths import configure_training_processes
 from autosam.plans import SAM_CONFIGURATION, read_plans
 from autosam.sam.memory import estimate_training_memory
+from autosam.sam.network import bf16_native
 from autosam.trainers.fold_jobs import FoldJob, SerialExecutor
 
 log = logging.getLogger(__name__)
@@ -83,11 +84,10 @@ def predicted_gb(job: FoldJob) -> float:
     dataset_json = json.loads((job.dataset.preprocessed / "dataset.json").read_text())
     classes = plans.get_label_manager(dataset_json).num_segmentation_heads
     channels = len(dataset_json.get("channel_names", dataset_json.get("modality", {})))
-    cuda = job.device.type == "cuda"
     estimate = estimate_training_memory(
         plan.setup, plan.image_size, training.budget.batch_size or configuration.batch_size, classes, channels,
         tuple(configuration.patch_size), plan.gradient_checkpointing, job.device.type,
-        "bf16" if cuda and plan.precision == "bf16" else "fp32")
+        "bf16" if plan.precision == "bf16" and bf16_native(job.device) else "fp32")
     return estimate.peak_gb
 
 

@@ -171,7 +171,7 @@ def pretrain(output: str | os.PathLike, options: PretrainOptions, datasets: list
                                   weight_decay=options.weight_decay)
     per_epoch = options.iterations or math.ceil(len(slices) / options.batch_size)
     scheduler = _schedule(optimiser, options.epochs * per_epoch, options.warmup_share)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16_native(device) else contextlib.nullcontext()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16_native(device) else contextlib.nullcontext()
     log.info("pretraining the %s encoder at %d px on %d slices: %d epochs x %d steps of batch %d, mask ratio %g, "
              "on %s", spec.name, options.image_size, len(slices), options.epochs, per_epoch, options.batch_size,
              options.mask_ratio, device)

@@ -174,7 +174,7 @@ def prompted_pretrain(output: str | os.PathLike, options: PromptedOptions, datas
     optimiser = torch.optim.AdamW(trained, lr=options.learning_rate, weight_decay=options.weight_decay)
     per_epoch = options.iterations or math.ceil(len(slices) / options.batch_size)
     scheduler = _schedule(optimiser, options.epochs * per_epoch, options.warmup_share)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16_native(device) else contextlib.nullcontext()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16_native(device) else contextlib.nullcontext()
     loss_fn = PromptedLoss()
 
     # fixed slices and prompts, drawn by their own generator: the same before and after training

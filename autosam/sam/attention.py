@@ -189,10 +189,39 @@ class FusedDecoderAttention(sam_transformer.Attention):
         return self.out_proj(self._recombine_heads(F.scaled_dot_product_attention(q, k, v)))
 
 
+class FoldedConv2dBN(tiny_vit_sam.Conv2d_BN):
+    """MobileSAM's convolution + batch norm (TinyViT). Frozen, with the norm in eval mode (its pretrained
+    statistics, ``SamSegmenter.train``), it runs as one convolution, the norm folded into its weight and bias as
+    MobileSAM's own ``fuse`` folds it. The module, its parameters and state-dict keys stay as they are: the
+    folded tensors are kept aside and made again whenever a source tensor changes (a load, a cast, a move).
+    Trained, or normalising with batch statistics, it runs as the original."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv, norm = self.c, self.bn
+        if norm.training or conv.weight.requires_grad or norm.weight.requires_grad or norm.bias.requires_grad:
+            return super().forward(x)
+        weight, bias = self._folded()
+        return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+    def _folded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        sources = (self.c.weight, self.bn.weight, self.bn.bias, self.bn.running_mean, self.bn.running_var)
+        key = tuple((t.data_ptr(), t._version, t.dtype) for t in sources)
+        cached = self.__dict__.get("_folded_cache")
+        if cached is None or cached[0] != key:
+            # a normal tensor even when first made under inference mode, so a training forward may save it
+            with torch.no_grad(), torch.inference_mode(False):
+                scale = self.bn.weight * (self.bn.running_var + self.bn.eps).rsqrt()
+                weight = self.c.weight * scale[:, None, None, None]
+                cached = key, (weight, self.bn.bias - self.bn.running_mean * scale)
+            self.__dict__["_folded_cache"] = cached
+        return cached[1]
+
+
 FUSED = {
     sam_encoder.Block: FusedViTBlock,
     sam_encoder.Attention: FusedViTAttention,
     tiny_vit_sam.Attention: FusedTinyViTAttention,
+    tiny_vit_sam.Conv2d_BN: FoldedConv2dBN,
     sam_transformer.Attention: FusedDecoderAttention,
 }
 ORIGINAL = {fused: original for original, fused in FUSED.items()}

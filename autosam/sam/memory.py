@@ -11,8 +11,11 @@ and counting every saved tensor once per storage, at batch 2 and 3 (at batch 1 a
 values can stay views of one projection, so batch 1 is off the line); it is affine in the batch (the prompt
 tensors are shared by the batch), which the tests verify at batch 5. W is what the
 forward allocates besides what it saves, from the encoder's largest tensor (also measured on meta).
-Precision: with ``precision="bf16"`` (what the trainer runs on a CUDA GPU) the probe runs under an emulation
-of CUDA's autocast rules on the meta device (``MetaAutocast``), which has no autocast of its own. bf16 does
+Precision: with ``precision="bf16"`` (what the trainer runs on hardware with native bf16) the probe runs under
+an emulation of the device's autocast rules on the meta device (``MetaAutocast``), which has no autocast of its
+own; on a CPU the encoder's largest tensor is counted fp32-sized (a CPU's autocast leaves norms and activations
+in fp32): a real CPU step under bf16 autocast measured 0.93-1.17 of the estimate's ViT-T / Hiera-T figures at
+256 px (``benchmarks/memory_estimator.py --quick --precision bf16``). bf16 does
 not halve the activations of SAM's attention: softmax runs in fp32 and its bf16 copy for the next product is
 saved as well. Against H100 peaks (ViT-B / ViT-H encoder+decoder LoRA, 512 and 1024 px, batch 2,
 ``benchmarks/gpu_throughput.py``) the fp32 probe under-estimated by up to 16 % at 1024 px, the emulated
@@ -59,6 +62,8 @@ _FLOAT32 = {F.softmax, torch.softmax, torch.Tensor.softmax, F.log_softmax, torch
             torch.Tensor.log_softmax, F.layer_norm, F.group_norm, torch.pow, torch.Tensor.pow, torch.Tensor.__pow__,
             torch.sum, torch.Tensor.sum, torch.exp, torch.Tensor.exp, torch.log, torch.Tensor.log, torch.rsqrt,
             torch.Tensor.rsqrt, F.cross_entropy, F.nll_loss, torch.cumsum, torch.Tensor.cumsum, F.normalize}
+# CPU autocast's fp32 list holds losses but no softmax, norm or reduction: those run in their input's type
+_CPU_FLOAT32 = {F.cross_entropy, F.nll_loss}
 
 
 def _cast(value, dtype: torch.dtype):
@@ -71,18 +76,19 @@ def _cast(value, dtype: torch.dtype):
 
 
 class MetaAutocast(TorchFunctionMode):
-    """CUDA autocast's casting rules for any device, the meta device included: matrix products and
-    convolutions in ``dtype``, softmax / norms / reductions / losses in fp32, the rest in their inputs' type.
-    The casts go through autograd, so what a product saves for backward is its low-precision copy, as under
-    real autocast."""
+    """CUDA's (or, ``rules="cpu"``, the CPU's) autocast casting rules for any device, the meta device included:
+    matrix products and convolutions in ``dtype``; on CUDA softmax / norms / reductions / losses in fp32, on a
+    CPU only losses; the rest in their inputs' type. The casts go through autograd, so what a product saves for
+    backward is its low-precision copy, as under real autocast."""
 
-    def __init__(self, dtype: torch.dtype = torch.bfloat16) -> None:
+    def __init__(self, dtype: torch.dtype = torch.bfloat16, rules: str = "cuda") -> None:
         super().__init__()
         self.dtype = dtype
+        self.float32 = _CPU_FLOAT32 if rules == "cpu" else _FLOAT32
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        target = self.dtype if func in _LOWER_PRECISION else torch.float32 if func in _FLOAT32 else None
+        target = self.dtype if func in _LOWER_PRECISION else torch.float32 if func in self.float32 else None
         if target is not None:
             args, kwargs = _cast(args, target), {k: _cast(v, target) for k, v in kwargs.items()}
         return func(*args, **kwargs)
@@ -201,21 +207,28 @@ class MemoryEstimate:
 
 @lru_cache(maxsize=256)
 def _probe(setup_name: str, lora_rank: int, image_size: int, num_classes: int, input_channels: int,
-           patch_size: tuple[int, int], checkpointing: bool, precision: str) -> tuple[int, int, int, int, int, int]:
+           patch_size: tuple[int, int], checkpointing: bool, precision: str,
+           device: str) -> tuple[int, int, int, int, int, int]:
     """Parameter bytes, trainable parameters, buffer bytes, saved bytes for one patch and for each further
-    patch, and the encoder's largest single tensor for one image, all measured on the meta device."""
+    patch, and the encoder's largest single tensor for one image, all measured on the meta device, as
+    ``device``'s autocast and attention kernels would compute them."""
     setup = Setup.parse(setup_name, lora_rank=lora_rank, lora_alpha=float(lora_rank))
     network = meta_network(setup, image_size, num_classes, input_channels)
     if checkpointing:
         network.enable_gradient_checkpointing()
     bf16 = precision == "bf16"
-    if bf16:  # the trainer stores frozen linear/convolution weights in bf16 (autosam.sam.frozen)
-        store_frozen_weights(network, torch.bfloat16)
+    cuda_bf16 = bf16 and device == "cuda"  # CUDA's fused kernels take the masks; a CPU's only unmasked calls
+    with FusedKernelSaves(unmasked_only=not cuda_bf16):
+        if not cuda_bf16:  # a CPU's autocast leaves norms and activations in the fp32 they come in: fp32-sized
+            largest = largest_encoder_tensor_bytes(network, image_size)
+        if bf16:  # the trainer stores frozen linear/convolution weights in bf16 (autosam.sam.frozen)
+            store_frozen_weights(network, torch.bfloat16)
+        with MetaAutocast(rules=device) if bf16 else contextlib.nullcontext():
+            two, three = (saved_activation_bytes(network, b, image_size, input_channels, patch_size, with_loss=True)
+                          for b in (2, 3))
+            if cuda_bf16:
+                largest = largest_encoder_tensor_bytes(network, image_size)
     params = list(network.parameters())
-    with FusedKernelSaves(unmasked_only=not bf16), MetaAutocast() if bf16 else contextlib.nullcontext():
-        two, three = (saved_activation_bytes(network, b, image_size, input_channels, patch_size, with_loss=True)
-                      for b in (2, 3))
-        largest = largest_encoder_tensor_bytes(network, image_size)
     return (sum(p.numel() * p.element_size() for p in params), sum(p.numel() for p in params if p.requires_grad),
             sum(b.numel() * b.element_size() for b in network.buffers()), 2 * two - three, three - two, largest)
 
@@ -224,14 +237,17 @@ def estimate_training_memory(setup, image_size: int, batch_size: int, num_classe
                              patch_size: tuple[int, int] | None = None, gradient_checkpointing: bool = False,
                              device: str = "cuda", precision: str = "fp32") -> MemoryEstimate:
     """Predicted peak memory of one training step of ``setup`` (a ``Setup``) on ``patch_size`` patches, with
-    activations in ``precision`` ("fp32", or "bf16" autocast as the trainer runs on a CUDA GPU)."""
+    activations in ``precision`` ("fp32", or "bf16" autocast as the trainer runs on hardware with native
+    bf16) on ``device`` ("cuda" or "cpu")."""
     patch = tuple(patch_size or (image_size, image_size))
     key = (setup.name, setup.lora_rank, image_size, num_classes, input_channels, patch)
-    param_bytes, trainable, buffer_bytes, first, per_image, largest = _probe(*key, gradient_checkpointing, precision)
+    probe_device = "cuda" if device == "cuda" else "cpu"
+    param_bytes, trainable, buffer_bytes, first, per_image, largest = _probe(*key, gradient_checkpointing, precision,
+                                                                             probe_device)
     activations = first + (batch_size - 1) * per_image  # affine in the batch (prompt tensors are shared)
     if gradient_checkpointing:
         # backward recomputes one block at a time: add one block's worth of the activations it avoided
-        _, _, _, plain_first, plain_per_image, _ = _probe(*key, False, precision)
+        _, _, _, plain_first, plain_per_image, _ = _probe(*key, False, precision, probe_device)
         plain = plain_first + (batch_size - 1) * plain_per_image
         activations += (plain - activations) // get_backbone(setup.backbone).encoder_blocks
     weights, grads, states = param_bytes + buffer_bytes, 4 * trainable, 8 * trainable

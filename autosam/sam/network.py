@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
-from functools import partial
+from functools import cache, partial
 
 import torch
 import torch.nn.functional as F
@@ -22,8 +22,29 @@ NORMALISATIONS = ("imagenet", "minmax")
 
 
 def bf16_native(device: torch.device) -> bool:
-    """A CUDA GPU that computes in bf16 natively (Ampere and later; older ones emulate it slowly)."""
-    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8
+    """Hardware that computes bf16 natively: a CUDA GPU of compute capability 8 or later (older ones emulate
+    it slowly), or a CPU with AVX512-BF16 or AMX (``cpu_bf16_native``)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device)[0] >= 8
+    return device.type == "cpu" and cpu_bf16_native()
+
+
+def bf16_hardware(device: torch.device) -> str:
+    """What makes ``device`` compute bf16 natively, in words (for logs)."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, compute capability {torch.cuda.get_device_capability(device)[0]}"
+    names = {"_is_amx_tile_supported": "AMX", "_is_avx512_bf16_supported": "AVX512-BF16"}
+    found = [name for check, name in names.items() if getattr(torch.cpu, check, lambda: False)()]
+    return f"this CPU has {' and '.join(found)}" if found else "this CPU has no native bf16"
+
+
+@cache
+def cpu_bf16_native() -> bool:
+    """This CPU has bf16 instructions (x86 AVX512-BF16 or AMX). Elsewhere a CPU's bf16 is emulated by
+    conversions around fp32 arithmetic, which is slower than fp32 itself; other CPUs' bf16 support (e.g. ARM's
+    BF16 extension) is not detected, so they train in fp32."""
+    return any(getattr(torch.cpu, check, lambda: False)() for check in ("_is_avx512_bf16_supported",
+                                                                          "_is_amx_tile_supported"))
 
 
 class SamSegmenter(nn.Module):
@@ -52,8 +73,8 @@ class SamSegmenter(nn.Module):
         self.image_size: int = sam.input_size
         self.num_classes: int = sam.mask_decoder.num_mask_tokens
         self.setup = None  # the applied fine-tuning set-up (setups.apply_setup)
-        # "bf16": bf16 autocast on CUDA GPUs with native bf16 (weights stay fp32); "fp32": no autocast on CUDA.
-        # compute_dtype forces an autocast dtype on any device (e.g. bf16 on a CPU that computes it natively).
+        # "bf16": bf16 autocast on hardware with native bf16 (bf16_native; weights stay fp32); "fp32": none.
+        # compute_dtype forces an autocast dtype on any device.
         self.precision = "fp32"
         self.compute_dtype: torch.dtype | None = None
         self.prompt_mode: str | None = None  # the plan's --prompts: how the fold was trained (None: promptless)
@@ -129,12 +150,20 @@ class SamSegmenter(nn.Module):
         finally:
             self._prompts = None
 
+    def autocast_dtype(self, device: torch.device) -> torch.dtype | None:
+        """The dtype this network's forwards autocast to on ``device``: ``compute_dtype`` if set, bf16 where the
+        plan says bf16 and the hardware computes it natively, else None (no autocast of its own)."""
+        if self.compute_dtype is not None:
+            return self.compute_dtype
+        if self.precision == "bf16" and bf16_native(device):
+            return torch.bfloat16
+        return None
+
     def _autocast(self, device: torch.device):
         """The precision of this forward, whatever autocast the caller runs (nnU-Net's is fp16 on CUDA)."""
-        if self.compute_dtype is not None:
-            return torch.autocast(device.type, dtype=self.compute_dtype)
-        if device.type == "cuda" and self.precision == "bf16" and bf16_native(device):
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        dtype = self.autocast_dtype(device)
+        if dtype is not None:
+            return torch.autocast(device.type, dtype=dtype)
         if device.type == "cuda" and self.precision == "fp32":
             return torch.autocast("cuda", enabled=False)
         return contextlib.nullcontext()

@@ -193,7 +193,7 @@ def _build_encoder(backbone: Backbone, image_size: int) -> nn.Module:
     if out_chans != 256:  # a registered backbone may pair TinyViT with a narrower decoder
         tiny.neck[2] = nn.Conv2d(256, out_chans, 3, padding=1, bias=False)
         tiny.neck[3] = type(tiny.neck[3])(out_chans)
-    return tiny
+    return tiny.to(memory_format=torch.channels_last)  # its convolutions run channels-last (TinyViTAnySize)
 
 
 def _build_sam2(config: HieraConfig, image_size: int, num_classes: int) -> nn.Module:

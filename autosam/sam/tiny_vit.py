@@ -18,9 +18,17 @@ with warnings.catch_warnings():
 
 
 class TinyViTAnySize(TinyViT):
-    """TinyViT whose output grid follows the input size (parameters do not depend on it)."""
+    """TinyViT whose output grid follows the input size (parameters do not depend on it).
+
+    Its convolutions run channels-last (``registry`` stores their weights so, the input is made so here): the
+    blocks' local convolutions already get channels-last views of the tokens, and the patch embedding, the
+    first stage's MBConvs and the neck follow (``benchmarks/cpu_step_options.py`` measures it)."""
+
+    channels_last = True
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.patch_embed(x)
         for layer in self.layers:
             x = layer(x)
