@@ -14,8 +14,8 @@ forward allocates besides what it saves, from the encoder's largest tensor (also
 Precision: with ``precision="bf16"`` (what the trainer runs on hardware with native bf16) the probe runs under
 an emulation of the device's autocast rules on the meta device (``MetaAutocast``), which has no autocast of its
 own; on a CPU the encoder's largest tensor is counted fp32-sized (a CPU's autocast leaves norms and activations
-in fp32): a real CPU step under bf16 autocast measured 0.93-1.17 of the estimate's ViT-T / Hiera-T figures at
-256 px (``benchmarks/memory_estimator.py --quick --precision bf16``). bf16 does
+in fp32): the estimate was 0.93-1.17 of a real CPU step's peak under bf16 autocast (ViT-T and Hiera-T at
+256 px, ``benchmarks/memory_estimator.py --quick --precision bf16``). bf16 does
 not halve the activations of SAM's attention: softmax runs in fp32 and its bf16 copy for the next product is
 saved as well. Against H100 peaks (ViT-B / ViT-H encoder+decoder LoRA, 512 and 1024 px, batch 2,
 ``benchmarks/gpu_throughput.py``) the fp32 probe under-estimated by up to 16 % at 1024 px, the emulated
