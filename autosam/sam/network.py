@@ -41,8 +41,8 @@ def bf16_hardware(device: torch.device) -> str:
 @cache
 def cpu_bf16_native() -> bool:
     """This CPU has bf16 instructions (x86 AVX512-BF16 or AMX). Elsewhere a CPU's bf16 is emulated by
-    conversions around fp32 arithmetic, which is slower than fp32 itself; other CPUs' bf16 support (e.g. ARM's
-    BF16 extension) is not detected, so they train in fp32."""
+    conversions around fp32 arithmetic, which gains nothing over fp32; other CPUs' bf16 support (e.g. ARM's BF16
+    extension) is not detected, so they train in fp32."""
     return any(getattr(torch.cpu, check, lambda: False)() for check in ("_is_avx512_bf16_supported",
                                                                           "_is_amx_tile_supported"))
 
