@@ -42,7 +42,7 @@ class SamPlan:
     val_iterations_per_epoch: int = 50
     gradient_checkpointing: bool = False
     embedding_cache: bool = True  # decoder-only set-ups train on cached image embeddings (embedding_cache.py)
-    precision: str = "bf16"  # "bf16": autocast on a CUDA GPU that supports it (fp32 elsewhere); "fp32"
+    precision: str = "bf16"  # "bf16": autocast where the hardware computes bf16 natively (fp32 elsewhere); "fp32"
     seed: int = DEFAULT_SEED  # the training seed when none is given (``--seed``); each fold records the one it used
     prompts: str | None = None  # --prompts: box | point | box+point trains with prompts too; None: promptless
     predicted_memory_gb: float | None = None

@@ -9,7 +9,7 @@ pays), and whether autosam uses it there.
                   planner's precision rule: bf16 on CPUs with AVX512-BF16 or AMX)
   Conv+BN fold    TinyViT: its frozen convolution + batch-norm pairs run as one convolution (FoldedConv2dBN)
   channels-last   the image encoder's convolutions (weights and input) in channels-last memory layout: autosam
-                  uses it for TinyViT (TinyViTAnySize), not for the ViTs, which have two convolutions
+                  uses it for TinyViT (TinyViTAnySize), not for the ViTs, which have three convolutions
 
     python benchmarks/cpu_step_options.py
     python benchmarks/cpu_step_options.py --setups vit_t_encdec_lora --image-size 512 --rounds 8

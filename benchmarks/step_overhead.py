@@ -7,7 +7,7 @@ builds it (its data loader, augmentation and the planned worker count), then, si
 timed as the median over --iterations after warm-up. `overhead = full / bare - 1` is what loading and
 augmentation add to a step; the goal is at most 10 %. With --precision the bare step is also timed without
 autocast (fp32) and under bf16 autocast, to show what bf16 gives on this device (the planned precision is
-what the full and bare columns run: fp32 on a CPU, bf16 on a GPU with native bf16).
+what the full and bare columns run: bf16 where the hardware computes it natively, rule R21, else fp32).
 
     python benchmarks/step_overhead.py                                  # BUSI (shared data or bundled subset)
     python benchmarks/step_overhead.py --setups vit_t_encdec_lora vit_t_dec_lora --image-size 256 --precision
@@ -23,6 +23,7 @@ import torch
 from common import measure_setups, started_trainer, subset_arguments
 
 from autosam.paths import Dataset
+from autosam.sam.frozen import store_frozen_weights
 
 
 def _median_ms(step, iterations: int, warmup: int = 2) -> float:
@@ -52,8 +53,10 @@ def measure(dataset: Dataset, setup: str, device: torch.device, iterations: int,
         network = trainer._sam_network()
         planned = network.precision
         network.precision = "fp32"
+        network.float()  # the frozen weights a bf16 trainer stored in bf16, back in fp32
         row["bare_fp32_ms"] = _median_ms(lambda: trainer.train_step(held), iterations)
         network.compute_dtype = torch.bfloat16
+        store_frozen_weights(network, torch.bfloat16)  # as the trainer stores them under bf16
         row["bare_bf16_ms"] = _median_ms(lambda: trainer.train_step(held), iterations)
         network.compute_dtype, network.precision = None, planned
     if hasattr(loader, "_finish"):  # stop augmentation workers (the fold folder is temporary: nothing to save)

@@ -16,7 +16,7 @@ from autosam.planners.rules import RULES, cite, set_by_user
 from autosam.planners.step_cost import embedding_cache_reason, iteration_gflops
 from autosam.sam.costs import meta_network
 from autosam.sam.memory import ALLOCATOR_OVERHEAD, CUDA_CONTEXT_BYTES, GIB, estimate_training_memory
-from autosam.sam.network import bf16_hardware, bf16_native
+from autosam.sam.network import bf16_hardware, estimated_precision
 from autosam.sam.registry import FAMILY_BACKBONES, IMAGE_SIZE_STEP, family_backbones, get_backbone
 from autosam.sam.setups import DEFAULT_LORA_RANK, Setup, all_setups
 from autosam.sam.weights.catalogue import CATALOGUE, RANDOM_START, checkpoint_backbone
@@ -146,20 +146,14 @@ def _estimate(setup: Setup, size: int, batch: int, shape: dict, hardware: Hardwa
     # the patch the trainer will see: SAM-sized (sam_planner.sam_sized) unless --native-patches
     patch = shape["patch"] if shape["native_patches"] else tuple(min(p, size) for p in shape["patch"])
     return estimate_training_memory(setup, size, batch, shape["num_classes"], shape["channels"], patch,
-                                    checkpointing, hardware.device, training_precision(hardware)).peak
-
-
-def training_precision(hardware: Hardware) -> str:
-    """What the trainer computes in there (SamPlan.precision "bf16" on native bf16 hardware): a GPU planned
-    for is taken to have native bf16 (Ampere or later), a CPU is this one."""
-    return "bf16" if hardware.device == "cuda" or bf16_native(torch.device("cpu")) else "fp32"
+                                    checkpointing, hardware.device, estimated_precision("bf16", hardware.device)).peak
 
 
 def precision_here(hardware: Hardware) -> str:
     """The planned hardware's precision, in words."""
     if hardware.device == "cuda":
         return "bf16 on the planned GPU if it is Ampere or later, else nnU-Net's fp16 autocast with loss scaling"
-    return f"{bf16_hardware(torch.device('cpu'))}: {training_precision(hardware)}"
+    return f"{bf16_hardware(torch.device('cpu'))}: {estimated_precision('bf16', 'cpu')}"
 
 
 def evaluate(setup: Setup, size: int, shape: dict, hardware: Hardware) -> Candidate:

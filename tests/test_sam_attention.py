@@ -158,6 +158,10 @@ def test_frozen_conv_bn_runs_folded_and_follows_a_load_and_training_falls_back_t
     with torch.no_grad():
         torch.testing.assert_close(folded(x), other(x), atol=ATOL, rtol=1e-4)
     torch.testing.assert_close(folded.bn.running_mean, other.bn.running_mean)
+    folded.eval(), other.eval()
+    folded.c.weight.requires_grad_(True)  # a trained convolution: the pair, its weight gets its gradient
+    folded(x).sum().backward()
+    assert folded.c.weight.grad is not None
 
 
 def test_a_training_tiny_vit_network_runs_its_frozen_batch_norms_folded() -> None:
@@ -234,11 +238,18 @@ def test_official_layout_checkpoint_loads_unchanged(backbone: str) -> None:
     torch.manual_seed(0)
     fused = build_sam(backbone, 64, 3)
     original = use_fused_attention(copy.deepcopy(fused), fused=False)
+    original.image_encoder.to(memory_format=torch.contiguous_format)  # as an official file holds it
     _randomised(original)
+    with torch.no_grad():  # TinyViT's batch norms with statistics and affine terms that the fold must carry
+        for norm in (m for m in original.modules() if isinstance(m, nn.BatchNorm2d)):
+            norm.running_mean.normal_(), norm.running_var.uniform_(0.5, 2.0), norm.weight.normal_(), norm.bias.normal_()
     assert {k: v.shape for k, v in fused.state_dict().items()} == {k: v.shape for k, v in original.state_dict().items()}
     fused.load_state_dict(original.state_dict(), strict=True)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
+        torch.testing.assert_close(fused.image_encoder(x), original.image_encoder(x), atol=ATOL, rtol=1e-4)
+        fused.eval(), original.eval()  # TinyViT's frozen pairs folded, against MobileSAM's own
+        fused.requires_grad_(False)
         torch.testing.assert_close(fused.image_encoder(x), original.image_encoder(x), atol=ATOL, rtol=1e-4)
 
 

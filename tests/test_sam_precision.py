@@ -74,6 +74,11 @@ def test_meta_autocast_follows_the_cpus_casting_rules() -> None:
             == torch.float32  # losses in fp32
 
 
+def test_this_torch_answers_whether_the_cpu_has_bf16() -> None:
+    """The CPU checks are private torch functions: a torch without them would silently train in fp32."""
+    assert callable(torch.cpu._is_avx512_bf16_supported) and callable(torch.cpu._is_amx_tile_supported)
+
+
 @pytest.mark.parametrize("native", [True, False])
 def test_a_bf16_plan_autocasts_on_a_cpu_exactly_when_it_computes_bf16_natively(
     native: bool, monkeypatch: pytest.MonkeyPatch

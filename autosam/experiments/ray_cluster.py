@@ -27,7 +27,7 @@ from autosam.errors import AutosamError
 from autosam.paths import configure_training_processes
 from autosam.plans import SAM_CONFIGURATION, read_plans
 from autosam.sam.memory import estimate_training_memory
-from autosam.sam.network import bf16_native
+from autosam.sam.network import estimated_precision
 from autosam.trainers.fold_jobs import FoldJob, SerialExecutor
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def predicted_gb(job: FoldJob) -> float:
     estimate = estimate_training_memory(
         plan.setup, plan.image_size, training.budget.batch_size or configuration.batch_size, classes, channels,
         tuple(configuration.patch_size), plan.gradient_checkpointing, job.device.type,
-        "bf16" if plan.precision == "bf16" and bf16_native(job.device) else "fp32")
+        estimated_precision(plan.precision, job.device.type))
     return estimate.peak_gb
 
 

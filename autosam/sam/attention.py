@@ -193,15 +193,20 @@ class FoldedConv2dBN(tiny_vit_sam.Conv2d_BN):
     """MobileSAM's convolution + batch norm (TinyViT). Frozen, with the norm in eval mode (its pretrained
     statistics, ``SamSegmenter.train``), it runs as one convolution, the norm folded into its weight and bias as
     MobileSAM's own ``fuse`` folds it. The module, its parameters and state-dict keys stay as they are: the
-    folded tensors are kept aside and made again whenever a source tensor changes (a load, a cast, a move).
-    Trained, or normalising with batch statistics, it runs as the original."""
+    folded tensors are kept aside, made again whenever a source tensor changes (a state-dict load or another
+    in-place update, a cast, a move), and made inside the graph when compiled. Trained, or normalising with
+    batch statistics, it runs as the original."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv, norm = self.c, self.bn
         if norm.training or conv.weight.requires_grad or norm.weight.requires_grad or norm.bias.requires_grad:
             return super().forward(x)
-        weight, bias = self._folded()
+        weight, bias = self._fold() if torch.compiler.is_compiling() else self._folded()
         return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+    def _fold(self) -> tuple[torch.Tensor, torch.Tensor]:
+        scale = self.bn.weight * (self.bn.running_var + self.bn.eps).rsqrt()
+        return self.c.weight * scale[:, None, None, None], self.bn.bias - self.bn.running_mean * scale
 
     def _folded(self) -> tuple[torch.Tensor, torch.Tensor]:
         sources = (self.c.weight, self.bn.weight, self.bn.bias, self.bn.running_mean, self.bn.running_var)
@@ -210,9 +215,7 @@ class FoldedConv2dBN(tiny_vit_sam.Conv2d_BN):
         if cached is None or cached[0] != key:
             # a normal tensor even when first made under inference mode, so a training forward may save it
             with torch.no_grad(), torch.inference_mode(False):
-                scale = self.bn.weight * (self.bn.running_var + self.bn.eps).rsqrt()
-                weight = self.c.weight * scale[:, None, None, None]
-                cached = key, (weight, self.bn.bias - self.bn.running_mean * scale)
+                cached = key, self._fold()
             self.__dict__["_folded_cache"] = cached
         return cached[1]
 

@@ -63,7 +63,7 @@ _FLOAT32 = {F.softmax, torch.softmax, torch.Tensor.softmax, F.log_softmax, torch
             torch.sum, torch.Tensor.sum, torch.exp, torch.Tensor.exp, torch.log, torch.Tensor.log, torch.rsqrt,
             torch.Tensor.rsqrt, F.cross_entropy, F.nll_loss, torch.cumsum, torch.Tensor.cumsum, F.normalize}
 # CPU autocast's fp32 list holds losses but no softmax, norm or reduction: those run in their input's type
-_CPU_FLOAT32 = {F.cross_entropy, F.nll_loss}
+_CPU_FLOAT32 = {F.cross_entropy, F.nll_loss, F.binary_cross_entropy, F.binary_cross_entropy_with_logits, F.mse_loss}
 
 
 def _cast(value, dtype: torch.dtype):

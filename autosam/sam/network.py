@@ -29,6 +29,13 @@ def bf16_native(device: torch.device) -> bool:
     return device.type == "cpu" and cpu_bf16_native()
 
 
+def estimated_precision(precision: str, device_type: str) -> str:
+    """The precision a training-memory estimate assumes for a plan's ``precision`` on ``device_type``: "bf16" on a
+    CUDA GPU (which may not be this machine's: Ampere or later is assumed), and on a CPU if this one has native
+    bf16 (``cpu_bf16_native``); else "fp32"."""
+    return "bf16" if precision == "bf16" and (device_type == "cuda" or cpu_bf16_native()) else "fp32"
+
+
 def bf16_hardware(device: torch.device) -> str:
     """What makes ``device`` compute bf16 natively, in words (for logs)."""
     if device.type == "cuda":
