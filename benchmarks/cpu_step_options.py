@@ -10,6 +10,8 @@ pays), and whether autosam uses it there.
   Conv+BN fold    TinyViT: its frozen convolution + batch-norm pairs run as one convolution (FoldedConv2dBN)
   channels-last   the image encoder's convolutions (weights and input) in channels-last memory layout: autosam
                   uses it for TinyViT (TinyViTAnySize), not for the ViTs, which have three convolutions
+  bf16, cached    decoder-only set-ups: bf16 autocast on the step the trainer runs on cached image embeddings
+                  (the decoder alone; trainers/cached.py), the embeddings encoded in the step's precision
 
     python benchmarks/cpu_step_options.py
     python benchmarks/cpu_step_options.py --setups vit_t_encdec_lora --image-size 512 --rounds 8
@@ -42,8 +44,8 @@ def autosam_options(setup: Setup) -> dict[str, bool]:
     return {"bf16 autocast": cpu_bf16_native(), "Conv+BN fold": True if tiny else None, "channels-last": tiny}
 
 
-def step_of(setup: Setup, size: int, batch: int, options: dict[str, bool]):
-    """One training step of autosam's network with ``options`` on or off."""
+def step_of(setup: Setup, size: int, batch: int, options: dict[str, bool], cached: bool = False):
+    """One training step of autosam's network with ``options`` on or off (``cached``: on cached embeddings)."""
     torch.manual_seed(0)
     network = build_network(setup, size, NUM_CLASSES, 1).train()
     encoder = network.sam.image_encoder
@@ -65,10 +67,19 @@ def step_of(setup: Setup, size: int, batch: int, options: dict[str, bool]):
     loss = nnunet_loss()
     x = torch.randn(batch, 1, size, size)
     y = torch.randint(0, NUM_CLASSES, (batch, 1, size, size)).float()
+    if cached:
+        with torch.no_grad(), network._autocast(x.device):
+            embeddings = network.encode(x)
+
+    def logits() -> torch.Tensor:
+        if not cached:
+            return network(x)
+        with network._autocast(x.device):  # one decoder call for the batch, as trainers/cached.py has it
+            return network.decode(embeddings, (size, size))
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        loss(network(x), y).backward()
+        loss(logits(), y).backward()
         torch.nn.utils.clip_grad_norm_(trainable, 12)
         optimizer.step()
 
@@ -95,9 +106,16 @@ def main() -> None:
         setup = Setup.parse(name)
         ours = autosam_options(setup)
         variants = {"autosam": step_of(setup, args.image_size, args.batch, ours)}
+        pairs = {}  # label -> (option, autosam's variant, the switched one)
         for option in OPTIONS:
             if ours[option] is not None:
                 variants[option] = step_of(setup, args.image_size, args.batch, {**ours, option: not ours[option]})
+                pairs[option] = (option, "autosam", option)
+        if not setup.trains_encoder:
+            variants["autosam, cached"] = step_of(setup, args.image_size, args.batch, ours, cached=True)
+            variants["bf16, cached"] = step_of(setup, args.image_size, args.batch,
+                                               {**ours, "bf16 autocast": not ours["bf16 autocast"]}, cached=True)
+            pairs["bf16, cached"] = ("bf16 autocast", "autosam, cached", "bf16, cached")
         for step in variants.values():  # warm-up
             step()
             step()
@@ -105,10 +123,10 @@ def main() -> None:
         for round_ in range(args.rounds):
             for key in list(variants)[:: -1 if round_ % 2 else 1]:
                 times[key].append(_seconds(variants[key]))
-        for option in list(variants)[1:]:
-            on, off = (times["autosam"], times[option]) if ours[option] else (times[option], times["autosam"])
+        for label, (option, ours_key, switched) in pairs.items():
+            on, off = (times[ours_key], times[switched]) if ours[option] else (times[switched], times[ours_key])
             ratio = statistics.median(a / b for a, b in zip(off, on))
-            print(f"{name:20} {option:14} {1000 * statistics.median(off):>8.0f} {1000 * statistics.median(on):>8.0f} "
+            print(f"{name:20} {label:14} {1000 * statistics.median(off):>8.0f} {1000 * statistics.median(on):>8.0f} "
                   f"{ratio:>6.2f}x  {'on' if ours[option] else 'off'}", flush=True)
 
 
