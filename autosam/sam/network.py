@@ -40,18 +40,25 @@ def bf16_hardware(device: torch.device) -> str:
     """What makes ``device`` compute bf16 natively, in words (for logs)."""
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, compute capability {torch.cuda.get_device_capability(device)[0]}"
-    names = {"_is_amx_tile_supported": "AMX", "_is_avx512_bf16_supported": "AVX512-BF16"}
-    found = [name for check, name in names.items() if getattr(torch.cpu, check, lambda: False)()]
+    found = cpu_bf16_features()
     return f"this CPU has {' and '.join(found)}" if found else "this CPU has no native bf16"
 
 
+# torch's checks of this CPU's bf16 instructions, by the name of the instructions
+_CPU_BF16_CHECKS = {"AVX512-BF16": "_is_avx512_bf16_supported", "AMX": "_is_amx_tile_supported"}
+
+
 @cache
+def cpu_bf16_features() -> tuple[str, ...]:
+    """This CPU's bf16 instructions (x86 AVX512-BF16, AMX). Elsewhere a CPU's bf16 is emulated by conversions
+    around fp32 arithmetic, which gains nothing over fp32; other CPUs' bf16 support (e.g. ARM's BF16 extension)
+    is not detected, so they train in fp32."""
+    return tuple(name for name, check in _CPU_BF16_CHECKS.items() if getattr(torch.cpu, check, lambda: False)())
+
+
 def cpu_bf16_native() -> bool:
-    """This CPU has bf16 instructions (x86 AVX512-BF16 or AMX). Elsewhere a CPU's bf16 is emulated by
-    conversions around fp32 arithmetic, which gains nothing over fp32; other CPUs' bf16 support (e.g. ARM's BF16
-    extension) is not detected, so they train in fp32."""
-    return any(getattr(torch.cpu, check, lambda: False)() for check in ("_is_avx512_bf16_supported",
-                                                                          "_is_amx_tile_supported"))
+    """This CPU computes bf16 natively (``cpu_bf16_features``)."""
+    return bool(cpu_bf16_features())
 
 
 class SamSegmenter(nn.Module):
